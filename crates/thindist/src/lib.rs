@@ -1,6 +1,20 @@
 //! thindist: distributed ThinLTO for Clang builds.
 //!
-//! The flow runs one way: link arguments -> inputs -> thin link -> job plan -> executor -> cache
-//! -> final link -> report.
+//! The flow runs one way, a module per stage: link arguments ([`linkargs`]) -> inputs
+//! ([`inputs`]) -> thin link ([`thinlink`]) -> job plan ([`plan`], with [`flags`]) -> executor
+//! ([`exec`]) -> final link ([`driver`]) -> report ([`report`], fed by [`events`]).
 
+pub mod cc;
+pub mod cmdline;
+pub mod driver;
+pub mod events;
+pub mod exec;
+pub mod flags;
+pub mod fsutil;
+pub mod inputs;
 pub mod job;
+pub mod linkargs;
+pub mod plan;
+pub mod report;
+pub mod shell;
+pub mod thinlink;

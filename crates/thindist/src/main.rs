@@ -1,4 +1,153 @@
+//! The `thindist` command line. Invoked as `thindist-ld` (through a symlink) it is the linker.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use thindist::driver::{self, LdSettings};
+use thindist::exec::Slots;
+
+#[derive(Parser)]
+#[command(name = "thindist", version, about = "Distributed ThinLTO for Clang builds", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run a link as distributed ThinLTO: thin link, one back-end compile per module with its
+    /// own flags, final link.
+    #[command(
+        after_help = "Examples:\n  thindist ld -j8 -- ld.lld-22 -o prog main.o libfoo.a\n  \
+        thindist ld --compile-commands build/compile_commands.json -- clang-22 -fuse-ld=lld -flto=thin -o prog *.o\n  \
+        ln -s $(which thindist) thindist-ld; make LD=$PWD/thindist-ld THINDIST_LINKER=ld.lld-22"
+    )]
+    Ld {
+        #[command(flatten)]
+        options: RunOptions,
+        /// The link command: ld.lld (any version) or a clang driver with -fuse-ld=lld.
+        #[arg(last = true, required = true, value_name = "LINKER ARGS")]
+        command: Vec<String>,
+    },
+    /// Run a compile unchanged and record the object's flags for its back end.
+    #[command(after_help = "Example:\n  make CC='thindist cc -- clang-22'")]
+    Cc {
+        #[arg(last = true, required = true, value_name = "COMPILER ARGS")]
+        command: Vec<String>,
+    },
+}
+
+/// Options of a distributed run; each is also an environment variable, because thindist often
+/// runs where no command line reaches it (as `thindist-ld` under make).
+#[derive(Args, Clone, Debug)]
+struct RunOptions {
+    /// Back-end jobs at once [default: make's jobserver if passed in MAKEFLAGS, else the CPU count].
+    #[arg(short = 'j', long, env = "THINDIST_JOBS")]
+    jobs: Option<usize>,
+    /// A compile_commands.json giving per-object flags.
+    #[arg(long, env = "THINDIST_COMPILE_COMMANDS", value_name = "FILE")]
+    compile_commands: Option<PathBuf>,
+    /// Print every command.
+    #[arg(short, long, env = "THINDIST_VERBOSE")]
+    verbose: bool,
+    /// Run every job even after one fails (the link still fails).
+    #[arg(long, env = "THINDIST_KEEP_GOING")]
+    keep_going: bool,
+    /// Compiler for modules without saved flags [default: the clang beside the linker].
+    #[arg(long, env = "THINDIST_COMPILER")]
+    compiler: Option<String>,
+}
+
+impl RunOptions {
+    /// The options from the environment alone.
+    fn from_env() -> Result<RunOptions> {
+        #[derive(Parser)]
+        struct EnvOnly {
+            #[command(flatten)]
+            options: RunOptions,
+        }
+        Ok(EnvOnly::try_parse_from(["thindist-ld"])?.options)
+    }
+
+    fn settings(&self) -> LdSettings {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let slots = match self.jobs {
+            Some(n) => Slots::Fixed(n.max(1)),
+            None => Slots::from_env_or(cpus),
+        };
+        LdSettings {
+            slots,
+            compile_commands: self.compile_commands.clone(),
+            verbose: self.verbose,
+            keep_going: self.keep_going,
+            compiler: self.compiler.clone(),
+        }
+    }
+}
+
+/// The real linker for `thindist-ld`: `THINDIST_LINKER`, else the first `ld.lld` (or
+/// `ld.lld-N`, newest first) on PATH that is not thindist itself.
+fn real_linker() -> Result<String> {
+    if let Ok(linker) = std::env::var("THINDIST_LINKER") {
+        if !linker.is_empty() {
+            return Ok(linker);
+        }
+    }
+    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    let mut names = vec!["ld.lld".to_string()];
+    names.extend((14..=40).rev().map(|v| format!("ld.lld-{v}")));
+    for name in &names {
+        for dir in &dirs {
+            let candidate = dir.join(name);
+            if candidate.is_file() && candidate.canonicalize().ok() != me {
+                return Ok(candidate.to_string_lossy().into_owned());
+            }
+        }
+    }
+    bail!("no real linker found: set THINDIST_LINKER (e.g. THINDIST_LINKER=ld.lld-22) or put ld.lld on PATH")
+}
+
+fn run_ld(options: &RunOptions, command: &[String]) -> Result<i32> {
+    thindist::exec::install_interrupt_handler();
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let invocation = driver::resolve_invocation(command, &cwd)?;
+    driver::run_ld(
+        invocation,
+        &options.settings(),
+        &driver::run_locally,
+        Vec::new(),
+    )
+}
+
 fn main() {
-    eprintln!("thindist: under construction");
-    std::process::exit(2);
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let invoked_as = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let result = if invoked_as.starts_with("thindist-ld") {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        RunOptions::from_env().and_then(|options| {
+            let mut command = vec![real_linker()?];
+            command.extend(args);
+            run_ld(&options, &command)
+        })
+    } else {
+        let cli = Cli::parse();
+        match &cli.command {
+            Commands::Ld { options, command } => run_ld(options, command),
+            Commands::Cc { command } => thindist::cc::run_cc(command),
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("thindist: error: {err:#}");
+            std::process::exit(1);
+        }
+    }
 }

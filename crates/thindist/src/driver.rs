@@ -1,0 +1,330 @@
+//! `thindist ld`: a linker invocation run as distributed ThinLTO, stage by stage: link
+//! arguments -> inputs -> thin link -> plan -> jobs -> final link -> report.
+
+use crate::cmdline;
+use crate::events::{Event, JobOutcome, Reporter};
+use crate::exec::{self, Executor, Slots};
+use crate::flags::FlagSources;
+use crate::fsutil;
+use crate::job::BackendJob;
+use crate::linkargs::{LinkArgs, LtoOpt};
+use crate::plan::{self, LinkCodegen};
+use crate::report::{ConsoleReporter, Tally};
+use crate::thinlink;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Settings of one distributed link.
+pub struct LdSettings {
+    pub slots: Slots,
+    pub compile_commands: Option<PathBuf>,
+    pub verbose: bool,
+    pub keep_going: bool,
+    /// Compiler for modules without saved flags; derived from the linker when unset.
+    pub compiler: Option<String>,
+}
+
+/// Reporters beyond the console that a run feeds (trace, build log).
+pub type ExtraReporters<'a> = Vec<&'a mut dyn Reporter>;
+
+struct Fanout<'a> {
+    console: ConsoleReporter,
+    tally: Tally,
+    extra: ExtraReporters<'a>,
+}
+
+impl Reporter for Fanout<'_> {
+    fn on_event(&mut self, event: &Event) {
+        self.console.on_event(event);
+        self.tally.record(event);
+        for r in self.extra.iter_mut() {
+            r.on_event(event);
+        }
+    }
+}
+
+/// The real linker and its arguments, from what the user ran.
+pub struct LinkerInvocation {
+    pub linker: String,
+    pub args: Vec<String>,
+    /// The clang driver that named this linker, if the link came through one.
+    pub driver: Option<String>,
+}
+
+fn is_compiler_driver(program: &str) -> bool {
+    let name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.contains("clang") || name == "cc" || name == "c++"
+}
+
+/// Resolves `LINKER ARGS...`: an lld command as is, or a clang driver command turned into the
+/// lld command it runs (`-###`).
+pub fn resolve_invocation(command: &[String], cwd: &Path) -> Result<LinkerInvocation> {
+    let Some((program, args)) = command.split_first() else {
+        bail!("no linker command given (usage: thindist ld -- LINKER ARGS...)");
+    };
+    if !is_compiler_driver(program) {
+        return Ok(LinkerInvocation {
+            linker: program.clone(),
+            args: args.to_vec(),
+            driver: None,
+        });
+    }
+    let output = Command::new(program)
+        .args(args)
+        .arg("-###")
+        .current_dir(cwd)
+        .output()
+        .with_context(|| format!("cannot run the compiler driver {program}"))?;
+    if !output.status.success() {
+        bail!(
+            "{program} -### failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stderr);
+    let jobs: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| l.starts_with(" \""))
+        .map(cmdline::tokenize_gnu)
+        .collect();
+    match jobs.as_slice() {
+        [link] if link.first().is_some_and(|l| l.contains("ld")) => Ok(LinkerInvocation {
+            linker: link[0].clone(),
+            args: link[1..].to_vec(),
+            driver: Some(program.clone()),
+        }),
+        _ => bail!(
+            "{program} runs {} commands for this invocation; thindist ld takes a pure link (compile sources separately)",
+            jobs.len()
+        ),
+    }
+}
+
+/// Guesses the clang that matches a linker: `ld.lld-22` -> `clang-22` beside it.
+fn default_compiler(invocation: &LinkerInvocation) -> String {
+    if let Some(driver) = &invocation.driver {
+        return driver.clone();
+    }
+    let linker = Path::new(&invocation.linker);
+    let name = linker
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let clang = match name.strip_prefix("ld.lld") {
+        Some(suffix) => format!("clang{suffix}"),
+        None => "clang".to_string(),
+    };
+    match linker.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if dir.join(&clang).exists() => dir.join(&clang).to_string_lossy().into_owned(),
+        _ => clang,
+    }
+}
+
+/// Runs the real linker with the original arguments, replacing this process.
+pub fn pass_through(linker: &str, args: &[String]) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let err = Command::new(linker).args(args).exec();
+    bail!("cannot run the linker {linker}: {err}")
+}
+
+/// Everything that happened in one distributed link, for the caller's report.
+pub struct LinkRun {
+    pub jobs: Vec<BackendJob>,
+    pub outcomes: exec::Outcomes,
+}
+
+/// Runs one link in distributed mode. Returns the exit code.
+pub fn run_ld(
+    invocation: LinkerInvocation,
+    settings: &LdSettings,
+    run_job: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
+    extra_reporters: ExtraReporters,
+) -> Result<i32> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let expanded = cmdline::expand_response_files(&invocation.args)?;
+    let mut args = LinkArgs::parse(&expanded)?;
+    if args.is_query() || args.lto_options().any(|o| *o == LtoOpt::AlreadyDistributed) {
+        return pass_through(&invocation.linker, &invocation.args);
+    }
+    args.resolve_libraries(&cwd);
+    let link = thinlink::prepare(args, &cwd)?;
+    if !link.has_bitcode() {
+        return pass_through(&invocation.linker, &invocation.args);
+    }
+    let mut reporter = Fanout {
+        console: ConsoleReporter::new(0, settings.verbose),
+        tally: Tally::default(),
+        extra: extra_reporters,
+    };
+
+    // Thin link.
+    let started = Instant::now();
+    let thin_command = link.thin_link_command(&invocation.linker)?;
+    reporter.on_event(&Event::ThinLinkStarted {
+        command: &thin_command,
+    });
+    let thin = link.run_thin_link(thin_command, &cwd)?;
+    reporter.on_event(&Event::ThinLinkFinished {
+        modules: thin.modules.len(),
+        duration: started.elapsed(),
+    });
+
+    // Plan.
+    let parent_shell = parent_shell_commands();
+    let sources = FlagSources::new(settings.compile_commands.as_deref(), parent_shell, &cwd)?;
+    let codegen = LinkCodegen::from_link(
+        &link.args,
+        settings
+            .compiler
+            .clone()
+            .unwrap_or_else(|| default_compiler(&invocation)),
+    );
+    let plan = plan::plan(&thin.modules, &link.work_dir, &cwd, &sources, &codegen)?;
+
+    // Back ends.
+    let outcomes = exec::dispatch(
+        &plan.jobs,
+        &settings.slots,
+        settings.keep_going,
+        run_job,
+        &mut reporter,
+    );
+    let mut failed = 0;
+    let mut natives = HashMap::new();
+    for (job, outcome) in plan.jobs.iter().zip(&outcomes) {
+        match outcome {
+            Some(o) if o.succeeded() => {
+                if let Some(published) = &job.published {
+                    fsutil::publish(&cwd.join(&job.native), &cwd.join(published))?;
+                }
+                natives.insert(job.module.clone(), job.native.clone());
+            }
+            Some(o) => {
+                failed += 1;
+                report_failure(job, o);
+            }
+            None => {}
+        }
+    }
+    for problem in &plan.problems {
+        eprintln!(
+            "thindist: warning: {}: {}; compiled with options derived from the link",
+            problem.module.display(),
+            problem.message
+        );
+    }
+    if !plan.without_flags.is_empty() {
+        let shown: Vec<String> = plan
+            .without_flags
+            .iter()
+            .take(5)
+            .map(|m| m.display().to_string())
+            .collect();
+        let more = plan.without_flags.len().saturating_sub(shown.len());
+        eprintln!(
+            "thindist: warning: {} module(s) had no saved flags and were compiled with options derived from the link: {}{}",
+            plan.without_flags.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+    }
+    let parallel = match &settings.slots {
+        Slots::Fixed(n) => *n,
+        Slots::Jobserver(_) => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    if failed > 0 {
+        reporter.console.finish();
+        eprintln!(
+            "{}",
+            reporter.tally.summary(reporter.console.elapsed(), parallel)
+        );
+        bail!("{failed} back-end compile(s) failed; the link was not run");
+    }
+
+    // Final link, written beside the output and renamed into place only on success.
+    let output = link.args.output().unwrap_or("a.out").to_string();
+    let temp_output = fsutil::temp_sibling(Path::new(&output));
+    let final_args = link.final_link_args(&natives, &temp_output.to_string_lossy());
+    let rsp = link.work_dir.join("finallink.rsp");
+    cmdline::write_response_file(&cwd.join(&rsp), &final_args)?;
+    let final_command = vec![invocation.linker.clone(), format!("@{}", rsp.display())];
+    let final_started = Instant::now();
+    reporter.on_event(&Event::FinalLinkStarted {
+        command: &final_command,
+    });
+    exec::interrupts().add_temp(&cwd.join(&temp_output));
+    let result = exec::run_tracked(
+        Command::new(&final_command[0])
+            .args(&final_command[1..])
+            .current_dir(&cwd),
+    );
+    let (status, text) =
+        result.with_context(|| format!("cannot run the linker {}", invocation.linker))?;
+    reporter.console.finish();
+    eprint!("{text}");
+    if !status.success() {
+        let _ = std::fs::remove_file(cwd.join(&temp_output));
+        bail!(
+            "the final link failed ({status})\n  to reproduce: cd {} && {}",
+            cwd.display(),
+            cmdline::shell_line(&final_command)
+        );
+    }
+    std::fs::rename(cwd.join(&temp_output), cwd.join(&output))
+        .with_context(|| format!("cannot move the linked output into place at {output}"))?;
+    exec::interrupts().remove_temp(&cwd.join(&temp_output));
+    reporter.on_event(&Event::FinalLinkFinished {
+        duration: final_started.elapsed(),
+    });
+    eprintln!("{}", reporter.tally.summary(started.elapsed(), parallel));
+    Ok(0)
+}
+
+/// Prints a failed job: the module, the reason, the compiler's output and the command that
+/// reproduces it.
+pub fn report_failure(job: &BackendJob, outcome: &JobOutcome) {
+    eprintln!(
+        "thindist: error: back-end compile of {} failed: {}",
+        job.module.display(),
+        outcome.failure.as_deref().unwrap_or("unknown failure")
+    );
+    if !outcome.output.trim().is_empty() {
+        eprintln!("{}", outcome.output.trim_end());
+    }
+    eprintln!("  flags from: {}", job.flags_source.describe());
+    eprintln!(
+        "  to reproduce: cd {} && {}",
+        job.cwd.display(),
+        cmdline::shell_line(&job.command)
+    );
+}
+
+/// The commands of the shell that started this process, when that is `sh -c SCRIPT`: kbuild
+/// links single-object modules in the same shell command that compiles them.
+fn parent_shell_commands() -> Vec<Vec<String>> {
+    let ppid = std::os::unix::process::parent_id();
+    let Ok(raw) = std::fs::read(format!("/proc/{ppid}/cmdline")) else {
+        return Vec::new();
+    };
+    let argv: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    match argv.iter().position(|a| a == "-c") {
+        Some(i) if argv.get(i + 1).is_some() => crate::shell::split_commands(&argv[i + 1]),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs a job with the local executor.
+pub fn run_locally(job: &BackendJob) -> JobOutcome {
+    exec::LocalExecutor.execute(job)
+}

@@ -1,0 +1,566 @@
+//! Linker command lines: which tokens are inputs, which are options (and which options take a
+//! value), which are LTO-only, and where the output goes.
+//!
+//! The parse is lossless: every token lands in exactly one [`Item`], so a command can be written
+//! back out with some items replaced (archives by member lists, bitcode by native objects) and
+//! the rest exactly as the user wrote it.
+
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// One element of a linker command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// An option with its value tokens, kept verbatim.
+    Opt(Vec<String>),
+    /// An option that only matters to LTO: used for the thin link and the back ends, dropped from
+    /// the final link of native objects.
+    Lto(LtoOpt, Vec<String>),
+    /// `-o FILE`.
+    Output(Vec<String>, String),
+    /// A file to link: an object, an archive, a shared library or a linker script.
+    Input(Input),
+    /// `-lNAME` that did not resolve to a static archive: left to the linker.
+    Library(Vec<String>),
+}
+
+/// A file input and the archive semantics in force where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// The tokens as written (`x.o`, or `-l foo` for a library found on the search path).
+    pub tokens: Vec<String>,
+    pub path: PathBuf,
+    /// Inside `--whole-archive`.
+    pub whole_archive: bool,
+    /// Inside `--start-lib ... --end-lib`: loaded lazily, as if an archive member.
+    pub lazy: bool,
+}
+
+/// What an LTO-only option means for the back-end compiles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LtoOpt {
+    /// `-mllvm X`, `-plugin-opt=-X`: an LLVM option for code generation.
+    Mllvm(String),
+    /// `--lto-O3`, `-plugin-opt=O3`.
+    OptLevel(String),
+    /// `--lto-sample-profile=F`: becomes `-fprofile-sample-use=F`.
+    SampleProfile(String),
+    /// `--lto-basic-block-sections=X`: becomes `-fbasic-block-sections=X`.
+    BasicBlockSections(String),
+    /// Options that steer distribution itself (`--thinlto-index-only`, a distributor): a link
+    /// carrying them is already distributed and is passed through.
+    AlreadyDistributed,
+    /// Everything else LTO-only (`--thinlto-jobs`, cache options, `--save-temps`, plugin names).
+    Other,
+}
+
+/// A parsed linker command line (response files already expanded).
+#[derive(Clone, Debug, Default)]
+pub struct LinkArgs {
+    pub items: Vec<Item>,
+}
+
+/// Long options (without leading dashes) that take their value as the next token when not
+/// written as `name=value`.
+const SEPARATE_VALUE: &[&str] = &[
+    "o",
+    "output",
+    "L",
+    "library-path",
+    "l",
+    "library",
+    "T",
+    "script",
+    "m",
+    "e",
+    "entry",
+    "z",
+    "u",
+    "undefined",
+    "y",
+    "trace-symbol",
+    "R",
+    "rpath",
+    "soname",
+    "h",
+    "init",
+    "fini",
+    "defsym",
+    "version-script",
+    "dynamic-list",
+    "Map",
+    "dynamic-linker",
+    "plugin",
+    "plugin-opt",
+    "mllvm",
+    "Ttext",
+    "Tbss",
+    "Tdata",
+    "section-start",
+    "F",
+    "filter",
+    "f",
+    "auxiliary",
+    "exclude-libs",
+    "hash-style",
+    "wrap",
+    "image-base",
+    "retain-symbols-file",
+    "symbol-ordering-file",
+    "call-graph-ordering-file",
+    "just-symbols",
+    "dependency-file",
+    "error-limit",
+    "format",
+    "b",
+    "O",
+    "sysroot",
+    "oformat",
+    "remap-inputs",
+    "remap-inputs-file",
+    "undefined-glob",
+    "export-dynamic-symbol",
+    "export-dynamic-symbol-list",
+    "Tsymbols",
+    "package-metadata",
+    "why-extract",
+    "z-keyword",
+    "thinlto-cache-dir",
+    "thinlto-jobs",
+    "lto-sample-profile",
+];
+
+/// Single-letter options that also take a joined value (`-L/usr/lib`, `-lc`, `-znow`).
+const SHORT_JOINED: &[char] = &[
+    'o', 'L', 'l', 'T', 'm', 'z', 'e', 'u', 'y', 'R', 'h', 'F', 'f', 'O',
+];
+
+/// Long flags that begin with a letter of [`SHORT_JOINED`] and so must not be read as `-X value`.
+const FLAGS_LIKE_SHORT: &[&str] = &[
+    "export-dynamic",
+    "eh-frame-hdr",
+    "emit-relocs",
+    "enable-new-dtags",
+    "end-group",
+    "end-lib",
+    "omagic",
+    "fatal-warnings",
+    "fix-cortex-a53-843419",
+    "fix-cortex-a8",
+    "no-undefined",
+    "relocatable",
+    "EL",
+    "EB",
+    "lto-emit-asm",
+    "error-unresolved-symbols",
+    "execute-only",
+    "lto-debug-pass-manager",
+    "unique",
+    "use-android-relr-tags",
+    "undefined-version",
+    "fortran-common",
+    "fat-lto-objects",
+    "mmap-output-file",
+];
+
+fn strip_dashes(token: &str) -> Option<&str> {
+    token
+        .strip_prefix("--")
+        .or_else(|| token.strip_prefix('-'))
+        .filter(|s| !s.is_empty())
+}
+
+impl LinkArgs {
+    /// Parses an lld command line (without the linker's own name).
+    pub fn parse(tokens: &[String]) -> Result<LinkArgs> {
+        let mut items = Vec::new();
+        let mut whole_archive = false;
+        let mut lazy = false;
+        let mut i = 0;
+        while i < tokens.len() {
+            let token = &tokens[i];
+            i += 1;
+            let Some(body) = strip_dashes(token).filter(|_| token.starts_with('-')) else {
+                items.push(Item::Input(Input {
+                    tokens: vec![token.clone()],
+                    path: PathBuf::from(token),
+                    whole_archive,
+                    lazy,
+                }));
+                continue;
+            };
+            let double_dash = token.starts_with("--");
+            let (name, joined_value) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            // Decide how many tokens the option spans and what its value is.
+            let was_joined = joined_value.is_some();
+            let (consumed, value): (Vec<String>, Option<String>) = if let Some(v) = joined_value {
+                (vec![token.clone()], Some(v))
+            } else if SEPARATE_VALUE.contains(&name) {
+                let Some(value) = tokens.get(i) else {
+                    bail!("linker option {token} needs a value, and none follows it");
+                };
+                i += 1;
+                (vec![token.clone(), value.clone()], Some(value.clone()))
+            } else if !double_dash
+                && !FLAGS_LIKE_SHORT.contains(&name)
+                && name.len() > 1
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| SHORT_JOINED.contains(&c))
+                && !is_known_flag(name)
+            {
+                (vec![token.clone()], Some(name[1..].to_string()))
+            } else {
+                (vec![token.clone()], None)
+            };
+            let short = if SHORT_JOINED.iter().any(|c| name.starts_with(*c))
+                && !double_dash
+                && consumed.len() == 1
+                && value.is_some()
+                && !was_joined
+            {
+                // `-lfoo`, `-L/dir`: the option is the first letter.
+                &name[..1]
+            } else {
+                name
+            };
+            match short {
+                "whole-archive" => whole_archive = true,
+                "no-whole-archive" => whole_archive = false,
+                "start-lib" => lazy = true,
+                "end-lib" => lazy = false,
+                _ => {}
+            }
+            let value = value.unwrap_or_default();
+            let item = match short {
+                "o" | "output" => Item::Output(consumed, value),
+                "l" | "library" => Item::Library(consumed),
+                _ => match classify_lto(short, &value) {
+                    Some(lto) => Item::Lto(lto, consumed),
+                    None => Item::Opt(consumed),
+                },
+            };
+            items.push(item);
+        }
+        Ok(LinkArgs { items })
+    }
+
+    /// Turns `-lNAME` items that name a static archive on the search path into inputs, so that
+    /// bitcode archives found through `-l` are distributed too. Others stay for the linker.
+    pub fn resolve_libraries(&mut self, cwd: &Path) {
+        let search_dirs = self.search_dirs();
+        let mut static_only = false;
+        let mut whole_archive = false;
+        let mut lazy = false;
+        for item in &mut self.items {
+            match item {
+                Item::Opt(tokens) => match tokens[0].trim_start_matches('-') {
+                    "Bstatic" | "static" | "dn" | "non_shared" => static_only = true,
+                    "Bdynamic" | "dy" | "call_shared" => static_only = false,
+                    "whole-archive" => whole_archive = true,
+                    "no-whole-archive" => whole_archive = false,
+                    "start-lib" => lazy = true,
+                    "end-lib" => lazy = false,
+                    _ => {}
+                },
+                Item::Library(tokens) => {
+                    let name = library_name(tokens);
+                    if let Some(path) = find_library(&search_dirs, name, static_only, cwd) {
+                        if path.extension().is_some_and(|e| e == "a") {
+                            *item = Item::Input(Input {
+                                tokens: tokens.clone(),
+                                path,
+                                whole_archive,
+                                lazy,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn search_dirs(&self) -> Vec<PathBuf> {
+        self.items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Opt(tokens) => {
+                    let t = &tokens[0];
+                    if tokens.len() == 2
+                        && matches!(t.as_str(), "-L" | "--library-path" | "-library-path")
+                    {
+                        Some(PathBuf::from(&tokens[1]))
+                    } else if let Some(v) = t.strip_prefix("--library-path=") {
+                        Some(PathBuf::from(v))
+                    } else {
+                        t.strip_prefix("-L")
+                            .filter(|v| !v.is_empty())
+                            .map(PathBuf::from)
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The output file named by `-o`, if any.
+    pub fn output(&self) -> Option<&str> {
+        self.items.iter().rev().find_map(|item| match item {
+            Item::Output(_, path) => Some(path.as_str()),
+            _ => None,
+        })
+    }
+
+    pub fn inputs(&self) -> impl Iterator<Item = &Input> {
+        self.items.iter().filter_map(|item| match item {
+            Item::Input(input) => Some(input),
+            _ => None,
+        })
+    }
+
+    pub fn lto_options(&self) -> impl Iterator<Item = &LtoOpt> {
+        self.items.iter().filter_map(|item| match item {
+            Item::Lto(lto, _) => Some(lto),
+            _ => None,
+        })
+    }
+
+    /// Is this a relocatable (`-r`) link?
+    pub fn is_relocatable(&self) -> bool {
+        self.items.iter().any(|item| {
+            matches!(item, Item::Opt(t) if matches!(t[0].as_str(), "-r" | "--relocatable" | "-relocatable" | "-i"))
+        })
+    }
+
+    /// True for invocations that link nothing (`--version`, `-v` alone, `--help`).
+    pub fn is_query(&self) -> bool {
+        let has_input = self
+            .items
+            .iter()
+            .any(|i| matches!(i, Item::Input(_) | Item::Library(_)));
+        self.items.iter().any(|item| {
+            matches!(item, Item::Opt(t) if matches!(t[0].as_str(),
+                "--version" | "-version" | "-v" | "-V" | "--help" | "-help"))
+        }) && !has_input
+            || self.items.is_empty()
+    }
+}
+
+fn is_known_flag(name: &str) -> bool {
+    // Options lld knows as plain flags although they start like a joined short option.
+    name.starts_with("no-") || name.starts_with("Bst") || name.starts_with("Bdy")
+}
+
+fn library_name(tokens: &[String]) -> &str {
+    let t = &tokens[0];
+    if tokens.len() == 2 {
+        &tokens[1]
+    } else if let Some(v) = t
+        .strip_prefix("--library=")
+        .or_else(|| t.strip_prefix("-library="))
+    {
+        v
+    } else {
+        &t[2..]
+    }
+}
+
+fn find_library(dirs: &[PathBuf], name: &str, static_only: bool, cwd: &Path) -> Option<PathBuf> {
+    for dir in dirs {
+        let dir = cwd.join(dir);
+        if let Some(exact) = name.strip_prefix(':') {
+            let p = dir.join(exact);
+            if p.is_file() {
+                return Some(p);
+            }
+            continue;
+        }
+        if !static_only {
+            let so = dir.join(format!("lib{name}.so"));
+            if so.is_file() {
+                return Some(so);
+            }
+        }
+        let a = dir.join(format!("lib{name}.a"));
+        if a.is_file() {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// Recognizes options that only LTO uses, with what they mean for back-end compiles.
+fn classify_lto(name: &str, value: &str) -> Option<LtoOpt> {
+    if name == "mllvm" {
+        return Some(LtoOpt::Mllvm(value.to_string()));
+    }
+    if name == "plugin-opt" {
+        return Some(classify_plugin_opt(value));
+    }
+    if name == "plugin" {
+        return Some(LtoOpt::Other);
+    }
+    if let Some(level) = name.strip_prefix("lto-O") {
+        return Some(LtoOpt::OptLevel(level.to_string()));
+    }
+    match name {
+        "lto-sample-profile" => Some(LtoOpt::SampleProfile(value.to_string())),
+        "lto-basic-block-sections" => Some(LtoOpt::BasicBlockSections(value.to_string())),
+        "thinlto-index-only" | "thinlto-distributor" | "thinlto-emit-index-files" => {
+            Some(LtoOpt::AlreadyDistributed)
+        }
+        "save-temps" => Some(LtoOpt::Other),
+        _ if name.starts_with("lto-") || name.starts_with("thinlto-") => Some(LtoOpt::Other),
+        _ => None,
+    }
+}
+
+/// `-plugin-opt=X` is how a GCC-style driver passes LTO options; lld maps them to its own.
+fn classify_plugin_opt(value: &str) -> LtoOpt {
+    if value.starts_with('-') {
+        return LtoOpt::Mllvm(value.to_string());
+    }
+    if let Some(level) = value.strip_prefix('O') {
+        return LtoOpt::OptLevel(level.to_string());
+    }
+    if let Some(profile) = value.strip_prefix("sample-profile=") {
+        return LtoOpt::SampleProfile(profile.to_string());
+    }
+    if value.starts_with("thinlto-index-only") {
+        return LtoOpt::AlreadyDistributed;
+    }
+    LtoOpt::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn strings(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn parse(s: &str) -> LinkArgs {
+        LinkArgs::parse(&strings(s)).unwrap()
+    }
+
+    #[test]
+    fn parses_kernel_vmlinux_link() {
+        let args = parse(
+            "-m elf_x86_64 -mllvm -import-instr-limit=5 -z noexecstack -r -o vmlinux.o \
+             -T .tmp_initcalls.lds --whole-archive vmlinux.a --no-whole-archive \
+             --start-group lib/lib.a arch/x86/lib/lib.a --end-group",
+        );
+        let inputs: Vec<_> = args.inputs().collect();
+        assert_eq!(inputs.len(), 3);
+        assert_eq!(inputs[0].path, Path::new("vmlinux.a"));
+        assert!(inputs[0].whole_archive);
+        assert!(!inputs[1].whole_archive);
+        assert_eq!(args.output(), Some("vmlinux.o"));
+        assert!(args.is_relocatable());
+        assert_eq!(
+            args.lto_options().collect::<Vec<_>>(),
+            vec![&LtoOpt::Mllvm("-import-instr-limit=5".into())]
+        );
+    }
+
+    #[test]
+    fn parses_clang_driver_link() {
+        let args = parse(
+            "--hash-style=gnu --build-id --eh-frame-hdr -m elf_x86_64 -pie -dynamic-linker \
+             /lib64/ld-linux-x86-64.so.2 -o x /lib/Scrt1.o -L/usr/lib -plugin-opt=mcpu=x86-64 \
+             -plugin-opt=O2 -plugin-opt=thinlto a.o -lgcc --as-needed -lc --lto-O3 \
+             -plugin-opt=-function-sections=1 --start-lib b.o c.o --end-lib -ofoo",
+        );
+        let inputs: Vec<_> = args.inputs().map(|i| (i.path.clone(), i.lazy)).collect();
+        assert_eq!(
+            inputs,
+            vec![
+                (PathBuf::from("/lib/Scrt1.o"), false),
+                (PathBuf::from("a.o"), false),
+                (PathBuf::from("b.o"), true),
+                (PathBuf::from("c.o"), true)
+            ]
+        );
+        assert_eq!(args.output(), Some("foo"));
+        let lto: Vec<_> = args.lto_options().cloned().collect();
+        assert_eq!(
+            lto,
+            vec![
+                LtoOpt::Other,
+                LtoOpt::OptLevel("2".into()),
+                LtoOpt::Other,
+                LtoOpt::OptLevel("3".into()),
+                LtoOpt::Mllvm("-function-sections=1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn recognizes_lto_profile_options() {
+        let args = parse("--lto-sample-profile=p.afdo --lto-basic-block-sections=bb.txt --thinlto-jobs=4 -o a a.o");
+        let lto: Vec<_> = args.lto_options().cloned().collect();
+        assert_eq!(
+            lto,
+            vec![
+                LtoOpt::SampleProfile("p.afdo".into()),
+                LtoOpt::BasicBlockSections("bb.txt".into()),
+                LtoOpt::Other
+            ]
+        );
+        assert!(parse("--thinlto-index-only=x a.o")
+            .lto_options()
+            .any(|o| *o == LtoOpt::AlreadyDistributed));
+    }
+
+    #[test]
+    fn queries_are_recognized() {
+        assert!(parse("--version").is_query());
+        assert!(parse("-v").is_query());
+        assert!(!parse("-v a.o -o x").is_query());
+    }
+
+    #[test]
+    fn missing_value_is_an_error() {
+        let err = LinkArgs::parse(&strings("a.o -o")).unwrap_err();
+        assert!(err.to_string().contains("-o"));
+    }
+
+    #[test]
+    fn resolves_static_libraries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libfoo.a"), b"!<arch>\n").unwrap();
+        let mut args = parse(&format!("-L{} -lfoo -lbar -o x", dir.path().display()));
+        args.resolve_libraries(Path::new("/"));
+        let inputs: Vec<_> = args.inputs().collect();
+        assert_eq!(inputs.len(), 1);
+        assert_eq!(inputs[0].path, dir.path().join("libfoo.a"));
+        assert!(matches!(args.items[2], Item::Library(_)));
+    }
+
+    proptest! {
+        /// Every token lands in exactly one item, in order: the parse loses nothing.
+        #[test]
+        fn parse_is_lossless(tokens in proptest::collection::vec(
+            prop_oneof![
+                Just("-o".to_string()), Just("-L".to_string()), Just("-mllvm".to_string()),
+                Just("--whole-archive".to_string()), Just("--start-lib".to_string()),
+                Just("-plugin-opt=O2".to_string()), Just("-lc".to_string()),
+                "[a-z./]{1,8}", "-[a-zA-Z-]{1,12}(=[a-z0-9]{0,4})?",
+            ], 0..24)) {
+            if let Ok(args) = LinkArgs::parse(&tokens) {
+                let back: Vec<String> = args.items.iter().flat_map(|item| match item {
+                    Item::Opt(t) | Item::Lto(_, t) | Item::Output(t, _) | Item::Library(t) => t.clone(),
+                    Item::Input(i) => i.tokens.clone(),
+                }).collect();
+                prop_assert_eq!(back, tokens);
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The job plan: one back-end job per module the thin link listed, with the module's own
+//! saved flags (or link-derived ones), its shard, its imports and its outputs.
+
+use crate::flags::{self, FlagSources, FlagsProblem};
+use crate::job::{BackendJob, FlagsSource};
+use crate::linkargs::{LinkArgs, LtoOpt};
+use crate::thinlink;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// What the link contributes to every back-end compile.
+pub struct LinkCodegen {
+    /// Added to every job: `-mllvm` options, sample profiles, basic-block sections.
+    pub all_jobs: Vec<String>,
+    /// Used instead of saved flags for modules that have none.
+    pub derived: Vec<String>,
+    /// Compiler for modules without saved flags.
+    pub default_compiler: String,
+}
+
+impl LinkCodegen {
+    /// Turns the link's LTO options into back-end compile options, as lld would apply them
+    /// in-process.
+    pub fn from_link(args: &LinkArgs, default_compiler: String) -> Self {
+        let mut all_jobs = Vec::new();
+        let mut opt_level = "2".to_string();
+        for opt in args.lto_options() {
+            match opt {
+                LtoOpt::Mllvm(x) => all_jobs.extend(["-mllvm".to_string(), x.clone()]),
+                LtoOpt::SampleProfile(f) => all_jobs.push(format!("-fprofile-sample-use={f}")),
+                LtoOpt::BasicBlockSections(x) => {
+                    all_jobs.push(format!("-fbasic-block-sections={x}"))
+                }
+                LtoOpt::OptLevel(l) => opt_level = l.clone(),
+                LtoOpt::AlreadyDistributed | LtoOpt::Other => {}
+            }
+        }
+        // lld always emits a section per function and per data object for LTO code.
+        let mut derived = vec![
+            format!("-O{opt_level}"),
+            "-ffunction-sections".into(),
+            "-fdata-sections".into(),
+        ];
+        let pic = args.items.iter().any(|i| matches!(i, crate::linkargs::Item::Opt(t) if matches!(t[0].as_str(), "-pie" | "--pie" | "-shared" | "--shared" | "-Bshareable")));
+        if pic {
+            derived.push("-fPIC".into());
+        } else if !args.is_relocatable() {
+            derived.push("-fno-pic".into());
+        }
+        LinkCodegen {
+            all_jobs,
+            derived,
+            default_compiler,
+        }
+    }
+}
+
+/// The planned jobs and what planning found wanting.
+pub struct Plan {
+    pub jobs: Vec<BackendJob>,
+    /// Saved flags that existed but could not be used (the module fell back).
+    pub problems: Vec<FlagsProblem>,
+    /// Modules with no saved flags at all.
+    pub without_flags: Vec<PathBuf>,
+}
+
+/// `STEM.thinlto-native.o` for `STEM.o` (kbuild's naming).
+pub fn native_name(module: &Path) -> PathBuf {
+    let s = module.to_string_lossy();
+    let stem = s.strip_suffix(".o").unwrap_or(&s);
+    PathBuf::from(format!("{stem}.thinlto-native.o"))
+}
+
+pub fn plan(
+    modules: &[PathBuf],
+    work_dir: &Path,
+    cwd: &Path,
+    sources: &FlagSources,
+    codegen: &LinkCodegen,
+) -> Result<Plan> {
+    let mut plan = Plan {
+        jobs: Vec::with_capacity(modules.len()),
+        problems: Vec::new(),
+        without_flags: Vec::new(),
+    };
+    for module in modules {
+        let shard = thinlink::shard_path(work_dir, module);
+        let imports_file = thinlink::imports_path(work_dir, module);
+        let shard_meta = std::fs::metadata(cwd.join(&shard));
+        if shard_meta.is_err() {
+            bail!(
+                "the thin link wrote no summary shard {} for module {}",
+                shard.display(),
+                module.display()
+            );
+        }
+        let imports = thinlink::read_imports(&cwd.join(&imports_file))?;
+        let size = std::fs::metadata(cwd.join(module))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let found = match sources.lookup(module) {
+            Ok(found) => found,
+            Err(problem) => {
+                plan.problems.push(problem);
+                None
+            }
+        };
+        let (compiler, mut options, flags_source) = match found {
+            Some((saved, source)) => {
+                let (compiler, options) = flags::backend_options(&saved.argv)?;
+                (compiler, options, source)
+            }
+            None => {
+                plan.without_flags.push(module.clone());
+                (
+                    codegen.default_compiler.clone(),
+                    codegen.derived.clone(),
+                    FlagsSource::LinkDerived,
+                )
+            }
+        };
+        options.extend(codegen.all_jobs.iter().cloned());
+        let extra_inputs = flags::option_inputs(&options);
+        let native = work_dir.join(native_name(module));
+        let published = Some(native_name(module));
+        let mut command = vec![compiler];
+        command.extend(options);
+        command.extend([
+            "-x".to_string(),
+            "ir".to_string(),
+            "-fno-lto".to_string(),
+            "-Wno-unused-command-line-argument".to_string(),
+            format!("-fthinlto-index={}", shard.display()),
+            "-c".to_string(),
+            module.to_string_lossy().into_owned(),
+            "-o".to_string(),
+            native.to_string_lossy().into_owned(),
+        ]);
+        plan.jobs.push(BackendJob {
+            module: module.clone(),
+            shard,
+            imports,
+            extra_inputs,
+            native,
+            published,
+            command,
+            cwd: cwd.to_path_buf(),
+            flags_source,
+            size,
+        });
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_names_follow_kbuild() {
+        assert_eq!(
+            native_name(Path::new("kernel/fork.o")),
+            PathBuf::from("kernel/fork.thinlto-native.o")
+        );
+        assert_eq!(
+            native_name(Path::new("x.bc")),
+            PathBuf::from("x.bc.thinlto-native.o")
+        );
+    }
+
+    #[test]
+    fn link_options_become_compile_options() {
+        let tokens: Vec<String> = "-mllvm -import-instr-limit=5 --lto-O3 --lto-sample-profile=p.afdo --lto-basic-block-sections=bb.txt -pie -o x a.o"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let args = LinkArgs::parse(&tokens).unwrap();
+        let cg = LinkCodegen::from_link(&args, "clang".into());
+        assert_eq!(
+            cg.all_jobs,
+            vec![
+                "-mllvm",
+                "-import-instr-limit=5",
+                "-fprofile-sample-use=p.afdo",
+                "-fbasic-block-sections=bb.txt"
+            ]
+        );
+        assert_eq!(
+            cg.derived,
+            vec!["-O3", "-ffunction-sections", "-fdata-sections", "-fPIC"]
+        );
+        assert_eq!(
+            flags::option_inputs(&cg.all_jobs),
+            vec![PathBuf::from("p.afdo"), PathBuf::from("bb.txt")]
+        );
+    }
+}

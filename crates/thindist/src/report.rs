@@ -1,0 +1,161 @@
+//! Human output: a progress bar on a terminal, else one kbuild-style line per job; the
+//! end-of-run summary; `-v` command echo.
+
+use crate::events::{Event, ExecutedBy, Reporter};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Totals a run's jobs for the summary line.
+#[derive(Default)]
+pub struct Tally {
+    pub modules: usize,
+    pub summed: Duration,
+    pub slowest: Option<(Duration, PathBuf)>,
+    pub cache_hits: usize,
+    pub remote: usize,
+    pub failed: usize,
+}
+
+impl Tally {
+    pub fn record(&mut self, event: &Event) {
+        if let Event::JobFinished { job, outcome } = event {
+            self.modules += 1;
+            if !outcome.succeeded() {
+                self.failed += 1;
+            }
+            match outcome.executed_by {
+                ExecutedBy::Cache => self.cache_hits += 1,
+                ExecutedBy::Remote => self.remote += 1,
+                ExecutedBy::Local => {}
+            }
+            self.summed += outcome.duration;
+            if self
+                .slowest
+                .as_ref()
+                .is_none_or(|(d, _)| outcome.duration > *d)
+            {
+                self.slowest = Some((outcome.duration, job.module.clone()));
+            }
+        }
+    }
+
+    /// One line: modules, wall time, summed job time, slowest module, cache use, and how far the
+    /// run was from a perfect spread of the summed time over `parallel` slots.
+    pub fn summary(&self, wall: Duration, parallel: usize) -> String {
+        let mut line = format!(
+            "thindist: {} modules in {:.2}s wall, {:.2}s summed job time",
+            self.modules,
+            wall.as_secs_f64(),
+            self.summed.as_secs_f64()
+        );
+        if let Some((d, module)) = &self.slowest {
+            line.push_str(&format!(
+                ", slowest {:.2}s {}",
+                d.as_secs_f64(),
+                module.display()
+            ));
+        }
+        line.push_str(&format!(
+            "; cache {} hits, {} misses",
+            self.cache_hits,
+            self.modules - self.cache_hits
+        ));
+        if self.remote > 0 {
+            line.push_str(&format!("; {} remote", self.remote));
+        }
+        if self.modules > 0 && parallel > 0 {
+            let ideal = self.summed.as_secs_f64() / parallel.min(self.modules) as f64;
+            let critical = self
+                .slowest
+                .as_ref()
+                .map(|(d, _)| d.as_secs_f64())
+                .unwrap_or(0.0);
+            line.push_str(&format!(
+                "; critical path {:.2}s, ideal {:.2}s over {} slots",
+                critical.max(ideal),
+                ideal,
+                parallel.min(self.modules)
+            ));
+        }
+        line
+    }
+}
+
+/// Progress on a terminal, kbuild-style lines elsewhere.
+pub struct ConsoleReporter {
+    bar: Option<indicatif::ProgressBar>,
+    verbose: bool,
+    started: Instant,
+}
+
+impl ConsoleReporter {
+    pub fn new(total_hint: u64, verbose: bool) -> Self {
+        let bar = (std::io::stderr().is_terminal() && !verbose).then(|| {
+            let bar = indicatif::ProgressBar::new(total_hint);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} LTO [{bar:30}] {pos}/{len} {elapsed} {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        ConsoleReporter {
+            bar,
+            verbose,
+            started: Instant::now(),
+        }
+    }
+
+    fn print(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Reporter for ConsoleReporter {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::ThinLinkStarted { command } | Event::FinalLinkStarted { command }
+                if self.verbose =>
+            {
+                self.print(&crate::cmdline::shell_line(command));
+            }
+            Event::ThinLinkFinished { modules, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(*modules as u64);
+                }
+            }
+            Event::JobStarted { job } => {
+                if self.verbose {
+                    self.print(&crate::cmdline::shell_line(&job.command));
+                } else if self.bar.is_none() {
+                    self.print(&format!("  LTO     {}", job.module.display()));
+                }
+                if let Some(bar) = &self.bar {
+                    bar.set_message(job.module.display().to_string());
+                }
+            }
+            Event::JobFinished { .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Reading POSIX shell command text as kbuild writes it: several commands joined by `;`, `&&`
+//! or `|`, with single quotes, double quotes and backslashes.
+
+/// Splits shell text into commands, each a list of words with quoting removed. Unquoted `;`,
+/// `&`, `|` and newlines separate commands.
+pub fn split_commands(text: &str) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars().peekable();
+    let end_word = |words: &mut Vec<String>, word: &mut String, in_word: &mut bool| {
+        if *in_word {
+            words.push(std::mem::take(word));
+            *in_word = false;
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    word.push(q);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(q) = chars.next() {
+                    match q {
+                        '"' => break,
+                        '\\' if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => {
+                            word.push(chars.next().unwrap_or('\\'))
+                        }
+                        _ => word.push(q),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some('\n') | None => {}
+                    Some(next) => word.push(next),
+                }
+            }
+            ';' | '&' | '|' | '\n' => {
+                end_word(&mut words, &mut word, &mut in_word);
+                if !words.is_empty() {
+                    commands.push(std::mem::take(&mut words));
+                }
+            }
+            c if c.is_whitespace() => end_word(&mut words, &mut word, &mut in_word),
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    end_word(&mut words, &mut word, &mut in_word);
+    if !words.is_empty() {
+        commands.push(words);
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn splits_kbuild_command() {
+        let cmds = split_commands(
+            r#"clang-22 -DKBUILD_MODFILE='"kernel/fork"' -DX="a b" -c -o kernel/fork.o kernel/fork.c ; ./tools/objtool/objtool --hacks=jump_label kernel/fork.o && echo ok"#,
+        );
+        assert_eq!(cmds.len(), 3);
+        assert_eq!(cmds[0][1], "-DKBUILD_MODFILE=\"kernel/fork\"");
+        assert_eq!(cmds[0][2], "-DX=a b");
+        assert_eq!(cmds[0].last().unwrap(), "kernel/fork.c");
+        assert_eq!(cmds[1][0], "./tools/objtool/objtool");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(text in ".*") {
+            let _ = split_commands(&text);
+        }
+
+        /// Words quoted with single quotes come back unchanged.
+        #[test]
+        fn single_quoted_words_round_trip(words in proptest::collection::vec("[^']*", 1..6)) {
+            let text = words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" ");
+            prop_assert_eq!(split_commands(&text), vec![words]);
+        }
+    }
+}

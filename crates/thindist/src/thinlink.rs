@@ -1,0 +1,327 @@
+//! The thin link: archives with bitcode turned into member lists, the real linker run with
+//! `--thinlto-index-only`, and what it wrote read back (the module list, shards, import lists).
+
+use crate::cmdline;
+use crate::fsutil::{normalize, relative_below};
+use crate::inputs::{self, FileKind, MemberLocation};
+use crate::linkargs::{Input, Item, LinkArgs};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How one input of the original link takes part in the distributed link.
+#[derive(Clone, Debug)]
+pub enum Prepared {
+    /// Passed to both links as written: native objects, shared libraries, scripts, archives
+    /// without bitcode.
+    Unchanged,
+    /// A bitcode object, named `module` in the thin link.
+    Bitcode { module: PathBuf },
+    /// An archive holding bitcode, replaced by its members (as files) in archive order.
+    Archive { members: Vec<PreparedMember> },
+}
+
+#[derive(Clone, Debug)]
+pub struct PreparedMember {
+    pub path: PathBuf,
+    pub bitcode: bool,
+}
+
+/// The original link with each input's part in the distributed link.
+pub struct PreparedLink {
+    pub args: LinkArgs,
+    /// One entry per item of `args`; `None` for items that are not inputs.
+    pub prepared: Vec<Option<Prepared>>,
+    /// Per-link directory for shards, import lists, native objects and command files.
+    pub work_dir: PathBuf,
+}
+
+impl PreparedLink {
+    pub fn has_bitcode(&self) -> bool {
+        self.prepared.iter().flatten().any(|p| match p {
+            Prepared::Bitcode { .. } => true,
+            Prepared::Archive { members } => members.iter().any(|m| m.bitcode),
+            Prepared::Unchanged => false,
+        })
+    }
+}
+
+/// The module path to give the linker: relative to the build directory where the file lies
+/// below it (so that shards, which record module paths, do not depend on where the tree is),
+/// else absolute (a `..` would let the shard path escape the work directory).
+fn module_path(path: &Path, cwd: &Path) -> PathBuf {
+    let rel = normalize(&relative_below(&normalize(&cwd.join(path)), cwd));
+    if rel.is_absolute() || rel.starts_with("..") {
+        normalize(&cwd.join(path))
+    } else {
+        rel
+    }
+}
+
+/// Classifies every input; extracts the members of regular archives that hold bitcode into
+/// `ARCHIVE.thindist/` beside the archive (thin archive members are used in place).
+pub fn prepare(args: LinkArgs, cwd: &Path) -> Result<PreparedLink> {
+    let output = args.output().unwrap_or("a.out").to_string();
+    let work_dir = PathBuf::from(format!("{output}.thindist"));
+    let mut prepared = Vec::with_capacity(args.items.len());
+    for item in &args.items {
+        let Item::Input(input) = item else {
+            prepared.push(None);
+            continue;
+        };
+        prepared.push(Some(prepare_input(input, cwd)?));
+    }
+    Ok(PreparedLink {
+        args,
+        prepared,
+        work_dir,
+    })
+}
+
+fn prepare_input(input: &Input, cwd: &Path) -> Result<Prepared> {
+    let path = cwd.join(&input.path);
+    Ok(match inputs::kind_of_file(&path) {
+        FileKind::Bitcode => Prepared::Bitcode {
+            module: module_path(&input.path, cwd),
+        },
+        FileKind::Archive | FileKind::ThinArchive => {
+            let members = inputs::archive_members(&path)?;
+            if !inputs::archive_has_bitcode(&members) {
+                return Ok(Prepared::Unchanged);
+            }
+            let extract_dir = PathBuf::from(format!("{}.thindist", input.path.display()));
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            let mut out = Vec::with_capacity(members.len());
+            for member in members {
+                let member_path = match member.location {
+                    MemberLocation::File(p) => p,
+                    MemberLocation::Range { offset, size } => {
+                        let base = Path::new(&member.name)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned());
+                        let base = base
+                            .filter(|b| !b.is_empty())
+                            .unwrap_or_else(|| "member.o".to_string());
+                        // Archives may hold several members of one name; number the repeats.
+                        let count = seen.entry(base.clone()).or_insert(0);
+                        let name = if *count == 0 {
+                            base.clone()
+                        } else {
+                            format!("{count}-{base}")
+                        };
+                        *count += 1;
+                        let dest = extract_dir.join(name);
+                        inputs::extract_member(&path, offset, size, &cwd.join(&dest))?;
+                        dest
+                    }
+                };
+                out.push(PreparedMember {
+                    path: module_path(&member_path, cwd),
+                    bitcode: member.kind == FileKind::Bitcode,
+                });
+            }
+            Prepared::Archive { members: out }
+        }
+        FileKind::Elf | FileKind::Other => Prepared::Unchanged,
+    })
+}
+
+/// Writes archive members the way the original link would read the archive: listed directly
+/// under `--whole-archive` or inside a `--start-lib` list already, else as a lazy list.
+fn push_members(out: &mut Vec<String>, input: &Input, members: impl Iterator<Item = PathBuf>) {
+    let lazy = !input.whole_archive && !input.lazy;
+    if lazy {
+        out.push("--start-lib".into());
+    }
+    out.extend(members.map(|p| p.to_string_lossy().into_owned()));
+    if lazy {
+        out.push("--end-lib".into());
+    }
+}
+
+/// What the thin link produced.
+pub struct ThinLinkResult {
+    /// Modules in the order the linker listed them.
+    pub modules: Vec<PathBuf>,
+    pub command: Vec<String>,
+}
+
+pub fn shard_path(work_dir: &Path, module: &Path) -> PathBuf {
+    work_path(work_dir, module, ".thinlto.bc")
+}
+
+pub fn imports_path(work_dir: &Path, module: &Path) -> PathBuf {
+    work_path(work_dir, module, ".imports")
+}
+
+/// `WORK/<module><suffix>`: where `--thinlto-prefix-replace=;WORK/` makes lld write.
+fn work_path(work_dir: &Path, module: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "{}/{}{}",
+        work_dir.display(),
+        module.display(),
+        suffix
+    ))
+}
+
+impl PreparedLink {
+    /// The thin-link command: the original link with archives replaced by member lists and the
+    /// index-only options added. Long argument lists go through a response file.
+    pub fn thin_link_command(&self, linker: &str) -> Result<Vec<String>> {
+        let mut args = Vec::new();
+        for (item, prepared) in self.args.items.iter().zip(&self.prepared) {
+            match (item, prepared) {
+                (Item::Input(_), Some(Prepared::Bitcode { module })) => {
+                    args.push(module.to_string_lossy().into_owned())
+                }
+                (Item::Input(input), Some(Prepared::Archive { members })) => {
+                    push_members(&mut args, input, members.iter().map(|m| m.path.clone()))
+                }
+                (Item::Opt(t) | Item::Lto(_, t) | Item::Output(t, _) | Item::Library(t), _) => {
+                    args.extend(t.iter().cloned())
+                }
+                (Item::Input(input), _) => args.extend(input.tokens.iter().cloned()),
+            }
+        }
+        let list = self.work_dir.join("modules.list");
+        args.push(format!("--thinlto-index-only={}", list.display()));
+        args.push("--thinlto-emit-imports-files".into());
+        args.push(format!(
+            "--thinlto-prefix-replace=;{}/",
+            self.work_dir.display()
+        ));
+        std::fs::create_dir_all(&self.work_dir)
+            .with_context(|| format!("cannot create work directory {}", self.work_dir.display()))?;
+        let rsp = self.work_dir.join("thinlink.rsp");
+        cmdline::write_response_file(&rsp, &args)?;
+        Ok(vec![linker.to_string(), format!("@{}", rsp.display())])
+    }
+
+    /// Runs the thin link (`command`, from [`Self::thin_link_command`]) and reads the module
+    /// list it wrote.
+    pub fn run_thin_link(&self, command: Vec<String>, cwd: &Path) -> Result<ThinLinkResult> {
+        let list = cwd.join(self.work_dir.join("modules.list"));
+        let _ = std::fs::remove_file(&list);
+        let output = Command::new(&command[0])
+            .args(&command[1..])
+            .current_dir(cwd)
+            .output()
+            .with_context(|| format!("cannot run the linker {}", command[0]))?;
+        if !output.status.success() {
+            bail!(
+                "the thin link failed ({}):\n{}{}\n  to reproduce: cd {} && {}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr).trim_end(),
+                cwd.display(),
+                cmdline::shell_line(&command)
+            );
+        }
+        let text = std::fs::read_to_string(&list)
+            .with_context(|| format!("the thin link wrote no module list {}", list.display()))?;
+        let prefix = format!("{}/", self.work_dir.display());
+        let mut modules = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let module = line.strip_prefix(&prefix).with_context(|| {
+                format!("the thin link listed {line}, outside the work directory {prefix}")
+            })?;
+            modules.push(PathBuf::from(module));
+        }
+        Ok(ThinLinkResult { modules, command })
+    }
+
+    /// The final-link arguments (without the linker): the original link with every bitcode
+    /// input replaced by its native object, archive order and laziness kept, bitcode the thin
+    /// link did not load left out, LTO-only options dropped, and the output written to `output`.
+    pub fn final_link_args(
+        &self,
+        natives: &HashMap<PathBuf, PathBuf>,
+        output: &str,
+    ) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut wrote_output = false;
+        for (item, prepared) in self.args.items.iter().zip(&self.prepared) {
+            match (item, prepared) {
+                (Item::Lto(..), _) => {}
+                (Item::Output(..), _) => {
+                    if !wrote_output {
+                        args.push("-o".into());
+                        args.push(output.to_string());
+                        wrote_output = true;
+                    }
+                }
+                (Item::Input(_), Some(Prepared::Bitcode { module })) => {
+                    if let Some(native) = natives.get(module) {
+                        args.push(native.to_string_lossy().into_owned());
+                    }
+                }
+                (Item::Input(input), Some(Prepared::Archive { members })) => {
+                    let files = members.iter().filter_map(|m| {
+                        if m.bitcode {
+                            natives.get(&m.path).cloned()
+                        } else {
+                            Some(m.path.clone())
+                        }
+                    });
+                    push_members(&mut args, input, files);
+                }
+                (Item::Opt(t) | Item::Library(t), _) => args.extend(t.iter().cloned()),
+                (Item::Input(input), _) => args.extend(input.tokens.iter().cloned()),
+            }
+        }
+        if !wrote_output {
+            args.push("-o".into());
+            args.push(output.to_string());
+        }
+        args
+    }
+}
+
+/// Reads a `.imports` file: one module path a line.
+pub fn read_imports(path: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("missing import list {}", path.display()))?;
+    Ok(parse_imports(&text))
+}
+
+pub fn parse_imports(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn module_paths_are_relative_below_cwd() {
+        let cwd = Path::new("/build");
+        assert_eq!(
+            module_path(Path::new("./a/b.o"), cwd),
+            PathBuf::from("a/b.o")
+        );
+        assert_eq!(
+            module_path(Path::new("/build/a/b.o"), cwd),
+            PathBuf::from("a/b.o")
+        );
+        assert_eq!(
+            module_path(Path::new("../x/b.o"), cwd),
+            PathBuf::from("/x/b.o")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn imports_parse_every_nonempty_line(lines in proptest::collection::vec("[a-zA-Z0-9_./()@ -]{1,20}", 0..10)) {
+            let text = lines.join("\n");
+            let parsed = parse_imports(&text);
+            let expected: Vec<PathBuf> = lines.iter().map(|l| l.trim_end()).filter(|l| !l.is_empty()).map(PathBuf::from).collect();
+            prop_assert_eq!(parsed, expected);
+        }
+    }
+}
