@@ -30,13 +30,44 @@ pub struct LdSettings {
 /// Reporters beyond the console that a run feeds (trace, build log).
 pub type ExtraReporters<'a> = Vec<&'a mut dyn Reporter>;
 
-struct Fanout<'a> {
+/// The reporting side of one run: console output, the tally for the summary, and any extra
+/// consumers of events.
+pub struct Session<'a> {
     console: ConsoleReporter,
     tally: Tally,
     extra: ExtraReporters<'a>,
+    started: Instant,
+    parallel: usize,
 }
 
-impl Reporter for Fanout<'_> {
+impl<'a> Session<'a> {
+    pub fn new(settings: &LdSettings, extra: ExtraReporters<'a>) -> Self {
+        let parallel = match &settings.slots {
+            Slots::Fixed(n) => *n,
+            Slots::Jobserver(_) => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        Session {
+            console: ConsoleReporter::new(0, settings.verbose),
+            tally: Tally::default(),
+            extra,
+            started: Instant::now(),
+            parallel,
+        }
+    }
+
+    /// Clears the progress bar and prints the summary line.
+    pub fn finish(&self) {
+        self.console.finish();
+        eprintln!(
+            "{}",
+            self.tally.summary(self.started.elapsed(), self.parallel)
+        );
+    }
+}
+
+impl Reporter for Session<'_> {
     fn on_event(&mut self, event: &Event) {
         self.console.on_event(event);
         self.tally.record(event);
@@ -133,12 +164,6 @@ pub fn pass_through(linker: &str, args: &[String]) -> Result<i32> {
     bail!("cannot run the linker {linker}: {err}")
 }
 
-/// Everything that happened in one distributed link, for the caller's report.
-pub struct LinkRun {
-    pub jobs: Vec<BackendJob>,
-    pub outcomes: exec::Outcomes,
-}
-
 /// Runs one link in distributed mode. Returns the exit code.
 pub fn run_ld(
     invocation: LinkerInvocation,
@@ -157,27 +182,26 @@ pub fn run_ld(
     if !link.has_bitcode() {
         return pass_through(&invocation.linker, &invocation.args);
     }
-    let mut reporter = Fanout {
-        console: ConsoleReporter::new(0, settings.verbose),
-        tally: Tally::default(),
-        extra: extra_reporters,
-    };
+    let mut session = Session::new(settings, extra_reporters);
 
     // Thin link.
-    let started = Instant::now();
     let thin_command = link.thin_link_command(&invocation.linker)?;
-    reporter.on_event(&Event::ThinLinkStarted {
+    let thin_started = Instant::now();
+    session.on_event(&Event::ThinLinkStarted {
         command: &thin_command,
     });
     let thin = link.run_thin_link(thin_command, &cwd)?;
-    reporter.on_event(&Event::ThinLinkFinished {
+    session.on_event(&Event::ThinLinkFinished {
         modules: thin.modules.len(),
-        duration: started.elapsed(),
+        duration: thin_started.elapsed(),
     });
 
     // Plan.
-    let parent_shell = parent_shell_commands();
-    let sources = FlagSources::new(settings.compile_commands.as_deref(), parent_shell, &cwd)?;
+    let sources = FlagSources::new(
+        settings.compile_commands.as_deref(),
+        parent_shell_commands(),
+        &cwd,
+    )?;
     let codegen = LinkCodegen::from_link(
         &link.args,
         settings
@@ -186,68 +210,16 @@ pub fn run_ld(
             .unwrap_or_else(|| default_compiler(&invocation)),
     );
     let plan = plan::plan(&thin.modules, &link.work_dir, &cwd, &sources, &codegen)?;
+    warn_about_flags(&plan.problems, &plan.without_flags);
 
     // Back ends.
-    let outcomes = exec::dispatch(
-        &plan.jobs,
-        &settings.slots,
-        settings.keep_going,
-        run_job,
-        &mut reporter,
-    );
-    let mut failed = 0;
-    let mut natives = HashMap::new();
-    for (job, outcome) in plan.jobs.iter().zip(&outcomes) {
-        match outcome {
-            Some(o) if o.succeeded() => {
-                if let Some(published) = &job.published {
-                    fsutil::publish(&cwd.join(&job.native), &cwd.join(published))?;
-                }
-                natives.insert(job.module.clone(), job.native.clone());
-            }
-            Some(o) => {
-                failed += 1;
-                report_failure(job, o);
-            }
-            None => {}
+    let natives = match run_jobs(&plan.jobs, settings, run_job, &mut session) {
+        Ok(natives) => natives,
+        Err(err) => {
+            session.finish();
+            return Err(err.context("the link was not run"));
         }
-    }
-    for problem in &plan.problems {
-        eprintln!(
-            "thindist: warning: {}: {}; compiled with options derived from the link",
-            problem.module.display(),
-            problem.message
-        );
-    }
-    if !plan.without_flags.is_empty() {
-        let shown: Vec<String> = plan
-            .without_flags
-            .iter()
-            .take(5)
-            .map(|m| m.display().to_string())
-            .collect();
-        let more = plan.without_flags.len().saturating_sub(shown.len());
-        eprintln!(
-            "thindist: warning: {} module(s) had no saved flags and were compiled with options derived from the link: {}{}",
-            plan.without_flags.len(),
-            shown.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
-        );
-    }
-    let parallel = match &settings.slots {
-        Slots::Fixed(n) => *n,
-        Slots::Jobserver(_) => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
     };
-    if failed > 0 {
-        reporter.console.finish();
-        eprintln!(
-            "{}",
-            reporter.tally.summary(reporter.console.elapsed(), parallel)
-        );
-        bail!("{failed} back-end compile(s) failed; the link was not run");
-    }
 
     // Final link, written beside the output and renamed into place only on success.
     let output = link.args.output().unwrap_or("a.out").to_string();
@@ -257,7 +229,7 @@ pub fn run_ld(
     cmdline::write_response_file(&cwd.join(&rsp), &final_args)?;
     let final_command = vec![invocation.linker.clone(), format!("@{}", rsp.display())];
     let final_started = Instant::now();
-    reporter.on_event(&Event::FinalLinkStarted {
+    session.on_event(&Event::FinalLinkStarted {
         command: &final_command,
     });
     exec::interrupts().add_temp(&cwd.join(&temp_output));
@@ -268,7 +240,10 @@ pub fn run_ld(
     );
     let (status, text) =
         result.with_context(|| format!("cannot run the linker {}", invocation.linker))?;
-    reporter.console.finish();
+    session.on_event(&Event::FinalLinkFinished {
+        duration: final_started.elapsed(),
+    });
+    session.finish();
     eprint!("{text}");
     if !status.success() {
         let _ = std::fs::remove_file(cwd.join(&temp_output));
@@ -281,10 +256,85 @@ pub fn run_ld(
     std::fs::rename(cwd.join(&temp_output), cwd.join(&output))
         .with_context(|| format!("cannot move the linked output into place at {output}"))?;
     exec::interrupts().remove_temp(&cwd.join(&temp_output));
-    reporter.on_event(&Event::FinalLinkFinished {
-        duration: final_started.elapsed(),
-    });
-    eprintln!("{}", reporter.tally.summary(started.elapsed(), parallel));
+    Ok(0)
+}
+
+/// Runs planned jobs, publishes each native object beside its bitcode, and reports failures.
+/// Returns module -> native object for the jobs that succeeded, or an error if any failed.
+pub fn run_jobs(
+    jobs: &[BackendJob],
+    settings: &LdSettings,
+    run_job: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
+    session: &mut Session,
+) -> Result<HashMap<PathBuf, PathBuf>> {
+    let outcomes = exec::dispatch(jobs, &settings.slots, settings.keep_going, run_job, session);
+    let mut failed = 0;
+    let mut natives = HashMap::new();
+    for (job, outcome) in jobs.iter().zip(&outcomes) {
+        match outcome {
+            Some(o) if o.succeeded() => {
+                if let Some(published) = &job.published {
+                    fsutil::publish(&job.cwd.join(&job.native), &job.cwd.join(published))?;
+                }
+                natives.insert(job.module.clone(), job.native.clone());
+            }
+            Some(o) => {
+                failed += 1;
+                report_failure(job, o);
+            }
+            None => {}
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} back-end compile(s) failed");
+    }
+    Ok(natives)
+}
+
+/// Warns about modules whose saved flags could not be used or were missing.
+pub fn warn_about_flags(problems: &[crate::flags::FlagsProblem], without_flags: &[PathBuf]) {
+    for problem in problems {
+        eprintln!(
+            "thindist: warning: {}: {}; compiled with options derived from the link",
+            problem.module.display(),
+            problem.message
+        );
+    }
+    if !without_flags.is_empty() {
+        let shown: Vec<String> = without_flags
+            .iter()
+            .take(5)
+            .map(|m| m.display().to_string())
+            .collect();
+        let more = without_flags.len().saturating_sub(shown.len());
+        eprintln!(
+            "thindist: warning: {} module(s) had no saved flags and were compiled with options derived from the link: {}{}",
+            without_flags.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+    }
+}
+
+/// `thindist distribute JSON`: runs the jobs of lld's DTLTO job file. Returns the exit code.
+pub fn run_distribute(
+    job_file: &Path,
+    settings: &LdSettings,
+    run_job: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
+    extra_reporters: ExtraReporters,
+) -> Result<i32> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let text = std::fs::read_to_string(job_file)
+        .with_context(|| format!("cannot read the DTLTO job file {}", job_file.display()))?;
+    let file = crate::dtlto::parse_job_file(&text)
+        .with_context(|| format!("in {}", job_file.display()))?;
+    let sources = FlagSources::new(settings.compile_commands.as_deref(), Vec::new(), &cwd)?;
+    let (jobs, problems) = crate::dtlto::plan_jobs(&file, &cwd, &sources)?;
+    warn_about_flags(&problems, &[]);
+    let mut session = Session::new(settings, extra_reporters);
+    let result = run_jobs(&jobs, settings, run_job, &mut session);
+    session.finish();
+    result.with_context(|| format!("the back ends for {} failed", file.common.linker_output))?;
     Ok(0)
 }
 

@@ -7,6 +7,7 @@
 pub mod cc;
 pub mod cmdline;
 pub mod driver;
+pub mod dtlto;
 pub mod events;
 pub mod exec;
 pub mod flags;
@@ -18,3 +19,4 @@ pub mod plan;
 pub mod report;
 pub mod shell;
 pub mod thinlink;
+pub mod trace;

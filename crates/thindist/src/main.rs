@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use thindist::driver::{self, LdSettings};
 use thindist::exec::Slots;
+use thindist::trace::TraceWriter;
 
 #[derive(Parser)]
 #[command(name = "thindist", version, about = "Distributed ThinLTO for Clang builds", long_about = None)]
@@ -28,6 +29,19 @@ enum Commands {
         /// The link command: ld.lld (any version) or a clang driver with -fuse-ld=lld.
         #[arg(last = true, required = true, value_name = "LINKER ARGS")]
         command: Vec<String>,
+    },
+    /// Be lld's DTLTO distributor: run the back-end jobs of the JSON job file lld passes.
+    #[command(
+        after_help = "Example:\n  clang-22 -flto=thin -fuse-ld=lld -fthinlto-distributor=$(which thindist) \\\n    \
+        -Xthinlto-distributor=distribute -Xthinlto-distributor=--compile-commands=compile_commands.json \\\n    \
+        -o prog *.o"
+    )]
+    Distribute {
+        #[command(flatten)]
+        options: RunOptions,
+        /// The job file lld wrote.
+        #[arg(value_name = "JSON")]
+        job_file: PathBuf,
     },
     /// Run a compile unchanged and record the object's flags for its back end.
     #[command(after_help = "Example:\n  make CC='thindist cc -- clang-22'")]
@@ -56,6 +70,9 @@ struct RunOptions {
     /// Compiler for modules without saved flags [default: the clang beside the linker].
     #[arg(long, env = "THINDIST_COMPILER")]
     compiler: Option<String>,
+    /// Write a Chrome trace-event JSON of the run (open in Perfetto or chrome://tracing).
+    #[arg(long, env = "THINDIST_TRACE", value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -111,16 +128,34 @@ fn real_linker() -> Result<String> {
     bail!("no real linker found: set THINDIST_LINKER (e.g. THINDIST_LINKER=ld.lld-22) or put ld.lld on PATH")
 }
 
-fn run_ld(options: &RunOptions, command: &[String]) -> Result<i32> {
+/// How a run is entered: a link, or lld's DTLTO job file.
+enum Entry<'a> {
+    Link(&'a [String]),
+    JobFile(&'a Path),
+}
+
+fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
     thindist::exec::install_interrupt_handler();
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let invocation = driver::resolve_invocation(command, &cwd)?;
-    driver::run_ld(
-        invocation,
-        &options.settings(),
-        &driver::run_locally,
-        Vec::new(),
-    )
+    let settings = options.settings();
+    let mut trace = options.trace.as_ref().map(|_| TraceWriter::new());
+    let mut extra: driver::ExtraReporters = Vec::new();
+    if let Some(trace) = trace.as_mut() {
+        extra.push(trace);
+    }
+    let result = match entry {
+        Entry::Link(command) => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            let invocation = driver::resolve_invocation(command, &cwd)?;
+            driver::run_ld(invocation, &settings, &driver::run_locally, extra)
+        }
+        Entry::JobFile(path) => {
+            driver::run_distribute(path, &settings, &driver::run_locally, extra)
+        }
+    };
+    if let (Some(trace), Some(path)) = (trace, &options.trace) {
+        trace.write(path)?;
+    }
+    result
 }
 
 fn main() {
@@ -134,12 +169,13 @@ fn main() {
         RunOptions::from_env().and_then(|options| {
             let mut command = vec![real_linker()?];
             command.extend(args);
-            run_ld(&options, &command)
+            run(&options, Entry::Link(&command))
         })
     } else {
         let cli = Cli::parse();
         match &cli.command {
-            Commands::Ld { options, command } => run_ld(options, command),
+            Commands::Ld { options, command } => run(options, Entry::Link(command)),
+            Commands::Distribute { options, job_file } => run(options, Entry::JobFile(job_file)),
             Commands::Cc { command } => thindist::cc::run_cc(command),
         }
     };
