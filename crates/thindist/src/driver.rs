@@ -268,6 +268,9 @@ pub fn run_jobs(
     session: &mut Session,
 ) -> Result<HashMap<PathBuf, PathBuf>> {
     let outcomes = exec::dispatch(jobs, &settings.slots, settings.keep_going, run_job, session);
+    if let Some(signal) = exec::interrupts().signal() {
+        bail!("interrupted by signal {signal}");
+    }
     let mut failed = 0;
     let mut natives = HashMap::new();
     for (job, outcome) in jobs.iter().zip(&outcomes) {

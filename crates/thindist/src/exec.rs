@@ -19,6 +19,8 @@ pub trait Executor: Sync {
 #[derive(Default)]
 pub struct Interrupts {
     pub cancelled: AtomicBool,
+    /// The signal that interrupted the run, 0 while none has.
+    signal: std::sync::atomic::AtomicI32,
     children: Mutex<HashSet<u32>>,
     temp_files: Mutex<HashSet<std::path::PathBuf>>,
 }
@@ -36,8 +38,14 @@ impl Interrupts {
         self.temp_files.lock().unwrap().remove(path);
     }
 
+    /// The signal that interrupted the run, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    }
+
     /// Stops every child and deletes temporary outputs: called on SIGINT/SIGTERM.
-    pub fn interrupt(&self) {
+    pub fn interrupt(&self, signal: i32) {
+        self.signal.store(signal, Ordering::SeqCst);
         self.cancelled.store(true, Ordering::SeqCst);
         for pid in self.children.lock().unwrap().iter() {
             // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
@@ -60,7 +68,7 @@ pub fn install_interrupt_handler() {
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             eprintln!("thindist: interrupted; stopping back-end jobs");
-            interrupts().interrupt();
+            interrupts().interrupt(signal);
             // Give compilers a moment to remove their own temporary files.
             std::thread::sleep(std::time::Duration::from_millis(200));
             std::process::exit(128 + signal);
@@ -155,6 +163,7 @@ impl Executor for LocalExecutor {
 
 fn looks_like_bitcode_version_mismatch(output: &str) -> bool {
     [
+        "Reader: 'LLVM",
         "Unknown attribute kind",
         "Invalid record",
         "Unknown bitstream version",

@@ -179,6 +179,10 @@ fn main() {
             Commands::Cc { command } => thindist::cc::run_cc(command),
         }
     };
+    // An interrupted run exits as the signal says; the handler already said why.
+    if let Some(signal) = thindist::exec::interrupts().signal() {
+        std::process::exit(128 + signal);
+    }
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {

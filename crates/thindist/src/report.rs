@@ -40,18 +40,23 @@ impl Tally {
         }
     }
 
-    /// One line: modules, wall time, summed job time, slowest module, cache use, and how far the
-    /// run was from a perfect spread of the summed time over `parallel` slots.
+    /// One line: modules, wall time, summed job time, the slowest module (the critical path:
+    /// no run can be shorter), how far the run was from a perfect spread of the summed time over
+    /// the slots, and cache use.
     pub fn summary(&self, wall: Duration, parallel: usize) -> String {
+        let slots = parallel.clamp(1, self.modules.max(1));
+        let ideal = self.summed.as_secs_f64() / slots as f64;
         let mut line = format!(
-            "thindist: {} modules in {:.2}s wall, {:.2}s summed job time",
+            "thindist: {} modules in {:.2}s wall, {:.2}s summed job time (ideal {:.2}s on {} slots)",
             self.modules,
             wall.as_secs_f64(),
-            self.summed.as_secs_f64()
+            self.summed.as_secs_f64(),
+            ideal,
+            slots
         );
         if let Some((d, module)) = &self.slowest {
             line.push_str(&format!(
-                ", slowest {:.2}s {}",
+                ", critical path {:.2}s {}",
                 d.as_secs_f64(),
                 module.display()
             ));
@@ -63,20 +68,6 @@ impl Tally {
         ));
         if self.remote > 0 {
             line.push_str(&format!("; {} remote", self.remote));
-        }
-        if self.modules > 0 && parallel > 0 {
-            let ideal = self.summed.as_secs_f64() / parallel.min(self.modules) as f64;
-            let critical = self
-                .slowest
-                .as_ref()
-                .map(|(d, _)| d.as_secs_f64())
-                .unwrap_or(0.0);
-            line.push_str(&format!(
-                "; critical path {:.2}s, ideal {:.2}s over {} slots",
-                critical.max(ideal),
-                ideal,
-                parallel.min(self.modules)
-            ));
         }
         line
     }

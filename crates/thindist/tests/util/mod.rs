@@ -1,0 +1,115 @@
+//! Small real C projects built with clang-22 for the error and behaviour tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn thindist() -> &'static str {
+    env!("CARGO_BIN_EXE_thindist")
+}
+
+pub fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A handful of C files in a temporary directory.
+pub struct SmallProject {
+    dir: tempfile::TempDir,
+    sources: Vec<String>,
+}
+
+impl SmallProject {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        SmallProject {
+            dir,
+            sources: files.iter().map(|(n, _)| n.to_string()).collect(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Compiles every source to ThinLTO bitcode with `clang-22 -flto=thin -c`.
+    pub fn compile_all(&self, flags: &[&str]) {
+        for src in &self.sources {
+            let obj = src.replace(".c", ".o");
+            let out = Command::new("clang-22")
+                .args(flags)
+                .args(["-flto=thin", "-c", src, "-o", &obj])
+                .current_dir(self.dir())
+                .output()
+                .expect("clang-22 must be installed");
+            assert!(
+                out.status.success(),
+                "compiling {src}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Writes the record `thindist cc` would write for `object`.
+    pub fn write_record(&self, object: &str, argv: &[&str]) {
+        let record = serde_json::json!({"argv": argv, "cwd": self.dir()});
+        std::fs::write(
+            self.path(&format!(".{object}.thindist.json")),
+            record.to_string(),
+        )
+        .unwrap();
+    }
+
+    /// `thindist ld -- ld.lld-22 ARGS` in the project directory.
+    pub fn ld(&self, link_args: &[&str]) -> Output {
+        self.ld_with(&[], link_args)
+    }
+
+    /// `thindist ld -- clang-22 -fuse-ld=lld -flto=thin ARGS`: a program that runs.
+    pub fn ld_clang(&self, link_args: &[&str]) -> Output {
+        Command::new(thindist())
+            .args(["ld", "--", "clang-22", "-fuse-ld=lld", "-flto=thin"])
+            .args(link_args)
+            .current_dir(self.dir())
+            .output()
+            .unwrap()
+    }
+
+    pub fn ld_with(&self, options: &[&str], link_args: &[&str]) -> Output {
+        Command::new(thindist())
+            .arg("ld")
+            .args(options)
+            .args(["--", "ld.lld-22"])
+            .args(link_args)
+            .current_dir(self.dir())
+            .output()
+            .unwrap()
+    }
+
+    /// No temporary file of thindist's is left anywhere in the project.
+    pub fn assert_no_temp_files(&self) {
+        let mut stack = vec![self.dir().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let name = path.file_name().unwrap().to_string_lossy();
+                    assert!(
+                        !name.contains("thindist-tmp"),
+                        "temporary file left behind: {}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
