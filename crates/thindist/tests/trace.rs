@@ -1,0 +1,118 @@
+//! `--trace FILE` writes valid Chrome trace-event JSON that accounts for the run.
+
+mod util;
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::process::Command;
+use util::{thindist, SmallProject};
+
+#[test]
+fn trace_has_every_job_and_adds_up_to_the_wall_time() {
+    let files: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            (
+                format!("m{i}.c"),
+                format!("int f{i}(int x){{ int s=0; for(int j=0;j<x;j++) s+=j*{i}; return s; }}\n"),
+            )
+        })
+        .chain(std::iter::once((
+            "main.c".into(),
+            format!(
+                "{}\nint main(int c, char **v){{ (void)v; return {}; }}\n",
+                (0..12)
+                    .map(|i| format!("int f{i}(int);"))
+                    .collect::<String>(),
+                (0..12)
+                    .map(|i| format!("f{i}(c)"))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            ),
+        )))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let p = SmallProject::new(&refs);
+    p.compile_all(&["-O2"]);
+    let mut link = vec![
+        "ld",
+        "-j2",
+        "--trace",
+        "trace.json",
+        "--",
+        "clang-22",
+        "-fuse-ld=lld",
+        "-flto=thin",
+        "-o",
+        "prog",
+    ];
+    let objects: Vec<String> = files.iter().map(|(n, _)| n.replace(".c", ".o")).collect();
+    link.extend(objects.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let out = Command::new(thindist())
+        .args(&link)
+        .current_dir(p.dir())
+        .output()
+        .unwrap();
+    let measured = started.elapsed().as_micros() as f64;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let trace: Value =
+        serde_json::from_slice(&std::fs::read(p.path("trace.json")).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    // Every B has its E on the same lane, in order, with nothing else open on that lane.
+    let mut open: HashMap<u64, (String, f64)> = HashMap::new();
+    let mut spans: Vec<(String, f64, f64)> = Vec::new();
+    for e in events {
+        for field in ["ph", "pid", "tid", "name"] {
+            assert!(e.get(field).is_some(), "event without {field}: {e}");
+        }
+        let tid = e["tid"].as_u64().unwrap();
+        let name = e["name"].as_str().unwrap().to_string();
+        match e["ph"].as_str().unwrap() {
+            "B" => assert!(
+                open.insert(tid, (name, e["ts"].as_f64().unwrap()))
+                    .is_none(),
+                "two open events on lane {tid}"
+            ),
+            "E" => {
+                let (begun, ts) = open.remove(&tid).expect("end without begin");
+                assert_eq!(begun, name);
+                spans.push((name, ts, e["ts"].as_f64().unwrap()));
+            }
+            "X" | "M" => {}
+            other => panic!("unexpected phase {other}"),
+        }
+    }
+    assert!(open.is_empty(), "events never ended: {open:?}");
+    let jobs: Vec<_> = spans.iter().filter(|(n, _, _)| n.ends_with(".o")).collect();
+    assert_eq!(jobs.len(), 13, "one span per module");
+    let run = events.iter().find(|e| e["name"] == "thindist run").unwrap();
+    let run_dur = run["dur"].as_f64().unwrap();
+    // The run event covers what the process measured, less its start-up and exit.
+    assert!(
+        run_dur <= measured && run_dur > measured * 0.5,
+        "run {run_dur}us, measured {measured}us"
+    );
+    // Thin link, back ends (first start to last end) and final link add up to the run.
+    let span = |name: &str| {
+        spans
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, b, e)| e - b)
+            .unwrap()
+    };
+    let first = jobs.iter().map(|j| j.1).fold(f64::MAX, f64::min);
+    let last = jobs.iter().map(|j| j.2).fold(0.0, f64::max);
+    let stages = span("thin link") + (last - first) + span("final link");
+    assert!(
+        stages <= run_dur && stages > run_dur * 0.8,
+        "stages {stages}us of run {run_dur}us"
+    );
+}
