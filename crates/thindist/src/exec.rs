@@ -254,8 +254,10 @@ pub fn dispatch(
                 if !outcome.succeeded() && !keep_going {
                     stop.store(true, Ordering::SeqCst);
                 }
-                drop(token);
+                // Report the end before giving the slot back, so that no report ever shows more
+                // jobs at once than there were slots.
                 let _ = tx.send(Message::Finished(index, outcome));
+                drop(token);
             });
         }
         drop(tx);

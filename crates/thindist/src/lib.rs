@@ -6,6 +6,7 @@
 
 pub mod cc;
 pub mod cmdline;
+pub mod config;
 pub mod driver;
 pub mod dtlto;
 pub mod events;

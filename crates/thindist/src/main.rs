@@ -159,6 +159,13 @@ fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
 }
 
 fn main() {
+    if let Err(err) = std::env::current_dir()
+        .map_err(anyhow::Error::from)
+        .and_then(|cwd| thindist::config::apply_config_file(&cwd))
+    {
+        eprintln!("thindist: error: {err:#}");
+        std::process::exit(1);
+    }
     let argv0 = std::env::args().next().unwrap_or_default();
     let invoked_as = Path::new(&argv0)
         .file_name()

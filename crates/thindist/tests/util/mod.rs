@@ -113,3 +113,63 @@ impl SmallProject {
         }
     }
 }
+
+/// A project of `n` modules plus `main.c`, each module with a loop worth compiling.
+pub fn many_modules(n: usize) -> SmallProject {
+    let mut files: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("m{i}.c"), format!("int f{i}(int x){{ int s=0; for(int j=0;j<x;j++) s+=j*{i}^(s>>2); return s; }}\n")))
+        .collect();
+    files.push((
+        "main.c".into(),
+        format!(
+            "{}\nint main(int c, char **v){{ (void)v; return ({}) & 1; }}\n",
+            (0..n)
+                .map(|i| format!("int f{i}(int);"))
+                .collect::<String>(),
+            (0..n)
+                .map(|i| format!("f{i}(c)"))
+                .collect::<Vec<_>>()
+                .join("+")
+        ),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let p = SmallProject::new(&refs);
+    p.compile_all(&["-O2"]);
+    p
+}
+
+/// The objects of [`many_modules`].
+pub fn many_objects(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("m{i}.o"))
+        .chain(std::iter::once("main.o".to_string()))
+        .collect()
+}
+
+/// The most back-end jobs a trace file shows running at once.
+pub fn max_parallel_jobs(trace: &Path) -> usize {
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(trace).unwrap()).unwrap();
+    let mut running = 0usize;
+    let mut most = 0;
+    let mut events: Vec<(f64, i32)> = Vec::new();
+    for e in trace["traceEvents"].as_array().unwrap() {
+        if e["tid"].as_u64() == Some(0) {
+            continue;
+        }
+        match e["ph"].as_str() {
+            Some("B") => events.push((e["ts"].as_f64().unwrap(), 1)),
+            Some("E") => events.push((e["ts"].as_f64().unwrap(), -1)),
+            _ => {}
+        }
+    }
+    // Ends before begins at equal times: a slot handed straight on is not two jobs at once.
+    events.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    for (_, delta) in events {
+        running = (running as i32 + delta) as usize;
+        most = most.max(running);
+    }
+    most
+}

@@ -1,0 +1,114 @@
+//! Where options come from and what they limit: make's jobserver, `-j`, environment variables
+//! and `thindist.toml`.
+
+mod util;
+
+use std::process::Command;
+use util::{many_modules, many_objects, max_parallel_jobs, thindist};
+
+#[test]
+fn make_jobserver_sets_parallel_jobs() {
+    let p = many_modules(12);
+    let makefile = format!(
+        "prog: {objs}\n\t+{thindist} ld --trace trace.json -- ld.lld-22 -e main -o $@ $^\n",
+        objs = many_objects(12).join(" "),
+        thindist = thindist()
+    );
+    std::fs::write(p.path("Makefile"), makefile).unwrap();
+    // With more slots than this machine has CPUs, only the jobserver can explain going past
+    // the CPU count.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let slots = cpus + 2;
+    let out = Command::new("make")
+        .arg(format!("-j{slots}"))
+        .arg("prog")
+        .current_dir(p.dir())
+        .env_remove("THINDIST_JOBS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let most = max_parallel_jobs(&p.path("trace.json"));
+    assert!(
+        most > cpus && most <= slots,
+        "{most} jobs at once under make -j{slots} on {cpus} CPUs"
+    );
+}
+
+#[test]
+fn jobs_come_from_the_command_line_the_environment_or_the_config_file() {
+    let p = many_modules(8);
+    let link = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(thindist());
+        cmd.arg("ld").args(extra).args([
+            "--trace",
+            "trace.json",
+            "--",
+            "ld.lld-22",
+            "-e",
+            "main",
+            "-o",
+            "prog",
+        ]);
+        cmd.args(many_objects(8))
+            .current_dir(p.dir())
+            .env_remove("THINDIST_JOBS")
+            .env_remove("MAKEFLAGS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        max_parallel_jobs(&p.path("trace.json"))
+    };
+    assert_eq!(link(&["-j1"], &[]), 1);
+    assert_eq!(link(&[], &[("THINDIST_JOBS", "1")]), 1);
+    std::fs::write(p.path("thindist.toml"), "jobs = 1\n").unwrap();
+    assert_eq!(link(&[], &[]), 1, "the config file applies");
+    std::fs::write(p.path("thindist.toml"), "jobs = \n").unwrap();
+    let out = Command::new(thindist())
+        .args(["ld", "--", "ld.lld-22", "-o", "x", "main.o"])
+        .current_dir(p.dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("thindist.toml is not valid TOML"),
+        "{err}"
+    );
+}
+
+#[test]
+fn thindist_ld_symlink_reads_options_from_the_environment() {
+    let p = many_modules(4);
+    let link = p.path("thindist-ld");
+    std::os::unix::fs::symlink(thindist(), &link).unwrap();
+    let out = Command::new(&link)
+        .args(["-e", "main", "-o", "prog"])
+        .args(many_objects(4))
+        .current_dir(p.dir())
+        .env("THINDIST_LINKER", "ld.lld-22")
+        .env("THINDIST_JOBS", "1")
+        .env("THINDIST_TRACE", "trace.json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(max_parallel_jobs(&p.path("trace.json")), 1);
+    let out = Command::new(&link)
+        .arg("--version")
+        .env("THINDIST_LINKER", "ld.lld-22")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("LLD"));
+}
