@@ -105,13 +105,17 @@ pub struct LocalExecutor;
 impl Executor for LocalExecutor {
     fn execute(&self, job: &BackendJob) -> JobOutcome {
         let start = Instant::now();
-        let failure = |failure: String, output: String| JobOutcome {
-            failure: Some(failure),
-            output,
-            duration: start.elapsed(),
-            executed_by: ExecutedBy::Local,
-        };
         let native = job.cwd.join(&job.native);
+        let failure = |failure: String, output: String| {
+            // Nothing invalid may stay where a valid object is expected.
+            let _ = std::fs::remove_file(&native);
+            JobOutcome {
+                failure: Some(failure),
+                output,
+                duration: start.elapsed(),
+                executed_by: ExecutedBy::Local,
+            }
+        };
         // A stale object from an earlier run must not pass for this run's output.
         let _ = std::fs::remove_file(&native);
         if let Some(dir) = native.parent() {
@@ -147,18 +151,38 @@ impl Executor for LocalExecutor {
                 }
                 failure(reason, output)
             }
-            Ok((_, output)) if !native.is_file() => failure(
-                format!("compiler exited 0 but wrote no {}", job.native.display()),
-                output,
-            ),
-            Ok((_, output)) => JobOutcome {
-                failure: None,
-                output,
-                duration: start.elapsed(),
-                executed_by: ExecutedBy::Local,
+            Ok((_, output)) => match native_problem(job) {
+                Some(problem) => failure(problem, output),
+                None => JobOutcome {
+                    failure: None,
+                    output,
+                    duration: start.elapsed(),
+                    executed_by: ExecutedBy::Local,
+                },
             },
         }
     }
+}
+
+/// What is wrong with a job's native object after its compiler exited 0, if anything. clang
+/// exits 0 and writes an empty object when it cannot load the summary shard ("Error loading
+/// index file"), so existence alone proves nothing.
+pub fn native_problem(job: &BackendJob) -> Option<String> {
+    let native = job.cwd.join(&job.native);
+    if !native.is_file() {
+        return Some(format!(
+            "compiler exited 0 but wrote no {}",
+            job.native.display()
+        ));
+    }
+    if crate::inputs::kind_of_file(&native) != crate::inputs::FileKind::Elf {
+        return Some(format!(
+            "compiler exited 0 but {} is not an object file (empty or cut short; is the shard {} intact?)",
+            job.native.display(),
+            job.shard.display()
+        ));
+    }
+    None
 }
 
 fn looks_like_bitcode_version_mismatch(output: &str) -> bool {

@@ -335,3 +335,55 @@ fn interrupt_stops_children_and_leaves_no_output() {
         String::from_utf8_lossy(&clangs.stdout)
     );
 }
+
+#[test]
+fn truncated_or_missing_shard_is_reported() {
+    let p = SmallProject::new(&[
+        ("a.c", "int f(void);\nint main(void){return f();}\n"),
+        ("b.c", "int f(void){return 0;}\n"),
+    ]);
+    p.compile_all(&["-O2"]);
+    std::fs::create_dir_all(p.path("idx")).unwrap();
+    let thin = Command::new("ld.lld-22")
+        .args([
+            "-e",
+            "main",
+            "-o",
+            "prog",
+            "a.o",
+            "b.o",
+            "--thinlto-index-only=idx/list",
+            "--thinlto-emit-imports-files",
+        ])
+        .args(["--thinlto-prefix-replace=;idx/"])
+        .current_dir(p.dir())
+        .status()
+        .unwrap();
+    assert!(thin.success());
+    let shard = p.path("idx/a.o.thinlto.bc");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
+    let job = |module: &str, shard: &str| {
+        serde_json::json!({"args": [module, format!("-fthinlto-index={shard}"), "-o", format!("{module}.native.o")],
+                           "inputs": [module, shard], "outputs": [format!("{module}.native.o")]})
+    };
+    let file = serde_json::json!({"common": {"linker_output": "prog", "args": ["clang-22", "-c", "-O2"]},
+        "jobs": [job("a.o", "idx/a.o.thinlto.bc"), job("b.o", "idx/missing.thinlto.bc")]});
+    std::fs::write(p.path("jobs.json"), file.to_string()).unwrap();
+    let out = Command::new(thindist())
+        .args(["distribute", "--keep-going", "jobs.json"])
+        .current_dir(p.dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("back-end compile of a.o failed") && err.contains("idx/a.o.thinlto.bc"),
+        "{err}"
+    );
+    assert!(
+        err.contains("back-end compile of b.o failed") && err.contains("missing.thinlto.bc"),
+        "{err}"
+    );
+    assert!(!p.path("a.o.native.o").exists() && !p.path("b.o.native.o").exists());
+}
