@@ -1,6 +1,7 @@
 //! `thindist ld`: a linker invocation run as distributed ThinLTO, stage by stage: link
 //! arguments -> inputs -> thin link -> plan -> jobs -> final link -> report.
 
+use crate::cache::DiskCache;
 use crate::cmdline;
 use crate::events::{Event, JobOutcome, Reporter};
 use crate::exec::{self, Executor, Slots};
@@ -10,6 +11,7 @@ use crate::job::BackendJob;
 use crate::linkargs::{LinkArgs, LtoOpt};
 use crate::plan::{self, LinkCodegen};
 use crate::report::{ConsoleReporter, Tally};
+use crate::runner::JobRunner;
 use crate::thinlink;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -25,6 +27,18 @@ pub struct LdSettings {
     pub keep_going: bool,
     /// Compiler for modules without saved flags; derived from the linker when unset.
     pub compiler: Option<String>,
+    /// The local cache directory and its size limit; `None` turns the cache off.
+    pub cache: Option<(PathBuf, u64)>,
+}
+
+impl LdSettings {
+    fn job_runner<'a>(&self, executor: &'a dyn Executor, log: PathBuf) -> Result<JobRunner<'a>> {
+        let cache = match &self.cache {
+            Some((dir, size)) => Some(DiskCache::open(dir, *size)?),
+            None => None,
+        };
+        Ok(JobRunner::new(executor, cache).with_log(log))
+    }
 }
 
 /// Reporters beyond the console that a run feeds (trace, build log).
@@ -168,7 +182,7 @@ pub fn pass_through(linker: &str, args: &[String]) -> Result<i32> {
 pub fn run_ld(
     invocation: LinkerInvocation,
     settings: &LdSettings,
-    run_job: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
+    executor: &dyn Executor,
     extra_reporters: ExtraReporters,
 ) -> Result<i32> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -213,7 +227,13 @@ pub fn run_ld(
     warn_about_flags(&plan.problems, &plan.without_flags);
 
     // Back ends.
-    let natives = match run_jobs(&plan.jobs, settings, run_job, &mut session) {
+    let runner = settings.job_runner(executor, link.work_dir.join("build-log.json"))?;
+    let result = run_jobs(&plan.jobs, settings, &|job| runner.run(job), &mut session);
+    runner.finish(
+        session.tally.cache_hits as u64,
+        (session.tally.modules - session.tally.cache_hits) as u64,
+    );
+    let natives = match result {
         Ok(natives) => natives,
         Err(err) => {
             session.finish();
@@ -323,7 +343,7 @@ pub fn warn_about_flags(problems: &[crate::flags::FlagsProblem], without_flags: 
 pub fn run_distribute(
     job_file: &Path,
     settings: &LdSettings,
-    run_job: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
+    executor: &dyn Executor,
     extra_reporters: ExtraReporters,
 ) -> Result<i32> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -335,7 +355,18 @@ pub fn run_distribute(
     let (jobs, problems) = crate::dtlto::plan_jobs(&file, &cwd, &sources)?;
     warn_about_flags(&problems, &[]);
     let mut session = Session::new(settings, extra_reporters);
-    let result = run_jobs(&jobs, settings, run_job, &mut session);
+    let runner = settings.job_runner(
+        executor,
+        PathBuf::from(format!(
+            "{}.thindist/build-log.json",
+            file.common.linker_output
+        )),
+    )?;
+    let result = run_jobs(&jobs, settings, &|job| runner.run(job), &mut session);
+    runner.finish(
+        session.tally.cache_hits as u64,
+        (session.tally.modules - session.tally.cache_hits) as u64,
+    );
     session.finish();
     result.with_context(|| format!("the back ends for {} failed", file.common.linker_output))?;
     Ok(0)
@@ -375,9 +406,4 @@ fn parent_shell_commands() -> Vec<Vec<String>> {
         Some(i) if argv.get(i + 1).is_some() => crate::shell::split_commands(&argv[i + 1]),
         _ => Vec::new(),
     }
-}
-
-/// Runs a job with the local executor.
-pub fn run_locally(job: &BackendJob) -> JobOutcome {
-    exec::LocalExecutor.execute(job)
 }

@@ -4,6 +4,8 @@
 //! ([`inputs`]) -> thin link ([`thinlink`]) -> job plan ([`plan`], with [`flags`]) -> executor
 //! ([`exec`]) -> final link ([`driver`]) -> report ([`report`], fed by [`events`]).
 
+pub mod buildlog;
+pub mod cache;
 pub mod cc;
 pub mod cmdline;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod job;
 pub mod linkargs;
 pub mod plan;
 pub mod report;
+pub mod runner;
 pub mod shell;
 pub mod thinlink;
 pub mod trace;

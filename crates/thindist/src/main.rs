@@ -3,8 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
+use thindist::cache::DiskCache;
 use thindist::driver::{self, LdSettings};
-use thindist::exec::Slots;
+use thindist::exec::{LocalExecutor, Slots};
 use thindist::trace::TraceWriter;
 
 #[derive(Parser)]
@@ -43,12 +44,103 @@ enum Commands {
         #[arg(value_name = "JSON")]
         job_file: PathBuf,
     },
+    /// Show or manage the local cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        #[command(flatten)]
+        options: CacheOptions,
+    },
+    /// For one module of the last run: where its flags came from, its inputs and their
+    /// digests, its key, and why it was compiled or taken from the cache.
+    #[command(
+        after_help = "Examples:\n  thindist explain src/foo.o\n  thindist explain --log prog.thindist/build-log.json src/foo.o"
+    )]
+    Explain {
+        /// The module (bitcode object) as the link named it.
+        object: PathBuf,
+        /// The build log to read [default: the last run's].
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        #[command(flatten)]
+        options: CacheOptions,
+    },
     /// Run a compile unchanged and record the object's flags for its back end.
     #[command(after_help = "Example:\n  make CC='thindist cc -- clang-22'")]
     Cc {
         #[arg(last = true, required = true, value_name = "COMPILER ARGS")]
         command: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Entries and size, and the hits and misses of the last run.
+    Stats,
+    /// Remove least recently used entries down to the size limit.
+    Prune,
+    /// Remove every entry.
+    Clear,
+}
+
+fn run_cache(action: &CacheAction, options: &CacheOptions) -> Result<i32> {
+    let cache = options.open()?;
+    match action {
+        CacheAction::Stats => {
+            let stats = cache.stats();
+            println!("cache:   {}", cache.dir().display());
+            println!("entries: {}", stats.entries);
+            println!(
+                "size:    {:.1} MiB (limit {})",
+                stats.bytes as f64 / 1048576.0,
+                options.cache_size
+            );
+            match cache.last_run() {
+                Some(run) => println!("last run: {} hits, {} misses", run.hits, run.misses),
+                None => println!("last run: none recorded"),
+            }
+        }
+        CacheAction::Prune => println!("removed {} entries", cache.prune()),
+        CacheAction::Clear => {
+            cache.clear()?;
+            println!("cleared {}", cache.dir().display());
+        }
+    }
+    Ok(0)
+}
+
+fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Result<i32> {
+    let log_path = match log {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let pointer = options.dir().join("last-log");
+            let text = std::fs::read_to_string(&pointer).with_context(|| {
+                format!(
+                    "no last run recorded in {}; pass --log FILE",
+                    pointer.display()
+                )
+            })?;
+            PathBuf::from(text.trim())
+        }
+    };
+    let log = thindist::buildlog::BuildLog::load(&log_path);
+    let wanted = thindist::fsutil::normalize(object);
+    let cwd = std::env::current_dir()?;
+    let entry = log.entries.values().find(|e| {
+        thindist::fsutil::normalize(&e.module) == wanted || cwd.join(&e.module) == cwd.join(&wanted)
+    });
+    match entry {
+        Some(entry) => {
+            println!("build log:  {}", log_path.display());
+            println!("{entry}");
+            Ok(0)
+        }
+        None => bail!(
+            "{} is not a module of the run logged in {}",
+            object.display(),
+            log_path.display()
+        ),
+    }
 }
 
 /// Options of a distributed run; each is also an environment variable, because thindist often
@@ -73,6 +165,39 @@ struct RunOptions {
     /// Write a Chrome trace-event JSON of the run (open in Perfetto or chrome://tracing).
     #[arg(long, env = "THINDIST_TRACE", value_name = "FILE")]
     trace: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheOptions,
+    /// Do not use the local cache.
+    #[arg(long, env = "THINDIST_NO_CACHE")]
+    no_cache: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+struct CacheOptions {
+    /// The local cache directory [default: $XDG_CACHE_HOME/thindist].
+    #[arg(long, env = "THINDIST_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Size limit of the local cache; least recently used entries go first.
+    #[arg(
+        long,
+        env = "THINDIST_CACHE_SIZE",
+        default_value = "10G",
+        value_name = "SIZE"
+    )]
+    cache_size: String,
+}
+
+impl CacheOptions {
+    fn open(&self) -> Result<DiskCache> {
+        let size = thindist::cache::store::parse_size(&self.cache_size).context("--cache-size")?;
+        DiskCache::open(&self.dir(), size)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(thindist::cache::store::default_dir)
+    }
 }
 
 impl RunOptions {
@@ -86,7 +211,7 @@ impl RunOptions {
         Ok(EnvOnly::try_parse_from(["thindist-ld"])?.options)
     }
 
-    fn settings(&self) -> LdSettings {
+    fn settings(&self) -> Result<LdSettings> {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -94,13 +219,21 @@ impl RunOptions {
             Some(n) => Slots::Fixed(n.max(1)),
             None => Slots::from_env_or(cpus),
         };
-        LdSettings {
+        Ok(LdSettings {
             slots,
             compile_commands: self.compile_commands.clone(),
             verbose: self.verbose,
             keep_going: self.keep_going,
+            cache: if self.no_cache {
+                None
+            } else {
+                Some((
+                    self.cache.dir(),
+                    thindist::cache::store::parse_size(&self.cache.cache_size)?,
+                ))
+            },
             compiler: self.compiler.clone(),
-        }
+        })
     }
 }
 
@@ -136,7 +269,7 @@ enum Entry<'a> {
 
 fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
     thindist::exec::install_interrupt_handler();
-    let settings = options.settings();
+    let settings = options.settings()?;
     let mut trace = options.trace.as_ref().map(|_| TraceWriter::new());
     let mut extra: driver::ExtraReporters = Vec::new();
     if let Some(trace) = trace.as_mut() {
@@ -146,11 +279,9 @@ fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
         Entry::Link(command) => {
             let cwd = std::env::current_dir().context("cannot read the current directory")?;
             let invocation = driver::resolve_invocation(command, &cwd)?;
-            driver::run_ld(invocation, &settings, &driver::run_locally, extra)
+            driver::run_ld(invocation, &settings, &LocalExecutor, extra)
         }
-        Entry::JobFile(path) => {
-            driver::run_distribute(path, &settings, &driver::run_locally, extra)
-        }
+        Entry::JobFile(path) => driver::run_distribute(path, &settings, &LocalExecutor, extra),
     };
     if let (Some(trace), Some(path)) = (trace, &options.trace) {
         trace.write(path)?;
@@ -184,6 +315,12 @@ fn main() {
             Commands::Ld { options, command } => run(options, Entry::Link(command)),
             Commands::Distribute { options, job_file } => run(options, Entry::JobFile(job_file)),
             Commands::Cc { command } => thindist::cc::run_cc(command),
+            Commands::Cache { action, options } => run_cache(action, options),
+            Commands::Explain {
+                object,
+                log,
+                options,
+            } => run_explain(object, log.as_deref(), options),
         }
     };
     // An interrupted run exits as the signal says; the handler already said why.

@@ -1,0 +1,9 @@
+//! The back-end cache: a job's action key (a SHA-256 over the compiler, the normalized command
+//! and the contents of every input) names its native object in a local content-addressed
+//! store, so rebuilds compile only what really changed.
+
+pub mod key;
+pub mod store;
+
+pub use key::{action_key, ActionKey, CompilerIdentity, Digests};
+pub use store::DiskCache;

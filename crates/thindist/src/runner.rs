@@ -1,0 +1,140 @@
+//! Runs one job the way the settings say: look its key up in the cache, else execute it (on
+//! this machine or remotely), store the result, and note it for the build log.
+
+use crate::buildlog::{self, BuildLog, Entry};
+use crate::cache::{action_key, Digests, DiskCache};
+use crate::events::{ExecutedBy, JobOutcome};
+use crate::exec::Executor;
+use crate::job::BackendJob;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub struct JobRunner<'a> {
+    executor: &'a dyn Executor,
+    cache: Option<DiskCache>,
+    digests: Digests,
+    previous: BuildLog,
+    log: Mutex<BuildLog>,
+    log_path: Option<PathBuf>,
+}
+
+impl<'a> JobRunner<'a> {
+    pub fn new(executor: &'a dyn Executor, cache: Option<DiskCache>) -> Self {
+        JobRunner {
+            executor,
+            cache,
+            digests: Digests::default(),
+            previous: BuildLog::default(),
+            log: Mutex::new(BuildLog::default()),
+            log_path: None,
+        }
+    }
+
+    /// Keeps the build log of this link at `path`, starting from what it held.
+    pub fn with_log(mut self, path: PathBuf) -> Self {
+        self.previous = BuildLog::load(&path);
+        self.log_path = Some(path);
+        self
+    }
+
+    pub fn run(&self, job: &BackendJob) -> JobOutcome {
+        let started = Instant::now();
+        let key = match action_key(job, &self.digests) {
+            Ok(key) => Some(key),
+            Err(err) => {
+                // Without a key the job still runs; it just cannot be cached.
+                eprintln!(
+                    "thindist: warning: {} will not be cached: {err:#}",
+                    job.module.display()
+                );
+                None
+            }
+        };
+        let native = job.cwd.join(&job.native);
+        let mut outcome = None;
+        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            match cache.get(&key.hex, &native) {
+                Ok(true) => {
+                    outcome = Some(JobOutcome {
+                        failure: None,
+                        output: String::new(),
+                        duration: started.elapsed(),
+                        executed_by: ExecutedBy::Cache,
+                    })
+                }
+                Ok(false) => {}
+                Err(err) => eprintln!(
+                    "thindist: warning: cache lookup for {} failed: {err:#}",
+                    job.module.display()
+                ),
+            }
+        }
+        let outcome = outcome.unwrap_or_else(|| {
+            let outcome = self.executor.execute(job);
+            if let (Some(cache), Some(key), true) = (&self.cache, &key, outcome.succeeded()) {
+                if let Err(err) = cache.put(&key.hex, &native) {
+                    eprintln!(
+                        "thindist: warning: cannot cache {}: {err:#}",
+                        job.module.display()
+                    );
+                }
+            }
+            outcome
+        });
+        if let Some(key) = key {
+            let previous = self.previous.entries.get(&job.module).map(|e| &e.key);
+            let mut reason = buildlog::explain(previous, &key);
+            if outcome.executed_by != ExecutedBy::Cache
+                && previous.is_some_and(|p| p.hex == key.hex)
+            {
+                reason.push_str(", but its result was not in the cache");
+            }
+            let entry = Entry {
+                module: job.module.clone(),
+                flags_source: job.flags_source.describe(),
+                command: job.command.clone(),
+                key,
+                executed_by: Some(outcome.executed_by),
+                succeeded: outcome.succeeded(),
+                duration_ms: outcome.duration.as_millis(),
+                reason,
+            };
+            self.log
+                .lock()
+                .unwrap()
+                .entries
+                .insert(job.module.clone(), entry);
+        }
+        outcome
+    }
+
+    /// Saves the build log and the cache's run counts, and prunes the cache.
+    pub fn finish(&self, hits: u64, misses: u64) {
+        if let Some(path) = &self.log_path {
+            let mut log = self.log.lock().unwrap();
+            // Modules not rebuilt this run keep their history.
+            for (module, entry) in &self.previous.entries {
+                log.entries
+                    .entry(module.clone())
+                    .or_insert_with(|| entry.clone());
+            }
+            if let Err(err) = log.save(path) {
+                eprintln!("thindist: warning: {err:#}");
+            }
+        }
+        if let Some(cache) = &self.cache {
+            let _ = cache.record_last_run(&crate::cache::store::LastRun { hits, misses });
+            if let Some(path) = &self.log_path {
+                let abs = std::env::current_dir()
+                    .map(|d| d.join(path))
+                    .unwrap_or_else(|_| path.clone());
+                let _ = crate::fsutil::write_atomic(
+                    &cache.dir().join("last-log"),
+                    abs.to_string_lossy().as_bytes(),
+                );
+            }
+            cache.prune();
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The back-end cache: rebuilds compile only what changed, survive corruption and concurrency,
+//! and hit after the tree moves.
+
+mod util;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use util::{thindist, SmallProject};
+
+const FILES: &[(&str, &str)] = &[
+    ("main.c", "#include <stdio.h>\nint leaf(int); int mid(int); int other(int);\nint main(void){ printf(\"%d %d\\n\", mid(4), other(5)); return 0; }\n"),
+    ("leaf.c", "int leaf(int x){ return x + 1; }\n"),
+    ("mid.c", "int leaf(int);\nint mid(int x){ return leaf(x) * 2; }\n"),
+    ("other.c", "int other(int x){ return x * 7; }\n"),
+];
+
+fn link(dir: &Path, cache: &Path, output: &str) -> Output {
+    Command::new(thindist())
+        .args(["ld", "--cache-dir"])
+        .arg(cache)
+        .args([
+            "--",
+            "clang-22",
+            "-fuse-ld=lld",
+            "-flto=thin",
+            "-o",
+            output,
+            "main.o",
+            "leaf.o",
+            "mid.o",
+            "other.o",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// (cache hits, misses) from the summary line.
+fn hits_misses(out: &Output) -> (usize, usize) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err.lines().find(|l| l.contains("; cache ")).expect(&err);
+    let tail = &line[line.find("; cache ").unwrap() + 8..];
+    let nums: Vec<usize> = tail
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (nums[0], nums[1])
+}
+
+fn run(dir: &Path, prog: &str) -> String {
+    String::from_utf8(Command::new(dir.join(prog)).output().unwrap().stdout).unwrap()
+}
+
+#[test]
+fn unchanged_rebuild_compiles_nothing_and_an_edit_compiles_only_what_it_reaches() {
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let cache = p.path("cache");
+    assert_eq!(hits_misses(&link(p.dir(), &cache, "prog")), (0, 4));
+    assert_eq!(
+        hits_misses(&link(p.dir(), &cache, "prog")),
+        (4, 0),
+        "a no-change rebuild compiles nothing"
+    );
+    assert_eq!(run(p.dir(), "prog"), "10 35\n");
+
+    // Change leaf's body: leaf.o changes, and mid.o imports leaf; other.o and main.o see
+    // neither (main imports mid, whose body is unchanged bitcode... but its shard may name leaf).
+    std::fs::write(p.path("leaf.c"), "int leaf(int x){ return x + 2; }\n").unwrap();
+    let out = Command::new("clang-22")
+        .args(["-O2", "-flto=thin", "-c", "leaf.c", "-o", "leaf.o"])
+        .current_dir(p.dir())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let (hits, misses) = hits_misses(&link(p.dir(), &cache, "prog"));
+    assert!(misses >= 2 && hits >= 1, "{hits} hits, {misses} misses");
+    let log = Command::new(thindist())
+        .args(["explain", "--cache-dir"])
+        .arg(&cache)
+        .arg("other.o")
+        .current_dir(p.dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(text.contains("taken from the cache"), "{text}");
+    let log = Command::new(thindist())
+        .args(["explain", "--cache-dir"])
+        .arg(&cache)
+        .arg("leaf.o")
+        .current_dir(p.dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        text.contains("why:") && text.contains("leaf.o changed ("),
+        "{text}"
+    );
+    let incremental = run(p.dir(), "prog");
+
+    // The same tree built from scratch gives the same program.
+    let clean = link(p.dir(), &p.path("fresh-cache"), "prog-clean");
+    assert_eq!(hits_misses(&clean), (0, 4));
+    assert_eq!(run(p.dir(), "prog-clean"), incremental);
+    assert_eq!(incremental, "12 35\n");
+    assert_eq!(
+        std::fs::read(p.path("prog")).unwrap(),
+        std::fs::read(p.path("prog-clean")).unwrap()
+    );
+}
+
+#[test]
+fn corrupt_entry_is_detected_and_rebuilt() {
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let cache = p.path("cache");
+    hits_misses(&link(p.dir(), &cache, "prog"));
+    // Flip a byte in every entry.
+    for shard in std::fs::read_dir(cache.join("entries")).unwrap() {
+        for entry in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let n = bytes.len();
+            bytes[n - 5] ^= 0x40;
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    let out = link(p.dir(), &cache, "prog");
+    assert_eq!(hits_misses(&out), (0, 4));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("is corrupt; removing it and compiling again"));
+    assert_eq!(run(p.dir(), "prog"), "10 35\n");
+    assert_eq!(
+        hits_misses(&link(p.dir(), &cache, "prog")),
+        (4, 0),
+        "rebuilt entries are good again"
+    );
+}
+
+#[test]
+fn concurrent_builds_share_one_cache() {
+    let a = SmallProject::new(FILES);
+    let b = SmallProject::new(FILES);
+    a.compile_all(&["-O2"]);
+    b.compile_all(&["-O2"]);
+    let cache = a.path("shared-cache");
+    for _ in 0..3 {
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| link(a.dir(), &cache, "prog"));
+            let hb = s.spawn(|| link(b.dir(), &cache, "prog"));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        hits_misses(&ra);
+        hits_misses(&rb);
+        assert_eq!(run(a.dir(), "prog"), "10 35\n");
+        assert_eq!(run(b.dir(), "prog"), "10 35\n");
+    }
+}
+
+#[test]
+fn moved_tree_still_hits() {
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let cache = tempfile::tempdir().unwrap();
+    assert_eq!(hits_misses(&link(p.dir(), cache.path(), "prog")), (0, 4));
+    let moved = tempfile::tempdir().unwrap();
+    let dest = moved.path().join("elsewhere/tree");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(p.dir())
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(dest.join("prog.thindist")).unwrap();
+    assert_eq!(hits_misses(&link(&dest, cache.path(), "prog")), (4, 0));
+    assert_eq!(run(&dest, "prog"), "10 35\n");
+}
+
+#[test]
+fn no_cache_compiles_everything_and_cache_commands_work() {
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let cache = p.path("cache");
+    hits_misses(&link(p.dir(), &cache, "prog"));
+    let out = Command::new(thindist())
+        .args(["ld", "--no-cache", "--cache-dir"])
+        .arg(&cache)
+        .args([
+            "--",
+            "clang-22",
+            "-fuse-ld=lld",
+            "-flto=thin",
+            "-o",
+            "prog",
+            "main.o",
+            "leaf.o",
+            "mid.o",
+            "other.o",
+        ])
+        .current_dir(p.dir())
+        .output()
+        .unwrap();
+    assert_eq!(hits_misses(&out), (0, 4));
+    let stats = Command::new(thindist())
+        .args(["cache", "--cache-dir"])
+        .arg(&cache)
+        .arg("stats")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(text.contains("entries: 4"), "{text}");
+    let clear = Command::new(thindist())
+        .args(["cache", "--cache-dir"])
+        .arg(&cache)
+        .arg("clear")
+        .output()
+        .unwrap();
+    assert!(clear.status.success());
+    let stats = Command::new(thindist())
+        .args(["cache", "--cache-dir"])
+        .arg(&cache)
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&stats.stdout).contains("entries: 0"));
+}
