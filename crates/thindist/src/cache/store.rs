@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn prune_removes_least_recently_used_first() {
-        let (dir, c) = cache(2500);
+        let (dir, c) = cache(1500);
         let native = dir.path().join("n.o");
         std::fs::write(&native, vec![1u8; 1000]).unwrap();
         for (i, key) in ["aa01", "aa02", "aa03"].iter().enumerate() {
