@@ -232,6 +232,11 @@ pub type Outcomes = Vec<Option<JobOutcome>>;
 
 /// Runs `jobs` with `run`, largest first, emitting events to `reporter` on this thread.
 /// Without `keep_going`, no new job starts after a failure.
+///
+/// This thread owns all run state: it starts a job whenever a slot is free, and with make's
+/// jobserver it asks for one token per waiting job through the jobserver's helper thread, so a
+/// request can be dropped once no job waits (a blocking acquire would wait forever for tokens
+/// that nobody holds). A job's token goes back to make as soon as its end has been reported.
 pub fn dispatch(
     jobs: &[BackendJob],
     slots: &Slots,
@@ -239,64 +244,100 @@ pub fn dispatch(
     run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
     reporter: &mut dyn Reporter,
 ) -> Outcomes {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].size));
-    let queue = Mutex::new(order.into_iter());
-    let stop = AtomicBool::new(false);
-    let workers = match slots {
-        Slots::Fixed(n) => (*n).min(jobs.len()).max(1),
-        Slots::Jobserver(_) => jobs.len().clamp(1, 64),
-    };
+    let mut pending: std::collections::VecDeque<usize> = (0..jobs.len()).collect();
+    pending
+        .make_contiguous()
+        .sort_by_key(|&i| std::cmp::Reverse(jobs[i].size));
     enum Message {
-        Started(usize),
+        Token(std::io::Result<jobserver::Acquired>),
         Finished(usize, JobOutcome),
     }
     let (tx, rx) = mpsc::channel::<Message>();
     let mut outcomes: Outcomes = vec![None; jobs.len()];
-    std::thread::scope(|scope| {
-        for worker in 0..workers {
+    // Slots this process may use without a token: `-j N`, or make's one implicit slot.
+    let mut free_slots = match slots {
+        Slots::Fixed(n) => (*n).max(1),
+        Slots::Jobserver(_) => 1,
+    };
+    let helper = match slots {
+        Slots::Jobserver(client) => {
             let tx = tx.clone();
-            let queue = &queue;
-            let stop = &stop;
-            scope.spawn(move || loop {
-                // Worker 0 runs on make's implicit slot; the others hold a token per job.
-                let token = match slots {
-                    Slots::Jobserver(client) if worker > 0 => match client.acquire() {
-                        Ok(token) => Some(token),
-                        Err(_) => return,
-                    },
-                    _ => None,
-                };
-                if stop.load(Ordering::SeqCst) || interrupts().cancelled.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Some(index) = queue.lock().unwrap().next() else {
-                    return;
-                };
-                let _ = tx.send(Message::Started(index));
-                let outcome = run(&jobs[index]);
-                if !outcome.succeeded() && !keep_going {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                // Report the end before giving the slot back, so that no report ever shows more
-                // jobs at once than there were slots.
-                let _ = tx.send(Message::Finished(index, outcome));
-                drop(token);
-            });
+            client
+                .clone()
+                .into_helper_thread(move |token| {
+                    let _ = tx.send(Message::Token(token));
+                })
+                .ok()
         }
-        drop(tx);
-        for message in rx {
+        Slots::Fixed(_) => None,
+    };
+    let mut requested = 0usize;
+    let mut held_tokens: std::collections::HashMap<usize, jobserver::Acquired> =
+        std::collections::HashMap::new();
+    let mut running = 0usize;
+    let mut stopped = false;
+    std::thread::scope(|scope| {
+        let start = |index: usize, reporter: &mut dyn Reporter| {
+            reporter.on_event(&Event::JobStarted { job: &jobs[index] });
+            let tx = tx.clone();
+            scope.spawn(move || {
+                let outcome = run(&jobs[index]);
+                let _ = tx.send(Message::Finished(index, outcome));
+            });
+        };
+        loop {
+            let cancelled = interrupts().cancelled.load(Ordering::SeqCst);
+            while free_slots > 0 && !stopped && !cancelled {
+                let Some(index) = pending.pop_front() else {
+                    break;
+                };
+                free_slots -= 1;
+                running += 1;
+                start(index, reporter);
+            }
+            if let Some(helper) = &helper {
+                while requested < pending.len() && !stopped && !cancelled {
+                    helper.request_token();
+                    requested += 1;
+                }
+            }
+            if running == 0 && (pending.is_empty() || stopped || cancelled) {
+                break;
+            }
+            let Ok(message) = rx.recv() else { break };
             match message {
-                Message::Started(i) => reporter.on_event(&Event::JobStarted { job: &jobs[i] }),
-                Message::Finished(i, outcome) => {
+                Message::Token(token) => {
+                    requested = requested.saturating_sub(1);
+                    match (token, pending.pop_front()) {
+                        (Ok(token), Some(index)) if !stopped && !cancelled => {
+                            held_tokens.insert(index, token);
+                            running += 1;
+                            start(index, reporter);
+                        }
+                        (_, Some(index)) => pending.push_front(index),
+                        (_, None) => {}
+                    }
+                }
+                Message::Finished(index, outcome) => {
+                    running -= 1;
+                    if !outcome.succeeded() && !keep_going {
+                        stopped = true;
+                    }
                     reporter.on_event(&Event::JobFinished {
-                        job: &jobs[i],
+                        job: &jobs[index],
                         outcome: &outcome,
                     });
-                    outcomes[i] = Some(outcome);
+                    outcomes[index] = Some(outcome);
+                    // Report the end before giving the slot back, so that no report ever shows
+                    // more jobs at once than there were slots.
+                    if held_tokens.remove(&index).is_none() {
+                        free_slots += 1;
+                    }
                 }
             }
         }
     });
+    // Dropping the helper cancels token requests still outstanding.
+    drop(helper);
     outcomes
 }

@@ -112,3 +112,29 @@ fn thindist_ld_symlink_reads_options_from_the_environment() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("LLD"));
 }
+
+#[test]
+fn parallel_links_under_make_do_not_wait_for_tokens_nobody_holds() {
+    // Two links run at once under make -j2: each holds one of make's two slots, so no token is
+    // ever free. Each must finish its jobs on its own slot instead of waiting for a token.
+    let p = many_modules(6);
+    let objs = many_objects(6).join(" ");
+    let makefile = format!(
+        "all: prog1 prog2\nprog1 prog2: {objs}\n\t+{thindist} ld --trace $@.json -- ld.lld-22 -e main -o $@ $^\n",
+        thindist = thindist()
+    );
+    std::fs::write(p.path("Makefile"), makefile).unwrap();
+    let out = Command::new("timeout")
+        .args(["120", "make", "-j2", "all"])
+        .current_dir(p.dir())
+        .env_remove("THINDIST_JOBS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make did not finish: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(p.path("prog1").exists() && p.path("prog2").exists());
+}
