@@ -1,6 +1,7 @@
 //! The `thindist` command line. Invoked as `thindist-ld` (through a symlink) it is the linker.
 
 use anyhow::{bail, Context, Result};
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use thindist::cache::DiskCache;
@@ -154,10 +155,10 @@ struct RunOptions {
     #[arg(long, env = "THINDIST_COMPILE_COMMANDS", value_name = "FILE")]
     compile_commands: Option<PathBuf>,
     /// Print every command.
-    #[arg(short, long, env = "THINDIST_VERBOSE")]
+    #[arg(short, long, env = "THINDIST_VERBOSE", value_parser = BoolishValueParser::new())]
     verbose: bool,
     /// Run every job even after one fails (the link still fails).
-    #[arg(long, env = "THINDIST_KEEP_GOING")]
+    #[arg(long, env = "THINDIST_KEEP_GOING", value_parser = BoolishValueParser::new())]
     keep_going: bool,
     /// Compiler for modules without saved flags [default: the clang beside the linker].
     #[arg(long, env = "THINDIST_COMPILER")]
@@ -168,7 +169,7 @@ struct RunOptions {
     #[command(flatten)]
     cache: CacheOptions,
     /// Do not use the local cache.
-    #[arg(long, env = "THINDIST_NO_CACHE")]
+    #[arg(long, env = "THINDIST_NO_CACHE", value_parser = BoolishValueParser::new())]
     no_cache: bool,
 }
 

@@ -138,3 +138,24 @@ fn parallel_links_under_make_do_not_wait_for_tokens_nobody_holds() {
     );
     assert!(p.path("prog1").exists() && p.path("prog2").exists());
 }
+
+#[test]
+fn boolean_options_accept_the_usual_spellings_in_the_environment() {
+    let p = many_modules(2);
+    for value in ["1", "true", "yes", "on"] {
+        let out = Command::new(thindist())
+            .args(["ld", "--", "ld.lld-22", "-e", "main", "-o", "prog"])
+            .args(many_objects(2))
+            .current_dir(p.dir())
+            .env("THINDIST_VERBOSE", value)
+            .env("THINDIST_NO_CACHE", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "THINDIST_VERBOSE={value}: {err}");
+        assert!(
+            err.contains("-fthinlto-index="),
+            "verbose prints the commands: {err}"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The program thindist builds behaves exactly like the one lld builds with in-process ThinLTO,
+//! through every way in: `thindist ld` with an ld.lld or a clang command, `thindist-ld` as the
+//! linker, and `clang --ld-path=thindist-ld`; on a generated project of 200 modules with
+//! cross-module inlining, a regular and a thin archive, native objects and a `-r` partial link.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use thindist_testkit::Project;
+
+fn thindist() -> &'static str {
+    env!("CARGO_BIN_EXE_thindist")
+}
+
+struct Shared {
+    _dir: tempfile::TempDir,
+    project: Project,
+    expected: (String, i32),
+    link_dir: PathBuf,
+}
+
+/// One compiled project for all tests of this file: the in-process reference program, and
+/// `part.o` rebuilt through thindist's `-r` link (which the reference did not use).
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Project::generate(dir.path(), 200);
+        project.compile(&[], |_| vec![]);
+        project.partial_link(&[]);
+        project.link_in_process("prog-inproc", 2);
+        let expected = project.run_program("prog-inproc");
+        assert!(expected.0.contains("checksum"), "{:?}", expected);
+        project.partial_link(&[thindist(), "ld", "--no-cache", "--"]);
+        let link_dir = dir.path().join("bin");
+        std::fs::create_dir_all(&link_dir).unwrap();
+        std::os::unix::fs::symlink(thindist(), link_dir.join("thindist-ld")).unwrap();
+        Shared {
+            _dir: dir,
+            project,
+            expected,
+            link_dir,
+        }
+    })
+}
+
+fn check(output: &str, cmd: &mut Command) {
+    let s = shared();
+    let out = cmd
+        .current_dir(&s.project.dir)
+        .env("THINDIST_NO_CACHE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("thindist: ") && err.contains(" modules in "),
+        "no summary line: {err}"
+    );
+    assert_eq!(
+        s.project.run_program(output),
+        s.expected,
+        "{output} differs from the in-process build"
+    );
+}
+
+#[test]
+fn thindist_ld_with_an_lld_command() {
+    let s = shared();
+    check(
+        "prog-ld",
+        Command::new(thindist())
+            .args(["ld", "-j2", "--", "ld.lld-22"])
+            .args(s.project.lld_link_args("prog-ld")),
+    );
+    let dir = &s.project.dir;
+    // Cross-module inlining happened: main imports from the modules it calls.
+    let imports = std::fs::read_to_string(dir.join("prog-ld.thindist/src/main.o.imports")).unwrap();
+    assert!(
+        imports.lines().count() > 50,
+        "main imports from few modules: {imports}"
+    );
+    // Native objects beside their bitcode: plain objects, thin-archive members, and regular
+    // archive members (extracted beside their archive, duplicate names kept apart).
+    assert!(dir.join("src/m0000.thinlto-native.o").exists());
+    assert!(
+        dir.join("src/m0002.thinlto-native.o").exists(),
+        "thin archive member"
+    );
+    let extracted: Vec<String> = std::fs::read_dir(dir.join("lib/libreg.a.thindist"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        extracted.contains(&"util.thinlto-native.o".to_string()),
+        "{extracted:?}"
+    );
+    assert!(
+        extracted.contains(&"1-util.thinlto-native.o".to_string()),
+        "{extracted:?}"
+    );
+    assert!(
+        extracted.contains(&"m0001.thinlto-native.o".to_string()),
+        "{extracted:?}"
+    );
+    // The member nothing needs stays lazy: extracted, but never compiled.
+    assert!(
+        extracted.contains(&"unused.o".to_string())
+            && !extracted.contains(&"unused.thinlto-native.o".to_string())
+    );
+    // Native modules were never given to a back end.
+    assert!(!dir.join("src/m0009.thinlto-native.o").exists());
+}
+
+#[test]
+fn thindist_ld_with_a_clang_command() {
+    let s = shared();
+    check(
+        "prog-clang",
+        Command::new(thindist())
+            .args(["ld", "--", "clang-22"])
+            .args(s.project.clang_link_args("prog-clang")),
+    );
+}
+
+#[test]
+fn thindist_ld_as_the_linker() {
+    let s = shared();
+    check(
+        "prog-as-ld",
+        Command::new(s.link_dir.join("thindist-ld"))
+            .args(s.project.lld_link_args("prog-as-ld"))
+            .env("THINDIST_LINKER", "ld.lld-22"),
+    );
+}
+
+#[test]
+fn clang_with_ld_path() {
+    let s = shared();
+    let ld_path = format!("--ld-path={}", s.link_dir.join("thindist-ld").display());
+    check(
+        "prog-ld-path",
+        Command::new("clang-22")
+            .arg(ld_path)
+            .args(s.project.clang_link_args("prog-ld-path"))
+            .env("THINDIST_LINKER", "ld.lld-22"),
+    );
+}
+
+#[test]
+fn partial_link_output_is_native() {
+    let s = shared();
+    let part = s.project.dir.join("part.o");
+    assert_eq!(&std::fs::read(&part).unwrap()[..4], b"\x7fELF");
+    let nm = Command::new("llvm-nm-22").arg(&part).output().unwrap();
+    assert!(String::from_utf8_lossy(&nm.stdout).contains("T work_5"));
+}
+
+#[test]
+fn non_links_and_links_without_bitcode_pass_through() {
+    let s = shared();
+    let link = s.link_dir.join("thindist-ld");
+    let out = Command::new(&link)
+        .arg("--version")
+        .env("THINDIST_LINKER", "ld.lld-22")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("Debian LLD 22")
+            || String::from_utf8_lossy(&out.stdout).contains("LLD")
+    );
+    let out = Command::new(thindist())
+        .args([
+            "ld",
+            "--",
+            "ld.lld-22",
+            "-r",
+            "-o",
+            "native-only.o",
+            "lib/chain.o",
+            "src/m0009.o",
+        ])
+        .current_dir(&s.project.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).is_empty(),
+        "a pass-through prints nothing of its own"
+    );
+    assert!(!Path::new(&s.project.dir)
+        .join("native-only.o.thindist")
+        .exists());
+}
