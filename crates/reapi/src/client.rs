@@ -1,0 +1,457 @@
+//! The REAPI client: capabilities, CAS uploads (batched, or ByteStream for large blobs, each
+//! blob at most once per process), the action cache, and Execute with WaitExecution to
+//! reconnect when the operation stream drops.
+
+use crate::action::{ActionSpec, Blob, BlobData};
+use crate::digest::Digest;
+use crate::proto::build::bazel::remote::execution::v2 as re;
+use crate::proto::google::bytestream as bs;
+use anyhow::{anyhow, bail, Context, Result};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_stream::StreamExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Where the server is and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// `grpc://host:port` or `grpcs://host:port`.
+    pub endpoint: String,
+    pub instance: String,
+    /// PEM file of the roots to trust for grpcs:// (default: the system's roots).
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that require mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Extra headers on every call, e.g. `authorization: Bearer ...`.
+    pub headers: Vec<(String, String)>,
+    /// Deadline of each call other than Execute.
+    pub timeout: Duration,
+    /// Deadline of a whole Execute (queueing plus running).
+    pub execute_timeout: Duration,
+}
+
+impl RemoteConfig {
+    pub fn new(endpoint: &str) -> RemoteConfig {
+        RemoteConfig {
+            endpoint: endpoint.to_string(),
+            instance: String::new(),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(60),
+            execute_timeout: Duration::from_secs(3600),
+        }
+    }
+
+    pub(crate) async fn channel(&self) -> Result<Channel> {
+        let (scheme, rest) = self
+            .endpoint
+            .split_once("://")
+            .with_context(|| format!("remote endpoint {} needs grpc:// or grpcs://", self.endpoint))?;
+        let url = match scheme {
+            "grpc" | "http" => format!("http://{rest}"),
+            "grpcs" | "https" => format!("https://{rest}"),
+            other => bail!("remote endpoint scheme {other}:// is not supported (use grpc:// or grpcs://)"),
+        };
+        let mut endpoint = Endpoint::from_shared(url)?.connect_timeout(Duration::from_secs(10));
+        if scheme == "grpcs" || scheme == "https" {
+            let mut tls = ClientTlsConfig::new();
+            tls = match &self.tls_ca {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(
+                    std::fs::read(ca).with_context(|| format!("cannot read TLS roots {}", ca.display()))?,
+                )),
+                None => tls.with_native_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+                tls = tls.identity(Identity::from_pem(
+                    std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
+                    std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
+                ));
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        endpoint.connect().await.with_context(|| format!("cannot connect to {}", self.endpoint))
+    }
+
+    /// Wraps a message with this config's headers and `timeout`.
+    pub(crate) fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        for (name, value) in &self.headers {
+            if let (Ok(key), Ok(val)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.as_str()),
+            ) {
+                request.metadata_mut().insert(key, val);
+            }
+        }
+        let metadata = re::RequestMetadata {
+            tool_details: Some(re::ToolDetails { tool_name: "thindist".into(), tool_version: env!("CARGO_PKG_VERSION").into() }),
+            ..Default::default()
+        };
+        request
+            .metadata_mut()
+            .insert_bin("build.bazel.remote.execution.v2.requestmetadata-bin", tonic::metadata::MetadataValue::from_bytes(&metadata.encode_to_vec()));
+        request
+    }
+}
+
+/// Why a remote run did not produce a result. `Infrastructure` failures are worth retrying or
+/// running locally; a command that ran and failed is not an error at all but an outcome.
+#[derive(Debug)]
+pub enum RemoteError {
+    Infrastructure(anyhow::Error),
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            RemoteError::Infrastructure(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for RemoteError {
+    fn from(e: anyhow::Error) -> Self {
+        RemoteError::Infrastructure(e)
+    }
+}
+
+/// What came back from running an action.
+#[derive(Debug)]
+pub struct RemoteOutcome {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// (path relative to the working directory, digest).
+    pub outputs: Vec<(String, Digest)>,
+    /// Served from the action cache: nothing ran.
+    pub cached: bool,
+}
+
+pub struct Client {
+    config: RemoteConfig,
+    channel: Channel,
+    max_batch_bytes: usize,
+    /// Blobs known to be in the CAS, each behind a lock so concurrent jobs upload it once.
+    present: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    bytes_uploaded: AtomicU64,
+}
+
+fn status_err(what: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow!("{what}: {} ({:?})", status.message(), status.code())
+}
+
+impl Client {
+    /// Connects and asks the server's capabilities (SHA-256 must be supported).
+    pub async fn connect(config: RemoteConfig) -> Result<Client> {
+        let channel = config.channel().await?;
+        let mut caps_client = re::capabilities_client::CapabilitiesClient::new(channel.clone());
+        let caps = caps_client
+            .get_capabilities(config.request(re::GetCapabilitiesRequest { instance_name: config.instance.clone() }, config.timeout))
+            .await
+            .map_err(|s| status_err(&format!("GetCapabilities on {}", config.endpoint), s))?
+            .into_inner();
+        let cache = caps.cache_capabilities.unwrap_or_default();
+        if !cache.digest_functions.is_empty() && !cache.digest_functions.contains(&(re::digest_function::Value::Sha256 as i32)) {
+            bail!("{} does not support SHA-256 digests", config.endpoint);
+        }
+        let max_batch_bytes = match cache.max_batch_total_size_bytes {
+            n if n > 0 => n as usize,
+            _ => 4 * 1024 * 1024,
+        };
+        Ok(Client { config, channel, max_batch_bytes, present: Mutex::new(HashMap::new()), bytes_uploaded: AtomicU64::new(0) })
+    }
+
+    pub fn config(&self) -> &RemoteConfig {
+        &self.config
+    }
+
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Bytes this client has sent to the CAS so far.
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.bytes_uploaded.load(Ordering::Relaxed)
+    }
+
+    /// Makes sure every blob is in the CAS, uploading only those the server lacks and that no
+    /// other job of this process has sent already.
+    pub async fn upload(&self, blobs: &[Blob]) -> Result<()> {
+        let mut unique: Vec<&Blob> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for b in blobs {
+            if seen.insert(b.digest.hash.clone()) {
+                unique.push(b);
+            }
+        }
+        // Lock in hash order: two jobs sharing blobs can never wait on each other in a cycle.
+        unique.sort_by(|a, b| a.digest.hash.cmp(&b.digest.hash));
+        let cells: Vec<Arc<tokio::sync::Mutex<bool>>> = {
+            let mut present = self.present.lock().unwrap();
+            unique.iter().map(|b| present.entry(b.digest.hash.clone()).or_default().clone()).collect()
+        };
+        let mut guards = Vec::with_capacity(cells.len());
+        for cell in &cells {
+            guards.push(cell.clone().lock_owned().await);
+        }
+        let todo: Vec<&Blob> = unique.iter().zip(&guards).filter(|(_, g)| !***g).map(|(b, _)| *b).collect();
+        if !todo.is_empty() {
+            let missing = self.find_missing(todo.iter().map(|b| &b.digest)).await?;
+            let to_send: Vec<&Blob> = todo.into_iter().filter(|b| missing.contains(&b.digest)).collect();
+            self.send_blobs(&to_send).await?;
+        }
+        for mut guard in guards {
+            *guard = true;
+        }
+        Ok(())
+    }
+
+    async fn find_missing<'a>(&self, digests: impl Iterator<Item = &'a Digest>) -> Result<std::collections::HashSet<Digest>> {
+        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(self.channel.clone());
+        let request = re::FindMissingBlobsRequest {
+            instance_name: self.config.instance.clone(),
+            blob_digests: digests.map(Digest::to_proto).collect(),
+            digest_function: re::digest_function::Value::Sha256 as i32,
+        };
+        let response = cas
+            .find_missing_blobs(self.config.request(request, self.config.timeout))
+            .await
+            .map_err(|s| status_err("FindMissingBlobs", s))?
+            .into_inner();
+        Ok(response.missing_blob_digests.iter().map(Digest::from_proto).collect())
+    }
+
+    async fn send_blobs(&self, blobs: &[&Blob]) -> Result<()> {
+        let mut batch: Vec<re::batch_update_blobs_request::Request> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for blob in blobs {
+            let data = match &blob.data {
+                BlobData::Bytes(b) => b.clone(),
+                BlobData::File(p) => tokio::fs::read(p).await.with_context(|| format!("cannot read {}", p.display()))?,
+            };
+            self.bytes_uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
+            // Leave room for the request's own framing.
+            if data.len() + 1024 > self.max_batch_bytes {
+                self.bytestream_write(&blob.digest, data).await?;
+                continue;
+            }
+            if batch_bytes + data.len() + 1024 > self.max_batch_bytes {
+                self.batch_update(std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+            }
+            batch_bytes += data.len() + 100;
+            batch.push(re::batch_update_blobs_request::Request { digest: Some(blob.digest.to_proto()), data });
+        }
+        if !batch.is_empty() {
+            self.batch_update(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn batch_update(&self, requests: Vec<re::batch_update_blobs_request::Request>) -> Result<()> {
+        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(self.channel.clone());
+        let request = re::BatchUpdateBlobsRequest {
+            instance_name: self.config.instance.clone(),
+            requests,
+            digest_function: re::digest_function::Value::Sha256 as i32,
+        };
+        let response = cas
+            .batch_update_blobs(self.config.request(request, self.config.timeout))
+            .await
+            .map_err(|s| status_err("BatchUpdateBlobs", s))?
+            .into_inner();
+        for r in response.responses {
+            if let Some(status) = r.status.filter(|s| s.code != 0) {
+                bail!("uploading blob {:?} failed: {}", r.digest.map(|d| d.hash), status.message);
+            }
+        }
+        Ok(())
+    }
+
+    fn resource_prefix(&self) -> String {
+        if self.config.instance.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.config.instance)
+        }
+    }
+
+    async fn bytestream_write(&self, digest: &Digest, data: Vec<u8>) -> Result<()> {
+        let resource = format!("{}uploads/{}/blobs/{}/{}", self.resource_prefix(), uuid::Uuid::new_v4(), digest.hash, digest.size);
+        const CHUNK: usize = 1 << 20;
+        let total = data.len();
+        let mut requests = Vec::new();
+        let mut offset = 0;
+        loop {
+            let end = (offset + CHUNK).min(total);
+            requests.push(bs::WriteRequest {
+                resource_name: if offset == 0 { resource.clone() } else { String::new() },
+                write_offset: offset as i64,
+                finish_write: end == total,
+                data: data[offset..end].to_vec(),
+            });
+            offset = end;
+            if offset == total {
+                break;
+            }
+        }
+        let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
+        let response = client
+            .write(self.config.request(tokio_stream::iter(requests), self.config.timeout))
+            .await
+            .map_err(|s| status_err("ByteStream.Write", s))?
+            .into_inner();
+        if response.committed_size != total as i64 {
+            bail!("ByteStream.Write of {digest} committed {} of {total} bytes", response.committed_size);
+        }
+        Ok(())
+    }
+
+    /// Reads a blob from the CAS.
+    pub async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        if digest.size == 0 {
+            return Ok(Vec::new());
+        }
+        if (digest.size as usize) + 1024 <= self.max_batch_bytes {
+            let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(self.channel.clone());
+            let request = re::BatchReadBlobsRequest {
+                instance_name: self.config.instance.clone(),
+                digests: vec![digest.to_proto()],
+                digest_function: re::digest_function::Value::Sha256 as i32,
+            };
+            let response = cas
+                .batch_read_blobs(self.config.request(request, self.config.timeout))
+                .await
+                .map_err(|s| status_err("BatchReadBlobs", s))?
+                .into_inner();
+            let r = response.responses.into_iter().next().context("BatchReadBlobs returned nothing")?;
+            if let Some(status) = r.status.filter(|s| s.code != 0) {
+                bail!("reading blob {digest} failed: {}", status.message);
+            }
+            return Ok(r.data);
+        }
+        let resource = format!("{}blobs/{}/{}", self.resource_prefix(), digest.hash, digest.size);
+        let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
+        let mut stream = client
+            .read(self.config.request(bs::ReadRequest { resource_name: resource, read_offset: 0, read_limit: 0 }, self.config.timeout))
+            .await
+            .map_err(|s| status_err("ByteStream.Read", s))?
+            .into_inner();
+        let mut data = Vec::with_capacity(digest.size as usize);
+        while let Some(chunk) = stream.next().await {
+            data.extend(chunk.map_err(|s| status_err("ByteStream.Read", s))?.data);
+        }
+        if Digest::of_bytes(&data) != *digest {
+            bail!("blob {digest} arrived damaged");
+        }
+        Ok(data)
+    }
+
+    pub async fn get_action_result(&self, action: &Digest) -> Result<Option<re::ActionResult>> {
+        let mut ac = re::action_cache_client::ActionCacheClient::new(self.channel.clone());
+        let request = re::GetActionResultRequest {
+            instance_name: self.config.instance.clone(),
+            action_digest: Some(action.to_proto()),
+            inline_stdout: true,
+            inline_stderr: true,
+            digest_function: re::digest_function::Value::Sha256 as i32,
+        };
+        match ac.get_action_result(self.config.request(request, self.config.timeout)).await {
+            Ok(r) => Ok(Some(r.into_inner())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(status_err("GetActionResult", s)),
+        }
+    }
+
+    /// Runs an Execute, following its operation stream to the end and reconnecting with
+    /// WaitExecution if the stream drops before the operation is done.
+    async fn execute(&self, action: &Digest) -> Result<re::ExecuteResponse> {
+        let mut exec = re::execution_client::ExecutionClient::new(self.channel.clone());
+        let request = re::ExecuteRequest {
+            instance_name: self.config.instance.clone(),
+            skip_cache_lookup: false,
+            action_digest: Some(action.to_proto()),
+            execution_policy: None,
+            results_cache_policy: None,
+            digest_function: re::digest_function::Value::Sha256 as i32,
+        };
+        let mut stream = exec
+            .execute(self.config.request(request, self.config.execute_timeout))
+            .await
+            .map_err(|s| status_err("Execute", s))?
+            .into_inner();
+        let mut operation_name = None;
+        for _attempt in 0..5 {
+            loop {
+                match stream.next().await {
+                    Some(Ok(op)) => {
+                        operation_name = Some(op.name.clone());
+                        if op.done {
+                            return decode_operation(op);
+                        }
+                    }
+                    Some(Err(status)) if operation_name.is_none() => return Err(status_err("Execute", status)),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            let name = operation_name.clone().context("the Execute stream ended before naming its operation")?;
+            tracing::debug!("operation stream for {name} dropped; reconnecting with WaitExecution");
+            stream = exec
+                .wait_execution(self.config.request(re::WaitExecutionRequest { name }, self.config.execute_timeout))
+                .await
+                .map_err(|s| status_err("WaitExecution", s))?
+                .into_inner();
+        }
+        bail!("the operation stream for {action} kept dropping")
+    }
+
+    /// Runs `spec` remotely: the action cache first, then uploads of what the server lacks,
+    /// then Execute. Output files are left in the CAS; fetch them with [`Client::read_blob`].
+    pub async fn run(&self, spec: &ActionSpec) -> std::result::Result<RemoteOutcome, RemoteError> {
+        let built = spec.build();
+        if let Some(result) = self.get_action_result(&built.action_digest).await? {
+            return Ok(self.outcome(result, true).await?);
+        }
+        self.upload(&built.blobs).await?;
+        let response = self.execute(&built.action_digest).await?;
+        if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
+            return Err(RemoteError::Infrastructure(anyhow!("the server could not run the action: {} (code {})", status.message, status.code)));
+        }
+        let result = response.result.context("Execute finished without an ActionResult")?;
+        Ok(self.outcome(result, response.cached_result).await?)
+    }
+
+    async fn outcome(&self, result: re::ActionResult, cached: bool) -> Result<RemoteOutcome> {
+        let stdout = match (&result.stdout_digest, result.stdout_raw.is_empty()) {
+            (Some(d), true) => self.read_blob(&Digest::from_proto(d)).await?,
+            _ => result.stdout_raw.clone(),
+        };
+        let stderr = match (&result.stderr_digest, result.stderr_raw.is_empty()) {
+            (Some(d), true) => self.read_blob(&Digest::from_proto(d)).await?,
+            _ => result.stderr_raw.clone(),
+        };
+        let outputs = result
+            .output_files
+            .iter()
+            .filter_map(|f| f.digest.as_ref().map(|d| (f.path.clone(), Digest::from_proto(d))))
+            .collect();
+        Ok(RemoteOutcome { exit_code: result.exit_code, stdout, stderr, outputs, cached })
+    }
+}
+
+fn decode_operation(op: crate::proto::google::longrunning::Operation) -> Result<re::ExecuteResponse> {
+    use crate::proto::google::longrunning::operation::Result as OpResult;
+    match op.result {
+        Some(OpResult::Response(any)) => re::ExecuteResponse::decode(any.value.as_slice()).context("undecodable ExecuteResponse"),
+        Some(OpResult::Error(status)) => bail!("operation {} failed: {} (code {})", op.name, status.message, status.code),
+        None => bail!("operation {} finished with neither a response nor an error", op.name),
+    }
+}

@@ -1,0 +1,12 @@
+//! A Remote Execution API v2 client and a Remote Workers API bot for thindist. The generated
+//! protobuf code stays inside [`proto`]; callers use [`ActionSpec`], [`Client`] and [`worker`].
+
+pub mod action;
+pub mod client;
+pub mod digest;
+pub mod proto;
+pub mod worker;
+
+pub use action::{ActionSpec, InputFile};
+pub use client::{Client, RemoteConfig, RemoteError, RemoteOutcome};
+pub use digest::Digest;
