@@ -60,7 +60,11 @@ struct DirTree {
 impl DirTree {
     fn insert(&mut self, path: &str, digest: Digest, executable: bool) {
         match path.split_once('/') {
-            Some((dir, rest)) => self.dirs.entry(dir.to_string()).or_default().insert(rest, digest, executable),
+            Some((dir, rest)) => self
+                .dirs
+                .entry(dir.to_string())
+                .or_default()
+                .insert(rest, digest, executable),
             None => {
                 self.files.insert(path.to_string(), (digest, executable));
             }
@@ -72,7 +76,10 @@ impl DirTree {
         let directories = self
             .dirs
             .iter()
-            .map(|(name, sub)| re::DirectoryNode { name: name.clone(), digest: Some(sub.build(blobs).to_proto()) })
+            .map(|(name, sub)| re::DirectoryNode {
+                name: name.clone(),
+                digest: Some(sub.build(blobs).to_proto()),
+            })
             .collect();
         let files = self
             .files
@@ -83,9 +90,17 @@ impl DirTree {
                 is_executable: *executable,
             })
             .collect();
-        let bytes = re::Directory { files, directories, symlinks: vec![] }.encode_to_vec();
+        let bytes = re::Directory {
+            files,
+            directories,
+            symlinks: vec![],
+        }
+        .encode_to_vec();
         let digest = Digest::of_bytes(&bytes);
-        blobs.push(Blob { digest: digest.clone(), data: BlobData::Bytes(bytes) });
+        blobs.push(Blob {
+            digest: digest.clone(),
+            data: BlobData::Bytes(bytes),
+        });
         digest
     }
 }
@@ -93,7 +108,10 @@ impl DirTree {
 fn message_blob(message: &impl Message, blobs: &mut Vec<Blob>) -> Digest {
     let bytes = message.encode_to_vec();
     let digest = Digest::of_bytes(&bytes);
-    blobs.push(Blob { digest: digest.clone(), data: BlobData::Bytes(bytes) });
+    blobs.push(Blob {
+        digest: digest.clone(),
+        data: BlobData::Bytes(bytes),
+    });
     digest
 }
 
@@ -101,8 +119,13 @@ fn platform(properties: &[(String, String)]) -> Option<re::Platform> {
     if properties.is_empty() {
         return None;
     }
-    let mut props: Vec<re::platform::Property> =
-        properties.iter().map(|(n, v)| re::platform::Property { name: n.clone(), value: v.clone() }).collect();
+    let mut props: Vec<re::platform::Property> = properties
+        .iter()
+        .map(|(n, v)| re::platform::Property {
+            name: n.clone(),
+            value: v.clone(),
+        })
+        .collect();
     // The API requires properties sorted by name, then value.
     props.sort_by(|a, b| (&a.name, &a.value).cmp(&(&b.name, &b.value)));
     Some(re::Platform { properties: props })
@@ -114,7 +137,10 @@ impl ActionSpec {
         let mut tree = DirTree::default();
         for input in &self.inputs {
             tree.insert(&input.path, input.digest.clone(), input.executable);
-            blobs.push(Blob { digest: input.digest.clone(), data: BlobData::File(input.source.clone()) });
+            blobs.push(Blob {
+                digest: input.digest.clone(),
+                data: BlobData::File(input.source.clone()),
+            });
         }
         let input_root = tree.build(&mut blobs);
         let mut env = self.env.clone();
@@ -138,13 +164,19 @@ impl ActionSpec {
         let action = re::Action {
             command_digest: Some(command_digest.to_proto()),
             input_root_digest: Some(input_root.to_proto()),
-            timeout: self.timeout.map(|t| prost_types::Duration { seconds: t.as_secs() as i64, nanos: t.subsec_nanos() as i32 }),
+            timeout: self.timeout.map(|t| prost_types::Duration {
+                seconds: t.as_secs() as i64,
+                nanos: t.subsec_nanos() as i32,
+            }),
             do_not_cache: self.do_not_cache,
             salt: vec![],
             platform: platform(&self.platform),
         };
         let action_digest = message_blob(&action, &mut blobs);
-        BuiltAction { action_digest, blobs }
+        BuiltAction {
+            action_digest,
+            blobs,
+        }
     }
 }
 
@@ -153,13 +185,22 @@ mod tests {
     use super::*;
 
     fn spec(order: &[usize]) -> ActionSpec {
-        let files = [("a/x.o", b"x".as_slice()), ("a/b/y.o", b"y"), ("z.bc", b"z")];
+        let files = [
+            ("a/x.o", b"x".as_slice()),
+            ("a/b/y.o", b"y"),
+            ("z.bc", b"z"),
+        ];
         ActionSpec {
             arguments: vec!["clang".into(), "-c".into()],
             env: vec![("B".into(), "2".into()), ("A".into(), "1".into())],
             inputs: order
                 .iter()
-                .map(|&i| InputFile { path: files[i].0.into(), digest: Digest::of_bytes(files[i].1), executable: false, source: "/nowhere".into() })
+                .map(|&i| InputFile {
+                    path: files[i].0.into(),
+                    digest: Digest::of_bytes(files[i].1),
+                    executable: false,
+                    source: "/nowhere".into(),
+                })
                 .collect(),
             output_files: vec!["out.o".into()],
             ..Default::default()
@@ -168,13 +209,20 @@ mod tests {
 
     #[test]
     fn action_digest_does_not_depend_on_input_order() {
-        assert_eq!(spec(&[0, 1, 2]).build().action_digest, spec(&[2, 0, 1]).build().action_digest);
+        assert_eq!(
+            spec(&[0, 1, 2]).build().action_digest,
+            spec(&[2, 0, 1]).build().action_digest
+        );
     }
 
     #[test]
     fn nested_directories_become_directory_blobs() {
         let built = spec(&[0, 1, 2]).build();
-        let dirs = built.blobs.iter().filter(|b| matches!(b.data, BlobData::Bytes(_))).count();
+        let dirs = built
+            .blobs
+            .iter()
+            .filter(|b| matches!(b.data, BlobData::Bytes(_)))
+            .count();
         // a/b, a, root, command, action
         assert_eq!(dirs, 5);
     }

@@ -50,33 +50,42 @@ impl RemoteConfig {
     }
 
     pub(crate) async fn channel(&self) -> Result<Channel> {
-        let (scheme, rest) = self
-            .endpoint
-            .split_once("://")
-            .with_context(|| format!("remote endpoint {} needs grpc:// or grpcs://", self.endpoint))?;
+        let (scheme, rest) = self.endpoint.split_once("://").with_context(|| {
+            format!(
+                "remote endpoint {} needs grpc:// or grpcs://",
+                self.endpoint
+            )
+        })?;
         let url = match scheme {
             "grpc" | "http" => format!("http://{rest}"),
             "grpcs" | "https" => format!("https://{rest}"),
-            other => bail!("remote endpoint scheme {other}:// is not supported (use grpc:// or grpcs://)"),
+            other => bail!(
+                "remote endpoint scheme {other}:// is not supported (use grpc:// or grpcs://)"
+            ),
         };
         let mut endpoint = Endpoint::from_shared(url)?.connect_timeout(Duration::from_secs(10));
         if scheme == "grpcs" || scheme == "https" {
             let mut tls = ClientTlsConfig::new();
             tls = match &self.tls_ca {
                 Some(ca) => tls.ca_certificate(Certificate::from_pem(
-                    std::fs::read(ca).with_context(|| format!("cannot read TLS roots {}", ca.display()))?,
+                    std::fs::read(ca)
+                        .with_context(|| format!("cannot read TLS roots {}", ca.display()))?,
                 )),
                 None => tls.with_native_roots(),
             };
             if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
                 tls = tls.identity(Identity::from_pem(
-                    std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
+                    std::fs::read(cert)
+                        .with_context(|| format!("cannot read {}", cert.display()))?,
                     std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
                 ));
             }
             endpoint = endpoint.tls_config(tls)?;
         }
-        endpoint.connect().await.with_context(|| format!("cannot connect to {}", self.endpoint))
+        endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", self.endpoint))
     }
 
     /// Wraps a message with this config's headers and `timeout`.
@@ -92,12 +101,16 @@ impl RemoteConfig {
             }
         }
         let metadata = re::RequestMetadata {
-            tool_details: Some(re::ToolDetails { tool_name: "thindist".into(), tool_version: env!("CARGO_PKG_VERSION").into() }),
+            tool_details: Some(re::ToolDetails {
+                tool_name: "thindist".into(),
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+            }),
             ..Default::default()
         };
-        request
-            .metadata_mut()
-            .insert_bin("build.bazel.remote.execution.v2.requestmetadata-bin", tonic::metadata::MetadataValue::from_bytes(&metadata.encode_to_vec()));
+        request.metadata_mut().insert_bin(
+            "build.bazel.remote.execution.v2.requestmetadata-bin",
+            tonic::metadata::MetadataValue::from_bytes(&metadata.encode_to_vec()),
+        );
         request
     }
 }
@@ -154,19 +167,34 @@ impl Client {
         let channel = config.channel().await?;
         let mut caps_client = re::capabilities_client::CapabilitiesClient::new(channel.clone());
         let caps = caps_client
-            .get_capabilities(config.request(re::GetCapabilitiesRequest { instance_name: config.instance.clone() }, config.timeout))
+            .get_capabilities(config.request(
+                re::GetCapabilitiesRequest {
+                    instance_name: config.instance.clone(),
+                },
+                config.timeout,
+            ))
             .await
             .map_err(|s| status_err(&format!("GetCapabilities on {}", config.endpoint), s))?
             .into_inner();
         let cache = caps.cache_capabilities.unwrap_or_default();
-        if !cache.digest_functions.is_empty() && !cache.digest_functions.contains(&(re::digest_function::Value::Sha256 as i32)) {
+        if !cache.digest_functions.is_empty()
+            && !cache
+                .digest_functions
+                .contains(&(re::digest_function::Value::Sha256 as i32))
+        {
             bail!("{} does not support SHA-256 digests", config.endpoint);
         }
         let max_batch_bytes = match cache.max_batch_total_size_bytes {
             n if n > 0 => n as usize,
             _ => 4 * 1024 * 1024,
         };
-        Ok(Client { config, channel, max_batch_bytes, present: Mutex::new(HashMap::new()), bytes_uploaded: AtomicU64::new(0) })
+        Ok(Client {
+            config,
+            channel,
+            max_batch_bytes,
+            present: Mutex::new(HashMap::new()),
+            bytes_uploaded: AtomicU64::new(0),
+        })
     }
 
     pub fn config(&self) -> &RemoteConfig {
@@ -196,16 +224,27 @@ impl Client {
         unique.sort_by(|a, b| a.digest.hash.cmp(&b.digest.hash));
         let cells: Vec<Arc<tokio::sync::Mutex<bool>>> = {
             let mut present = self.present.lock().unwrap();
-            unique.iter().map(|b| present.entry(b.digest.hash.clone()).or_default().clone()).collect()
+            unique
+                .iter()
+                .map(|b| present.entry(b.digest.hash.clone()).or_default().clone())
+                .collect()
         };
         let mut guards = Vec::with_capacity(cells.len());
         for cell in &cells {
             guards.push(cell.clone().lock_owned().await);
         }
-        let todo: Vec<&Blob> = unique.iter().zip(&guards).filter(|(_, g)| !***g).map(|(b, _)| *b).collect();
+        let todo: Vec<&Blob> = unique
+            .iter()
+            .zip(&guards)
+            .filter(|(_, g)| !***g)
+            .map(|(b, _)| *b)
+            .collect();
         if !todo.is_empty() {
             let missing = self.find_missing(todo.iter().map(|b| &b.digest)).await?;
-            let to_send: Vec<&Blob> = todo.into_iter().filter(|b| missing.contains(&b.digest)).collect();
+            let to_send: Vec<&Blob> = todo
+                .into_iter()
+                .filter(|b| missing.contains(&b.digest))
+                .collect();
             self.send_blobs(&to_send).await?;
         }
         for mut guard in guards {
@@ -214,8 +253,13 @@ impl Client {
         Ok(())
     }
 
-    async fn find_missing<'a>(&self, digests: impl Iterator<Item = &'a Digest>) -> Result<std::collections::HashSet<Digest>> {
-        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(self.channel.clone());
+    async fn find_missing<'a>(
+        &self,
+        digests: impl Iterator<Item = &'a Digest>,
+    ) -> Result<std::collections::HashSet<Digest>> {
+        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(
+            self.channel.clone(),
+        );
         let request = re::FindMissingBlobsRequest {
             instance_name: self.config.instance.clone(),
             blob_digests: digests.map(Digest::to_proto).collect(),
@@ -226,7 +270,11 @@ impl Client {
             .await
             .map_err(|s| status_err("FindMissingBlobs", s))?
             .into_inner();
-        Ok(response.missing_blob_digests.iter().map(Digest::from_proto).collect())
+        Ok(response
+            .missing_blob_digests
+            .iter()
+            .map(Digest::from_proto)
+            .collect())
     }
 
     async fn send_blobs(&self, blobs: &[&Blob]) -> Result<()> {
@@ -235,9 +283,12 @@ impl Client {
         for blob in blobs {
             let data = match &blob.data {
                 BlobData::Bytes(b) => b.clone(),
-                BlobData::File(p) => tokio::fs::read(p).await.with_context(|| format!("cannot read {}", p.display()))?,
+                BlobData::File(p) => tokio::fs::read(p)
+                    .await
+                    .with_context(|| format!("cannot read {}", p.display()))?,
             };
-            self.bytes_uploaded.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.bytes_uploaded
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             // Leave room for the request's own framing.
             if data.len() + 1024 > self.max_batch_bytes {
                 self.bytestream_write(&blob.digest, data).await?;
@@ -248,7 +299,10 @@ impl Client {
                 batch_bytes = 0;
             }
             batch_bytes += data.len() + 100;
-            batch.push(re::batch_update_blobs_request::Request { digest: Some(blob.digest.to_proto()), data });
+            batch.push(re::batch_update_blobs_request::Request {
+                digest: Some(blob.digest.to_proto()),
+                data,
+            });
         }
         if !batch.is_empty() {
             self.batch_update(batch).await?;
@@ -256,8 +310,13 @@ impl Client {
         Ok(())
     }
 
-    async fn batch_update(&self, requests: Vec<re::batch_update_blobs_request::Request>) -> Result<()> {
-        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(self.channel.clone());
+    async fn batch_update(
+        &self,
+        requests: Vec<re::batch_update_blobs_request::Request>,
+    ) -> Result<()> {
+        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(
+            self.channel.clone(),
+        );
         let request = re::BatchUpdateBlobsRequest {
             instance_name: self.config.instance.clone(),
             requests,
@@ -270,7 +329,11 @@ impl Client {
             .into_inner();
         for r in response.responses {
             if let Some(status) = r.status.filter(|s| s.code != 0) {
-                bail!("uploading blob {:?} failed: {}", r.digest.map(|d| d.hash), status.message);
+                bail!(
+                    "uploading blob {:?} failed: {}",
+                    r.digest.map(|d| d.hash),
+                    status.message
+                );
             }
         }
         Ok(())
@@ -285,7 +348,13 @@ impl Client {
     }
 
     async fn bytestream_write(&self, digest: &Digest, data: Vec<u8>) -> Result<()> {
-        let resource = format!("{}uploads/{}/blobs/{}/{}", self.resource_prefix(), uuid::Uuid::new_v4(), digest.hash, digest.size);
+        let resource = format!(
+            "{}uploads/{}/blobs/{}/{}",
+            self.resource_prefix(),
+            uuid::Uuid::new_v4(),
+            digest.hash,
+            digest.size
+        );
         const CHUNK: usize = 1 << 20;
         let total = data.len();
         let mut requests = Vec::new();
@@ -293,7 +362,11 @@ impl Client {
         loop {
             let end = (offset + CHUNK).min(total);
             requests.push(bs::WriteRequest {
-                resource_name: if offset == 0 { resource.clone() } else { String::new() },
+                resource_name: if offset == 0 {
+                    resource.clone()
+                } else {
+                    String::new()
+                },
                 write_offset: offset as i64,
                 finish_write: end == total,
                 data: data[offset..end].to_vec(),
@@ -305,12 +378,18 @@ impl Client {
         }
         let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
         let response = client
-            .write(self.config.request(tokio_stream::iter(requests), self.config.timeout))
+            .write(
+                self.config
+                    .request(tokio_stream::iter(requests), self.config.timeout),
+            )
             .await
             .map_err(|s| status_err("ByteStream.Write", s))?
             .into_inner();
         if response.committed_size != total as i64 {
-            bail!("ByteStream.Write of {digest} committed {} of {total} bytes", response.committed_size);
+            bail!(
+                "ByteStream.Write of {digest} committed {} of {total} bytes",
+                response.committed_size
+            );
         }
         Ok(())
     }
@@ -321,7 +400,10 @@ impl Client {
             return Ok(Vec::new());
         }
         if (digest.size as usize) + 1024 <= self.max_batch_bytes {
-            let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(self.channel.clone());
+            let mut cas =
+                re::content_addressable_storage_client::ContentAddressableStorageClient::new(
+                    self.channel.clone(),
+                );
             let request = re::BatchReadBlobsRequest {
                 instance_name: self.config.instance.clone(),
                 digests: vec![digest.to_proto()],
@@ -332,16 +414,32 @@ impl Client {
                 .await
                 .map_err(|s| status_err("BatchReadBlobs", s))?
                 .into_inner();
-            let r = response.responses.into_iter().next().context("BatchReadBlobs returned nothing")?;
+            let r = response
+                .responses
+                .into_iter()
+                .next()
+                .context("BatchReadBlobs returned nothing")?;
             if let Some(status) = r.status.filter(|s| s.code != 0) {
                 bail!("reading blob {digest} failed: {}", status.message);
             }
             return Ok(r.data);
         }
-        let resource = format!("{}blobs/{}/{}", self.resource_prefix(), digest.hash, digest.size);
+        let resource = format!(
+            "{}blobs/{}/{}",
+            self.resource_prefix(),
+            digest.hash,
+            digest.size
+        );
         let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
         let mut stream = client
-            .read(self.config.request(bs::ReadRequest { resource_name: resource, read_offset: 0, read_limit: 0 }, self.config.timeout))
+            .read(self.config.request(
+                bs::ReadRequest {
+                    resource_name: resource,
+                    read_offset: 0,
+                    read_limit: 0,
+                },
+                self.config.timeout,
+            ))
             .await
             .map_err(|s| status_err("ByteStream.Read", s))?
             .into_inner();
@@ -364,7 +462,10 @@ impl Client {
             inline_stderr: true,
             digest_function: re::digest_function::Value::Sha256 as i32,
         };
-        match ac.get_action_result(self.config.request(request, self.config.timeout)).await {
+        match ac
+            .get_action_result(self.config.request(request, self.config.timeout))
+            .await
+        {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(status_err("GetActionResult", s)),
@@ -398,14 +499,21 @@ impl Client {
                             return decode_operation(op);
                         }
                     }
-                    Some(Err(status)) if operation_name.is_none() => return Err(status_err("Execute", status)),
+                    Some(Err(status)) if operation_name.is_none() => {
+                        return Err(status_err("Execute", status))
+                    }
                     Some(Err(_)) | None => break,
                 }
             }
-            let name = operation_name.clone().context("the Execute stream ended before naming its operation")?;
+            let name = operation_name
+                .clone()
+                .context("the Execute stream ended before naming its operation")?;
             tracing::debug!("operation stream for {name} dropped; reconnecting with WaitExecution");
             stream = exec
-                .wait_execution(self.config.request(re::WaitExecutionRequest { name }, self.config.execute_timeout))
+                .wait_execution(self.config.request(
+                    re::WaitExecutionRequest { name },
+                    self.config.execute_timeout,
+                ))
                 .await
                 .map_err(|s| status_err("WaitExecution", s))?
                 .into_inner();
@@ -423,9 +531,15 @@ impl Client {
         self.upload(&built.blobs).await?;
         let response = self.execute(&built.action_digest).await?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
-            return Err(RemoteError::Infrastructure(anyhow!("the server could not run the action: {} (code {})", status.message, status.code)));
+            return Err(RemoteError::Infrastructure(anyhow!(
+                "the server could not run the action: {} (code {})",
+                status.message,
+                status.code
+            )));
         }
-        let result = response.result.context("Execute finished without an ActionResult")?;
+        let result = response
+            .result
+            .context("Execute finished without an ActionResult")?;
         Ok(self.outcome(result, response.cached_result).await?)
     }
 
@@ -441,17 +555,39 @@ impl Client {
         let outputs = result
             .output_files
             .iter()
-            .filter_map(|f| f.digest.as_ref().map(|d| (f.path.clone(), Digest::from_proto(d))))
+            .filter_map(|f| {
+                f.digest
+                    .as_ref()
+                    .map(|d| (f.path.clone(), Digest::from_proto(d)))
+            })
             .collect();
-        Ok(RemoteOutcome { exit_code: result.exit_code, stdout, stderr, outputs, cached })
+        Ok(RemoteOutcome {
+            exit_code: result.exit_code,
+            stdout,
+            stderr,
+            outputs,
+            cached,
+        })
     }
 }
 
-fn decode_operation(op: crate::proto::google::longrunning::Operation) -> Result<re::ExecuteResponse> {
+fn decode_operation(
+    op: crate::proto::google::longrunning::Operation,
+) -> Result<re::ExecuteResponse> {
     use crate::proto::google::longrunning::operation::Result as OpResult;
     match op.result {
-        Some(OpResult::Response(any)) => re::ExecuteResponse::decode(any.value.as_slice()).context("undecodable ExecuteResponse"),
-        Some(OpResult::Error(status)) => bail!("operation {} failed: {} (code {})", op.name, status.message, status.code),
-        None => bail!("operation {} finished with neither a response nor an error", op.name),
+        Some(OpResult::Response(any)) => {
+            re::ExecuteResponse::decode(any.value.as_slice()).context("undecodable ExecuteResponse")
+        }
+        Some(OpResult::Error(status)) => bail!(
+            "operation {} failed: {} (code {})",
+            op.name,
+            status.message,
+            status.code
+        ),
+        None => bail!(
+            "operation {} finished with neither a response nor an error",
+            op.name
+        ),
     }
 }

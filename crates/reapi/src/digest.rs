@@ -12,7 +12,10 @@ pub struct Digest {
 
 impl Digest {
     pub fn of_bytes(bytes: &[u8]) -> Digest {
-        Digest { hash: hex::encode(Sha256::digest(bytes)), size: bytes.len() as i64 }
+        Digest {
+            hash: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len() as i64,
+        }
     }
 
     pub fn of_file(path: &Path) -> std::io::Result<Digest> {
@@ -20,11 +23,17 @@ impl Digest {
     }
 
     pub(crate) fn to_proto(&self) -> re::Digest {
-        re::Digest { hash: self.hash.clone(), size_bytes: self.size }
+        re::Digest {
+            hash: self.hash.clone(),
+            size_bytes: self.size,
+        }
     }
 
     pub(crate) fn from_proto(d: &re::Digest) -> Digest {
-        Digest { hash: d.hash.clone(), size: d.size_bytes }
+        Digest {
+            hash: d.hash.clone(),
+            size: d.size_bytes,
+        }
     }
 }
 

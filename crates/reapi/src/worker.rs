@@ -5,12 +5,12 @@
 //! stdout and stderr, and reports the ActionResult in the lease. A command's non-zero exit is an
 //! ordinary result; only the bot's own failures are reported with an error status.
 
+use crate::action::{Blob, BlobData};
 use crate::client::{Client, RemoteConfig};
 use crate::digest::Digest;
 use crate::proto::build::bazel::remote::execution::v2 as re;
 use crate::proto::google::devtools::remoteworkers::v1test2 as rw;
 use crate::proto::google::rpc::Status;
-use crate::action::{Blob, BlobData};
 use anyhow::{bail, Context, Result};
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -31,11 +31,17 @@ pub struct WorkerConfig {
 /// Runs the worker until `shutdown` turns true, then tells the scheduler the bots terminate.
 pub async fn run(config: WorkerConfig, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
     let client = Arc::new(Client::connect(config.remote.clone()).await?);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
     let mut bots = Vec::new();
     for slot in 0..config.capacity.max(1) {
         let bot_id = format!("thindist-{}-{}-{slot}", host.trim(), std::process::id());
-        bots.push(tokio::spawn(bot_loop(client.clone(), config.clone(), bot_id, shutdown.clone())));
+        bots.push(tokio::spawn(bot_loop(
+            client.clone(),
+            config.clone(),
+            bot_id,
+            shutdown.clone(),
+        )));
     }
     for bot in bots {
         bot.await.context("a bot task panicked")??;
@@ -44,32 +50,56 @@ pub async fn run(config: WorkerConfig, shutdown: tokio::sync::watch::Receiver<bo
 }
 
 fn any(name: &str, message: &impl Message) -> prost_types::Any {
-    prost_types::Any { type_url: format!("{TYPE_PREFIX}{name}"), value: message.encode_to_vec() }
+    prost_types::Any {
+        type_url: format!("{TYPE_PREFIX}{name}"),
+        value: message.encode_to_vec(),
+    }
 }
 
-async fn bot_loop(client: Arc<Client>, config: WorkerConfig, bot_id: String, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+async fn bot_loop(
+    client: Arc<Client>,
+    config: WorkerConfig,
+    bot_id: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     let remote = client.config().clone();
     let mut bots = rw::bots_client::BotsClient::new(client.channel());
-    let new_session = || rw::BotSession { bot_id: bot_id.clone(), status: rw::BotStatus::Ok as i32, ..Default::default() };
+    let new_session = || rw::BotSession {
+        bot_id: bot_id.clone(),
+        status: rw::BotStatus::Ok as i32,
+        ..Default::default()
+    };
     let create = |bots: &mut rw::bots_client::BotsClient<tonic::transport::Channel>| {
         let request = remote.request(
-            rw::CreateBotSessionRequest { parent: remote.instance.clone(), bot_session: Some(new_session()) },
+            rw::CreateBotSessionRequest {
+                parent: remote.instance.clone(),
+                bot_session: Some(new_session()),
+            },
             Duration::from_secs(30),
         );
         let mut bots = bots.clone();
         async move { bots.create_bot_session(request).await }
     };
-    let mut session = create(&mut bots).await.map_err(|s| anyhow::anyhow!("CreateBotSession: {}", s.message()))?.into_inner();
+    let mut session = create(&mut bots)
+        .await
+        .map_err(|s| anyhow::anyhow!("CreateBotSession: {}", s.message()))?
+        .into_inner();
     tracing::info!("bot {bot_id} has session {}", session.name);
     let mut running: Option<(String, tokio::task::JoinHandle<Result<re::ActionResult>>)> = None;
     loop {
         // Take new work, drop cancelled work.
         for lease in session.leases.iter_mut() {
-            if lease.state == rw::LeaseState::Pending as i32 && running.is_none() {
+            // BuildGrid hands leases out already ACTIVE; others send them PENDING.
+            let offered = lease.state == rw::LeaseState::Pending as i32
+                || lease.state == rw::LeaseState::Active as i32;
+            if offered && running.is_none() {
                 lease.state = rw::LeaseState::Active as i32;
                 let payload = lease.payload.clone().unwrap_or_default();
                 let (client, dir, bot) = (client.clone(), config.work_dir.clone(), bot_id.clone());
-                running = Some((lease.id.clone(), tokio::spawn(async move { execute_lease(&client, payload, dir, &bot).await })));
+                running = Some((
+                    lease.id.clone(),
+                    tokio::spawn(async move { execute_lease(&client, payload, dir, &bot).await }),
+                ));
             } else if lease.state == rw::LeaseState::Cancelled as i32 {
                 if let Some((id, handle)) = &running {
                     if *id == lease.id {
@@ -111,12 +141,23 @@ async fn bot_loop(client: Arc<Client>, config: WorkerConfig, bot_id: String, mut
                 handle.abort();
             }
             session.status = rw::BotStatus::BotTerminating as i32;
-            let request = remote.request(rw::UpdateBotSessionRequest { name: session.name.clone(), bot_session: Some(session.clone()), update_mask: None }, Duration::from_secs(5));
+            let request = remote.request(
+                rw::UpdateBotSessionRequest {
+                    name: session.name.clone(),
+                    bot_session: Some(session.clone()),
+                    update_mask: None,
+                },
+                Duration::from_secs(5),
+            );
             let _ = bots.update_bot_session(request).await;
             return Ok(());
         }
         let request = remote.request(
-            rw::UpdateBotSessionRequest { name: session.name.clone(), bot_session: Some(session.clone()), update_mask: None },
+            rw::UpdateBotSessionRequest {
+                name: session.name.clone(),
+                bot_session: Some(session.clone()),
+                update_mask: None,
+            },
             idle_poll,
         );
         let update = tokio::select! {
@@ -126,24 +167,52 @@ async fn bot_loop(client: Arc<Client>, config: WorkerConfig, bot_id: String, mut
         match update {
             Ok(response) => {
                 let mut next = response.into_inner();
+                tracing::debug!(
+                    "bot {bot_id}: session version {} with leases {:?}",
+                    next.version,
+                    next.leases
+                        .iter()
+                        .map(|l| (l.id.clone(), l.state))
+                        .collect::<Vec<_>>()
+                );
                 // Keep the local state of the lease still running; the server echoes it.
                 if let Some((id, _)) = &running {
-                    for lease in next.leases.iter_mut().filter(|l| l.id == *id && l.state != rw::LeaseState::Cancelled as i32) {
+                    for lease in next
+                        .leases
+                        .iter_mut()
+                        .filter(|l| l.id == *id && l.state != rw::LeaseState::Cancelled as i32)
+                    {
                         lease.state = rw::LeaseState::Active as i32;
                     }
                 }
                 session = next;
             }
-            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {}
-            Err(status) if status.code() == tonic::Code::NotFound || status.code() == tonic::Code::InvalidArgument => {
-                tracing::warn!("bot {bot_id}: session {} lost ({}); starting a new one", session.name, status.message());
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                tracing::debug!("bot {bot_id}: no work yet")
+            }
+            Err(status)
+                if status.code() == tonic::Code::NotFound
+                    || status.code() == tonic::Code::InvalidArgument =>
+            {
+                tracing::warn!(
+                    "bot {bot_id}: session {} lost ({}); starting a new one",
+                    session.name,
+                    status.message()
+                );
                 if let Some((_, handle)) = running.take() {
                     handle.abort();
                 }
-                session = create(&mut bots).await.map_err(|s| anyhow::anyhow!("CreateBotSession: {}", s.message()))?.into_inner();
+                session = create(&mut bots)
+                    .await
+                    .map_err(|s| anyhow::anyhow!("CreateBotSession: {}", s.message()))?
+                    .into_inner();
             }
             Err(status) => {
-                tracing::warn!("bot {bot_id}: UpdateBotSession failed: {} ({:?})", status.message(), status.code());
+                tracing::warn!(
+                    "bot {bot_id}: UpdateBotSession failed: {} ({:?})",
+                    status.message(),
+                    status.code()
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -151,39 +220,76 @@ async fn bot_loop(client: Arc<Client>, config: WorkerConfig, bot_id: String, mut
 }
 
 /// Runs one lease's action and returns its ActionResult.
-async fn execute_lease(client: &Client, payload: prost_types::Any, work_dir: Option<PathBuf>, bot_id: &str) -> Result<re::ActionResult> {
-    let action = if payload.type_url.ends_with("build.bazel.remote.execution.v2.Action") {
+async fn execute_lease(
+    client: &Client,
+    payload: prost_types::Any,
+    work_dir: Option<PathBuf>,
+    bot_id: &str,
+) -> Result<re::ActionResult> {
+    let action = if payload
+        .type_url
+        .ends_with("build.bazel.remote.execution.v2.Action")
+    {
         re::Action::decode(payload.value.as_slice()).context("undecodable Action in the lease")?
-    } else if payload.type_url.ends_with("build.bazel.remote.execution.v2.Digest") {
-        let digest = re::Digest::decode(payload.value.as_slice()).context("undecodable Digest in the lease")?;
+    } else if payload
+        .type_url
+        .ends_with("build.bazel.remote.execution.v2.Digest")
+    {
+        let digest = re::Digest::decode(payload.value.as_slice())
+            .context("undecodable Digest in the lease")?;
         let bytes = client.read_blob(&Digest::from_proto(&digest)).await?;
         re::Action::decode(bytes.as_slice()).context("undecodable Action blob")?
     } else {
         bail!("lease payload of unknown type {}", payload.type_url);
     };
-    let command_digest = action.command_digest.as_ref().context("the Action has no command digest")?;
-    let command = re::Command::decode(client.read_blob(&Digest::from_proto(command_digest)).await?.as_slice())
-        .context("undecodable Command blob")?;
+    let command_digest = action
+        .command_digest
+        .as_ref()
+        .context("the Action has no command digest")?;
+    let command = re::Command::decode(
+        client
+            .read_blob(&Digest::from_proto(command_digest))
+            .await?
+            .as_slice(),
+    )
+    .context("undecodable Command blob")?;
     let root = match &work_dir {
         Some(dir) => tempfile::Builder::new().prefix("lease-").tempdir_in(dir)?,
-        None => tempfile::Builder::new().prefix("thindist-lease-").tempdir()?,
+        None => tempfile::Builder::new()
+            .prefix("thindist-lease-")
+            .tempdir()?,
     };
-    let input_root = action.input_root_digest.as_ref().context("the Action has no input root")?;
+    let input_root = action
+        .input_root_digest
+        .as_ref()
+        .context("the Action has no input root")?;
     fetch_tree(client, &Digest::from_proto(input_root), root.path()).await?;
     let cwd = root.path().join(&command.working_directory);
-    let outputs: Vec<String> = if command.output_paths.is_empty() { command.output_files.clone() } else { command.output_paths.clone() };
+    let outputs: Vec<String> = if command.output_paths.is_empty() {
+        command.output_files.clone()
+    } else {
+        command.output_paths.clone()
+    };
     for output in &outputs {
         if let Some(parent) = cwd.join(output).parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
     }
-    let (program, args) = command.arguments.split_first().context("the Command has no arguments")?;
+    let (program, args) = command
+        .arguments
+        .split_first()
+        .context("the Command has no arguments")?;
     let started = std::time::SystemTime::now();
     let output = tokio::process::Command::new(program)
         .args(args)
         .current_dir(&cwd)
         .env_clear()
-        .envs(command.environment_variables.iter().map(|e| (e.name.clone(), e.value.clone())))
+        .envs(
+            command
+                .environment_variables
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone())),
+        )
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -191,7 +297,11 @@ async fn execute_lease(client: &Client, payload: prost_types::Any, work_dir: Opt
     let (exit_code, stdout, stderr) = match output {
         Ok(out) => (out.status.code().unwrap_or(-1), out.stdout, out.stderr),
         // The command could not start: report it like a shell would, as a failed command.
-        Err(e) => (127, Vec::new(), format!("{bot_id}: cannot run {program}: {e}\n").into_bytes()),
+        Err(e) => (
+            127,
+            Vec::new(),
+            format!("{bot_id}: cannot run {program}: {e}\n").into_bytes(),
+        ),
     };
     let mut blobs = Vec::new();
     let mut output_files = Vec::new();
@@ -200,14 +310,28 @@ async fn execute_lease(client: &Client, payload: prost_types::Any, work_dir: Opt
         if let Ok(bytes) = tokio::fs::read(&file).await {
             let digest = Digest::of_bytes(&bytes);
             let executable = is_executable(&file);
-            output_files.push(re::OutputFile { path: path.clone(), digest: Some(digest.to_proto()), is_executable: executable, contents: vec![] });
-            blobs.push(Blob { digest, data: BlobData::Bytes(bytes) });
+            output_files.push(re::OutputFile {
+                path: path.clone(),
+                digest: Some(digest.to_proto()),
+                is_executable: executable,
+                contents: vec![],
+            });
+            blobs.push(Blob {
+                digest,
+                data: BlobData::Bytes(bytes),
+            });
         }
     }
     let stdout_digest = Digest::of_bytes(&stdout);
     let stderr_digest = Digest::of_bytes(&stderr);
-    blobs.push(Blob { digest: stdout_digest.clone(), data: BlobData::Bytes(stdout) });
-    blobs.push(Blob { digest: stderr_digest.clone(), data: BlobData::Bytes(stderr) });
+    blobs.push(Blob {
+        digest: stdout_digest.clone(),
+        data: BlobData::Bytes(stdout),
+    });
+    blobs.push(Blob {
+        digest: stderr_digest.clone(),
+        data: BlobData::Bytes(stderr),
+    });
     client.upload(&blobs).await?;
     let now = prost_types::Timestamp::from(std::time::SystemTime::now());
     Ok(re::ActionResult {
@@ -229,20 +353,24 @@ async fn execute_lease(client: &Client, payload: prost_types::Any, work_dir: Opt
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Writes the Directory tree `digest` (and every file in it) below `dest`.
 async fn fetch_tree(client: &Client, digest: &Digest, dest: &Path) -> Result<()> {
     let mut pending = vec![(digest.clone(), dest.to_path_buf())];
     while let Some((digest, dir)) = pending.pop() {
-        let directory = re::Directory::decode(client.read_blob(&digest).await?.as_slice()).context("undecodable Directory blob")?;
+        let directory = re::Directory::decode(client.read_blob(&digest).await?.as_slice())
+            .context("undecodable Directory blob")?;
         tokio::fs::create_dir_all(&dir).await?;
         for file in &directory.files {
             if file.name.contains('/') || file.name == ".." {
                 bail!("input file name {:?} escapes its directory", file.name);
             }
-            let file_digest = Digest::from_proto(file.digest.as_ref().context("a FileNode has no digest")?);
+            let file_digest =
+                Digest::from_proto(file.digest.as_ref().context("a FileNode has no digest")?);
             let path = dir.join(&file.name);
             tokio::fs::write(&path, client.read_blob(&file_digest).await?).await?;
             if file.is_executable {
@@ -254,7 +382,14 @@ async fn fetch_tree(client: &Client, digest: &Digest, dest: &Path) -> Result<()>
             if sub.name.contains('/') || sub.name == ".." {
                 bail!("input directory name {:?} escapes its directory", sub.name);
             }
-            pending.push((Digest::from_proto(sub.digest.as_ref().context("a DirectoryNode has no digest")?), dir.join(&sub.name)));
+            pending.push((
+                Digest::from_proto(
+                    sub.digest
+                        .as_ref()
+                        .context("a DirectoryNode has no digest")?,
+                ),
+                dir.join(&sub.name),
+            ));
         }
     }
     Ok(())

@@ -19,6 +19,7 @@ pub mod inputs;
 pub mod job;
 pub mod linkargs;
 pub mod plan;
+pub mod remote;
 pub mod report;
 pub mod runner;
 pub mod shell;

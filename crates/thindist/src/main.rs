@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use thindist::cache::DiskCache;
 use thindist::driver::{self, LdSettings};
-use thindist::exec::{LocalExecutor, Slots};
+use thindist::exec::{Executor, LocalExecutor, Slots};
+use thindist::remote::{RemoteExecutor, RemoteSettings};
 use thindist::trace::TraceWriter;
 
 #[derive(Parser)]
@@ -44,6 +45,20 @@ enum Commands {
         /// The job file lld wrote.
         #[arg(value_name = "JSON")]
         job_file: PathBuf,
+    },
+    /// Be a worker for a Remote Workers API scheduler (BuildGrid): take leases, run them, report.
+    #[command(
+        after_help = "Example:\n  thindist worker --remote grpc://127.0.0.1:50051 --capacity 4"
+    )]
+    Worker {
+        #[command(flatten)]
+        remote: RemoteOptions,
+        /// Leases to run at once.
+        #[arg(long, env = "THINDIST_WORKER_CAPACITY", default_value_t = 1)]
+        capacity: usize,
+        /// Where each lease gets its fresh input directory [default: the temp directory].
+        #[arg(long, env = "THINDIST_WORKER_DIR", value_name = "DIR")]
+        work_dir: Option<PathBuf>,
     },
     /// Show or manage the local cache.
     Cache {
@@ -144,6 +159,19 @@ fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Res
     }
 }
 
+fn run_worker(remote: &RemoteOptions, capacity: usize, work_dir: Option<PathBuf>) -> Result<i32> {
+    let endpoint = remote
+        .remote
+        .as_deref()
+        .context("thindist worker needs --remote URL (or THINDIST_REMOTE)")?;
+    thindist::remote::run_worker(thindist_reapi::worker::WorkerConfig {
+        remote: remote.config(endpoint)?,
+        capacity,
+        work_dir,
+    })?;
+    Ok(0)
+}
+
 /// Options of a distributed run; each is also an environment variable, because thindist often
 /// runs where no command line reaches it (as `thindist-ld` under make).
 #[derive(Args, Clone, Debug)]
@@ -168,9 +196,116 @@ struct RunOptions {
     trace: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheOptions,
+    #[command(flatten)]
+    remote: RemoteOptions,
     /// Do not use the local cache.
     #[arg(long, env = "THINDIST_NO_CACHE", value_parser = BoolishValueParser::new())]
     no_cache: bool,
+}
+
+/// Remote execution over the Bazel Remote Execution API v2.
+#[derive(Args, Clone, Debug)]
+struct RemoteOptions {
+    /// Remote execution server, grpc://HOST:PORT or grpcs://HOST:PORT.
+    #[arg(long, env = "THINDIST_REMOTE", value_name = "URL")]
+    remote: Option<String>,
+    /// Instance name on the server.
+    #[arg(
+        long,
+        env = "THINDIST_REMOTE_INSTANCE",
+        default_value = "",
+        value_name = "NAME"
+    )]
+    remote_instance: String,
+    /// PEM file of the TLS roots to trust [default: the system's].
+    #[arg(long, env = "THINDIST_REMOTE_CA", value_name = "FILE")]
+    remote_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS.
+    #[arg(long, env = "THINDIST_REMOTE_CERT", value_name = "FILE")]
+    remote_cert: Option<PathBuf>,
+    /// PEM client key, with --remote-cert.
+    #[arg(long, env = "THINDIST_REMOTE_KEY", value_name = "FILE")]
+    remote_key: Option<PathBuf>,
+    /// Extra header on every call, NAME=VALUE (repeatable; comma-separated in the environment).
+    #[arg(
+        long,
+        env = "THINDIST_REMOTE_HEADER",
+        value_delimiter = ',',
+        value_name = "NAME=VALUE"
+    )]
+    remote_header: Vec<String>,
+    /// Platform property of every action, NAME=VALUE (repeatable).
+    #[arg(
+        long,
+        env = "THINDIST_REMOTE_PLATFORM",
+        value_delimiter = ',',
+        value_name = "NAME=VALUE"
+    )]
+    remote_platform: Vec<String>,
+    /// The compiler's path on the workers [default: the job's own compiler name].
+    #[arg(long, env = "THINDIST_REMOTE_COMPILER", value_name = "PATH")]
+    remote_compiler: Option<String>,
+    /// Seconds before a call (other than Execute) times out.
+    #[arg(
+        long,
+        env = "THINDIST_REMOTE_TIMEOUT",
+        default_value_t = 60,
+        value_name = "SECS"
+    )]
+    remote_timeout: u64,
+    /// Seconds an Execute may take, queueing included.
+    #[arg(
+        long,
+        env = "THINDIST_REMOTE_EXECUTE_TIMEOUT",
+        default_value_t = 3600,
+        value_name = "SECS"
+    )]
+    remote_execute_timeout: u64,
+    /// Jobs in flight on the remote server [default: 4 x the CPU count].
+    #[arg(long, env = "THINDIST_REMOTE_JOBS", value_name = "N")]
+    remote_jobs: Option<usize>,
+    /// Never fall back to local compiles when remote execution fails.
+    #[arg(long, env = "THINDIST_REMOTE_ONLY", value_parser = BoolishValueParser::new())]
+    remote_only: bool,
+}
+
+fn pairs(values: &[String], what: &str) -> Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|v| {
+            v.split_once('=')
+                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+                .with_context(|| format!("{what} {v:?} is not NAME=VALUE"))
+        })
+        .collect()
+}
+
+impl RemoteOptions {
+    fn config(&self, endpoint: &str) -> Result<thindist_reapi::RemoteConfig> {
+        let mut config = thindist_reapi::RemoteConfig::new(endpoint);
+        config.instance = self.remote_instance.clone();
+        config.tls_ca = self.remote_ca.clone();
+        config.tls_cert = self.remote_cert.clone();
+        config.tls_key = self.remote_key.clone();
+        config.headers = pairs(&self.remote_header, "--remote-header")?;
+        config.timeout = std::time::Duration::from_secs(self.remote_timeout);
+        config.execute_timeout = std::time::Duration::from_secs(self.remote_execute_timeout);
+        Ok(config)
+    }
+
+    /// The executor these options ask for: remote when --remote is set, else local.
+    fn executor(&self, cpus: usize) -> Result<Box<dyn Executor>> {
+        let Some(endpoint) = &self.remote else {
+            return Ok(Box::new(LocalExecutor));
+        };
+        Ok(Box::new(RemoteExecutor::connect(RemoteSettings {
+            config: self.config(endpoint)?,
+            platform: pairs(&self.remote_platform, "--remote-platform")?,
+            compiler: self.remote_compiler.clone(),
+            remote_only: self.remote_only,
+            local_slots: cpus,
+        })?))
+    }
 }
 
 #[derive(Args, Clone, Debug)]
@@ -216,9 +351,11 @@ impl RunOptions {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let slots = match self.jobs {
-            Some(n) => Slots::Fixed(n.max(1)),
-            None => Slots::from_env_or(cpus),
+        let slots = match (self.jobs, &self.remote.remote) {
+            (Some(n), _) => Slots::Fixed(n.max(1)),
+            // Remote jobs mostly wait on the network: keep more in flight than there are CPUs.
+            (None, Some(_)) => Slots::Fixed(self.remote.remote_jobs.unwrap_or(cpus * 4).max(1)),
+            (None, None) => Slots::from_env_or(cpus),
         };
         Ok(LdSettings {
             slots,
@@ -271,6 +408,10 @@ enum Entry<'a> {
 fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
     thindist::exec::install_interrupt_handler();
     let settings = options.settings()?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let executor = options.remote.executor(cpus)?;
     let mut trace = options.trace.as_ref().map(|_| TraceWriter::new());
     let mut extra: driver::ExtraReporters = Vec::new();
     if let Some(trace) = trace.as_mut() {
@@ -280,9 +421,9 @@ fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
         Entry::Link(command) => {
             let cwd = std::env::current_dir().context("cannot read the current directory")?;
             let invocation = driver::resolve_invocation(command, &cwd)?;
-            driver::run_ld(invocation, &settings, &LocalExecutor, extra)
+            driver::run_ld(invocation, &settings, executor.as_ref(), extra)
         }
-        Entry::JobFile(path) => driver::run_distribute(path, &settings, &LocalExecutor, extra),
+        Entry::JobFile(path) => driver::run_distribute(path, &settings, executor.as_ref(), extra),
     };
     if let (Some(trace), Some(path)) = (trace, &options.trace) {
         trace.write(path)?;
@@ -291,6 +432,15 @@ fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
 }
 
 fn main() {
+    // THINDIST_LOG=debug shows what thindist decides and why (retries, reconnects).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("THINDIST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
     if let Err(err) = std::env::current_dir()
         .map_err(anyhow::Error::from)
         .and_then(|cwd| thindist::config::apply_config_file(&cwd))
@@ -317,6 +467,11 @@ fn main() {
             Commands::Distribute { options, job_file } => run(options, Entry::JobFile(job_file)),
             Commands::Cc { command } => thindist::cc::run_cc(command),
             Commands::Cache { action, options } => run_cache(action, options),
+            Commands::Worker {
+                remote,
+                capacity,
+                work_dir,
+            } => run_worker(remote, *capacity, work_dir.clone()),
             Commands::Explain {
                 object,
                 log,

@@ -1,0 +1,262 @@
+//! Remote execution of back-end jobs over the Remote Execution API: each job becomes one
+//! Action whose input root mirrors the build directory (the module, its shard, the modules it
+//! imports, profiles), with a minimal environment, so the action digest is the same on every
+//! client. Infrastructure failures are retried with backoff and then run locally with a warning,
+//! unless remote-only is set.
+
+use crate::events::{ExecutedBy, JobOutcome};
+use crate::exec::{native_problem, Executor, LocalExecutor};
+use crate::job::BackendJob;
+use anyhow::{bail, Context, Result};
+use std::path::{Component, Path};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+use thindist_reapi::{ActionSpec, Client, Digest, InputFile, RemoteConfig, RemoteError};
+
+/// The environment every remote back end gets: the same on every client, so action digests match.
+const REMOTE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+pub struct RemoteSettings {
+    pub config: RemoteConfig,
+    pub platform: Vec<(String, String)>,
+    /// The compiler's path on the workers; default: the job's own compiler name.
+    pub compiler: Option<String>,
+    pub remote_only: bool,
+    /// Local jobs at once when falling back.
+    pub local_slots: usize,
+}
+
+pub struct RemoteExecutor {
+    runtime: tokio::runtime::Runtime,
+    client: Option<Client>,
+    settings: RemoteSettings,
+    local: LocalExecutor,
+    local_free: Mutex<usize>,
+    local_freed: Condvar,
+}
+
+impl RemoteExecutor {
+    /// Connects to the server. If it cannot be reached, every job runs locally (with one
+    /// warning) unless remote-only is set, which makes that an error.
+    pub fn connect(settings: RemoteSettings) -> Result<RemoteExecutor> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let client = match runtime.block_on(Client::connect(settings.config.clone())) {
+            Ok(client) => Some(client),
+            Err(err) if settings.remote_only => {
+                return Err(err.context("remote-only is set and the remote server is unusable"))
+            }
+            Err(err) => {
+                eprintln!(
+                    "thindist: warning: remote execution unavailable, compiling locally: {err:#}"
+                );
+                None
+            }
+        };
+        let local_free = Mutex::new(settings.local_slots.max(1));
+        Ok(RemoteExecutor {
+            runtime,
+            client,
+            settings,
+            local: LocalExecutor,
+            local_free,
+            local_freed: Condvar::new(),
+        })
+    }
+
+    /// Bytes sent to the CAS so far (for benchmarks).
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.client
+            .as_ref()
+            .map(|c| c.bytes_uploaded())
+            .unwrap_or(0)
+    }
+
+    fn spec(&self, job: &BackendJob) -> Result<ActionSpec> {
+        let mut inputs = Vec::new();
+        let files = std::iter::once(&job.module)
+            .chain(std::iter::once(&job.shard))
+            .chain(&job.imports)
+            .chain(&job.extra_inputs);
+        let mut seen = std::collections::HashSet::new();
+        for path in files {
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+                bail!("input {} lies outside the build directory, so it cannot be sent as part of the input root", path.display());
+            }
+            let source = job.cwd.join(path);
+            let digest = Digest::of_file(&source)
+                .with_context(|| format!("cannot read input {}", source.display()))?;
+            inputs.push(InputFile {
+                path: normalized(path),
+                digest,
+                executable: false,
+                source,
+            });
+        }
+        let mut arguments = job.command.clone();
+        if let Some(compiler) = &self.settings.compiler {
+            arguments[0] = compiler.clone();
+        }
+        Ok(ActionSpec {
+            arguments,
+            env: vec![("PATH".into(), REMOTE_PATH.into())],
+            inputs,
+            output_files: vec![normalized(&job.native)],
+            platform: self.settings.platform.clone(),
+            working_directory: String::new(),
+            timeout: None,
+            do_not_cache: false,
+        })
+    }
+
+    /// One remote attempt: Ok(outcome) when the command ran (whatever its exit), Err for
+    /// infrastructure failures.
+    async fn attempt(
+        &self,
+        client: &Client,
+        spec: &ActionSpec,
+        job: &BackendJob,
+        started: Instant,
+    ) -> std::result::Result<JobOutcome, RemoteError> {
+        let outcome = client.run(spec).await?;
+        let mut output = String::from_utf8_lossy(&outcome.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&outcome.stderr));
+        let native = job.cwd.join(&job.native);
+        let _ = std::fs::remove_file(&native);
+        let done = |failure: Option<String>, output: String| JobOutcome {
+            failure,
+            output,
+            duration: started.elapsed(),
+            executed_by: ExecutedBy::Remote,
+        };
+        if outcome.exit_code != 0 {
+            return Ok(done(
+                Some(format!(
+                    "compiler exited with exit status: {} (remotely)",
+                    outcome.exit_code
+                )),
+                output,
+            ));
+        }
+        for (path, digest) in &outcome.outputs {
+            if Path::new(path) == job.native.as_path() || normalized(&job.native) == *path {
+                let bytes = client.read_blob(digest).await?;
+                crate::fsutil::write_atomic(&native, &bytes)
+                    .map_err(RemoteError::Infrastructure)?;
+            }
+        }
+        Ok(match native_problem(job) {
+            Some(problem) => {
+                let _ = std::fs::remove_file(&native);
+                done(Some(format!("{problem} (remotely)")), output)
+            }
+            None => done(None, output),
+        })
+    }
+
+    fn run_locally(&self, job: &BackendJob) -> JobOutcome {
+        let mut free = self.local_free.lock().unwrap();
+        while *free == 0 {
+            free = self.local_freed.wait(free).unwrap();
+        }
+        *free -= 1;
+        drop(free);
+        let outcome = self.local.execute(job);
+        *self.local_free.lock().unwrap() += 1;
+        self.local_freed.notify_one();
+        outcome
+    }
+}
+
+fn normalized(path: &Path) -> String {
+    crate::fsutil::normalize(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Executor for RemoteExecutor {
+    fn execute(&self, job: &BackendJob) -> JobOutcome {
+        let started = Instant::now();
+        let fail = |message: String| JobOutcome {
+            failure: Some(message),
+            output: String::new(),
+            duration: started.elapsed(),
+            executed_by: ExecutedBy::Remote,
+        };
+        let Some(client) = &self.client else {
+            return self.run_locally(job);
+        };
+        let spec = match self.spec(job) {
+            Ok(spec) => spec,
+            Err(err) if self.settings.remote_only => return fail(format!("{err:#}")),
+            Err(err) => {
+                eprintln!(
+                    "thindist: warning: {} runs locally: {err:#}",
+                    job.module.display()
+                );
+                return self.run_locally(job);
+            }
+        };
+        let mut delay = Duration::from_millis(250);
+        let mut last_error = String::new();
+        for attempt in 1..=3 {
+            match self
+                .runtime
+                .block_on(self.attempt(client, &spec, job, started))
+            {
+                Ok(outcome) => return outcome,
+                Err(err) => {
+                    last_error = err.to_string();
+                    tracing::debug!(
+                        "remote attempt {attempt} for {} failed: {last_error}",
+                        job.module.display()
+                    );
+                    if crate::exec::interrupts()
+                        .cancelled
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        return fail("interrupted".into());
+                    }
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+            }
+        }
+        if self.settings.remote_only {
+            return fail(format!(
+                "remote execution failed after 3 attempts: {last_error}"
+            ));
+        }
+        eprintln!(
+            "thindist: warning: remote execution of {} failed ({last_error}); compiling it locally",
+            job.module.display()
+        );
+        self.run_locally(job)
+    }
+}
+
+/// `thindist worker`: runs bots until SIGINT or SIGTERM.
+pub fn run_worker(config: thindist_reapi::worker::WorkerConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = tx.send(true);
+        });
+        thindist_reapi::worker::run(config, rx).await
+    })
+}

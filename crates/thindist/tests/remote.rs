@@ -1,0 +1,256 @@
+//! Remote execution against a real BuildGrid 0.4.4 (with PostgreSQL 15) on loopback, with two
+//! `thindist worker` processes: the remote build equals the local one, a rebuild from a clean
+//! build directory executes nothing (action cache), a compile error on a worker reads like a
+//! local one, and killing the server mid-build still ends in a correct build through the local
+//! fallback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use thindist_testkit::Project;
+
+fn thindist() -> &'static str {
+    env!("CARGO_BIN_EXE_thindist")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// BuildGrid, its database and two workers; all stopped on drop.
+struct Farm {
+    dir: tempfile::TempDir,
+    port: u16,
+    workers: Vec<Child>,
+}
+
+impl Farm {
+    fn start() -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port_pair();
+        let out = Command::new(repo().join("ci/buildgrid.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "BuildGrid did not start (run ci/buildgrid.sh install; .ci/run does): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut farm = Farm {
+            dir,
+            port,
+            workers: Vec::new(),
+        };
+        for _ in 0..2 {
+            let worker = Command::new(thindist())
+                .args(["worker", "--remote", &farm.url(), "--capacity", "1"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            farm.workers.push(worker);
+        }
+        farm
+    }
+
+    fn url(&self) -> String {
+        format!("grpc://127.0.0.1:{}", self.port)
+    }
+
+    /// Actions the server has executed (its scheduler's jobs table).
+    fn executed(&self) -> usize {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &(self.port + 1).to_string(),
+                "-U",
+                "postgres",
+                "-tAc",
+                "select count(*) from jobs",
+                "bgd",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("psql: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    fn kill_server(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("bgd.pid.shell")).unwrap();
+        Command::new("kill")
+            .arg("-9")
+            .arg(pid.trim())
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = Command::new(repo().join("ci/buildgrid.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// A port p with p+1 free too (BuildGrid on p, PostgreSQL on p+1).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+fn build(project: &Project, farm_url: &str, output: &str, extra: &[&str]) -> Output {
+    Command::new(thindist())
+        .args(["ld", "--no-cache", "--remote", farm_url])
+        .args(extra)
+        .arg("--")
+        .arg("clang-22")
+        .args(project.clang_link_args(output))
+        .current_dir(&project.dir)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn remote_builds_equal_local_ones_hit_the_action_cache_and_survive_a_dead_server() {
+    let farm = Farm::start();
+    let work = tempfile::tempdir().unwrap();
+    let project = Project::generate(&work.path().join("tree"), 40);
+    project.compile(&[], |_| vec![]);
+    project.partial_link(&[]);
+    project.link_in_process("prog-local", 2);
+    let expected = project.run_program("prog-local");
+
+    // 1. Remote build: same program; every module ran on the farm.
+    let out = build(&project, &farm.url(), "prog-remote", &["--remote-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(" remote"), "{}", stderr(&out));
+    assert_eq!(project.run_program("prog-remote"), expected);
+    let executed = farm.executed();
+    assert!(executed >= 30, "only {executed} actions ran remotely");
+
+    // 2. A clean build directory (a fresh copy of the tree): nothing executes, all from the
+    //    remote action cache.
+    let copy = work.path().join("copy");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&project.dir)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    for leftover in [
+        "prog-remote.thindist",
+        "prog-remote",
+        "lib/libreg.a.thindist",
+    ] {
+        let _ = std::fs::remove_dir_all(copy.join(leftover));
+        let _ = std::fs::remove_file(copy.join(leftover));
+    }
+    let copied = Project {
+        dir: copy.clone(),
+        modules: project.modules,
+    };
+    let out = build(&copied, &farm.url(), "prog-remote", &["--remote-only"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(copied.run_program("prog-remote"), expected);
+    assert_eq!(
+        farm.executed(),
+        executed,
+        "the rebuild executed actions instead of using the action cache"
+    );
+
+    // 3. A compile error on a worker is reported like a local one.
+    let record = serde_json::json!({"argv": ["clang-22", "-O2", "-mllvm", "-no-such-llvm-option", "-c", "src/m0000.c", "-o", "src/m0000.o"], "cwd": project.dir});
+    std::fs::write(
+        project.dir.join("src/.m0000.o.thindist.json"),
+        record.to_string(),
+    )
+    .unwrap();
+    let out = build(&project, &farm.url(), "prog-broken", &["--remote-only"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("back-end compile of src/m0000.o failed")
+            && err.contains("no-such-llvm-option"),
+        "{err}"
+    );
+    assert!(err.contains("to reproduce: cd "), "{err}");
+    std::fs::remove_file(project.dir.join("src/.m0000.o.thindist.json")).unwrap();
+
+    // 4. Kill the server in the middle of a build of new actions (-O1 everywhere): the build
+    //    falls back to local compiles and is still correct.
+    let o1 = work.path().join("o1");
+    std::fs::create_dir_all(&o1).unwrap();
+    let slow = Project::generate(&o1, 120);
+    slow.compile(&[], |_| vec!["-O1".into()]);
+    slow.partial_link(&[]);
+    slow.link_in_process("prog-local", 2);
+    let expected = slow.run_program("prog-local");
+    let before = farm.executed();
+    let mut child = Command::new(thindist())
+        .args([
+            "ld",
+            "--no-cache",
+            "--remote",
+            &farm.url(),
+            "--remote-timeout",
+            "5",
+            "--",
+        ])
+        .arg("clang-22")
+        .args(slow.clang_link_args("prog-remote"))
+        .current_dir(&slow.dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while farm.executed() < before + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remote build never started executing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    farm.kill_server();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("compiling it locally") || err.contains("compiling locally"),
+        "no fallback warning: {err}"
+    );
+    assert_eq!(slow.run_program("prog-remote"), expected);
+
+    // 5. With the server gone, --remote-only fails instead of falling back.
+    let out = build(
+        &project,
+        &farm.url(),
+        "prog-only",
+        &["--remote-only", "--remote-timeout", "3"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("remote"), "{}", stderr(&out));
+}
