@@ -13,6 +13,11 @@ use std::time::Instant;
 /// Runs one job to completion. On success the native object is at `job.native`.
 pub trait Executor: Sync {
     fn execute(&self, job: &BackendJob) -> JobOutcome;
+
+    /// A line for the end of the run about the executor itself, if it has one to say.
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Children and temporary outputs to clean up when the run is interrupted.

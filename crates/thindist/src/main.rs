@@ -425,6 +425,9 @@ fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
         }
         Entry::JobFile(path) => driver::run_distribute(path, &settings, executor.as_ref(), extra),
     };
+    if let Some(line) = executor.report() {
+        eprintln!("{line}");
+    }
     if let (Some(trace), Some(path)) = (trace, &options.trace) {
         trace.write(path)?;
     }

@@ -33,6 +33,8 @@ pub struct RemoteExecutor {
     local: LocalExecutor,
     local_free: Mutex<usize>,
     local_freed: Condvar,
+    /// Summed size of every job's inputs, to set against the bytes really uploaded.
+    input_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteExecutor {
@@ -63,6 +65,7 @@ impl RemoteExecutor {
             local: LocalExecutor,
             local_free,
             local_freed: Condvar::new(),
+            input_bytes: Default::default(),
         })
     }
 
@@ -91,6 +94,7 @@ impl RemoteExecutor {
             let source = job.cwd.join(path);
             let digest = Digest::of_file(&source)
                 .with_context(|| format!("cannot read input {}", source.display()))?;
+            self.input_bytes.fetch_add(digest.size as u64, std::sync::atomic::Ordering::Relaxed);
             inputs.push(InputFile {
                 path: normalized(path),
                 digest,
@@ -237,6 +241,13 @@ impl Executor for RemoteExecutor {
             job.module.display()
         );
         self.run_locally(job)
+    }
+
+    fn report(&self) -> Option<String> {
+        let inputs = self.input_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        self.client
+            .as_ref()
+            .map(|_| format!("thindist: remote: {} bytes uploaded for {inputs} bytes of job inputs", self.bytes_uploaded()))
     }
 }
 
