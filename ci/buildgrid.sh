@@ -68,6 +68,14 @@ schedulers:
     storage: *cas
     action-cache: *ac
     bot-session-keepalive-timeout: 20
+    # The defaults (assign every 1-2 s while idle, poll bots and operations every 1 s) add about
+    # a second to every short action; a back-end compile takes tens of milliseconds.
+    poll-interval: 0.05
+    bot-poll-interval: 0.05
+    assigners:
+      - !priority-age-assigner
+        interval: 0.02
+        jitter-factor: 0.01
 instances:
   - name: ''
     services:
