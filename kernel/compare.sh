@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compares two built kernel trees' vmlinux: symbols only in one of them (llvm-nm-22) and
-# section sizes (llvm-readelf-22), e.g. thindist's build against in-process ThinLTO's.
+# section sizes (llvm-size-22), e.g. thindist's build against in-process ThinLTO's.
 #
 #   kernel/compare.sh /tmp/thindist-linux-inprocess /tmp/thindist-linux-thindist
 set -euo pipefail
@@ -21,7 +21,8 @@ echo "-- only in B ($b):"
 comm -13 "$tmp/a" "$tmp/b" | head -n 40
 echo "   ($(comm -23 "$tmp/a" "$tmp/b" | wc -l) only in A, $(comm -13 "$tmp/a" "$tmp/b" | wc -l) only in B)"
 
-sections() { llvm-readelf-22 -S --wide "$1" | awk '$1 ~ /^\[/ && $2 ~ /^\./ {print $2, strtonum("0x" $6)} $1 ~ /^\[/ && $3 ~ /^\./ {print $3, strtonum("0x" $7)}' | sort; }
+# Decimal sizes, so that no awk extension is needed (Debian's awk is mawk).
+sections() { llvm-size-22 -A "$1" | awk 'NR > 2 && NF == 3 && $1 != "Total" {print $1, $2}' | sort; }
 sections "$a" >"$tmp/sa"
 sections "$b" >"$tmp/sb"
 echo "== section sizes (bytes): A, B, B-A"

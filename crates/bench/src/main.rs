@@ -16,7 +16,10 @@ const JOBS: usize = 2;
 fn thindist() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().unwrap().join("thindist");
-    assert!(path.exists(), "build thindist first: cargo build --release -p thindist");
+    assert!(
+        path.exists(),
+        "build thindist first: cargo build --release -p thindist"
+    );
     path
 }
 
@@ -29,10 +32,16 @@ struct Measurement {
     stderr: String,
 }
 
+// The child is reaped by wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> Measurement {
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
     let start = Instant::now();
-    let child = cmd.stdout(Stdio::null()).stderr(stderr_file.reopen().unwrap()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(stderr_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waiting for our own child; usage is a valid out-pointer.
@@ -40,13 +49,28 @@ fn measure(cmd: &mut Command) -> Measurement {
     let wall = start.elapsed();
     assert_eq!(pid, child.id() as i32);
     let stderr = std::fs::read_to_string(stderr_file.path()).unwrap_or_default();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed:\n{stderr}");
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    Measurement { wall, cpu: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_mib: usage.ru_maxrss as f64 / 1024.0, stderr }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed:\n{stderr}"
+    );
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Measurement {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        stderr,
+    }
 }
 
 fn row(name: &str, m: &Measurement) {
-    println!("  {name:<44} {:>8.2} s wall {:>8.2} s CPU {:>8.1} MiB peak", m.wall.as_secs_f64(), m.cpu.as_secs_f64(), m.max_rss_mib);
+    println!(
+        "  {name:<44} {:>8.2} s wall {:>8.2} s CPU {:>8.1} MiB peak",
+        m.wall.as_secs_f64(),
+        m.cpu.as_secs_f64(),
+        m.max_rss_mib
+    );
 }
 
 fn ratio(name: &str, a: &Measurement, b: &Measurement) {
@@ -60,9 +84,18 @@ fn ratio(name: &str, a: &Measurement, b: &Measurement) {
 
 /// (modules, summed job seconds) from thindist's summary line.
 fn summary(stderr: &str) -> (usize, f64) {
-    let line = stderr.lines().rev().find(|l| l.contains(" modules in ")).unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains(" modules in "))
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
     let modules = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let summed = line.split(", ").nth(1).and_then(|p| p.split('s').next()).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0);
+    let summed = line
+        .split(", ")
+        .nth(1)
+        .and_then(|p| p.split('s').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
     (modules, summed)
 }
 
@@ -75,13 +108,22 @@ fn project(dir: &Path, modules: usize) -> Project {
 
 fn in_process(p: &Project, output: &str, extra: &[String]) -> Command {
     let mut c = Command::new("clang-22");
-    c.args(p.clang_link_args(output)).arg(format!("-Wl,--thinlto-jobs={JOBS}")).args(extra).current_dir(&p.dir);
+    c.args(p.clang_link_args(output))
+        .arg(format!("-Wl,--thinlto-jobs={JOBS}"))
+        .args(extra)
+        .current_dir(&p.dir);
     c
 }
 
 fn thindist_ld(p: &Project, output: &str, options: &[&str]) -> Command {
     let mut c = Command::new(thindist());
-    c.arg("ld").arg(format!("-j{JOBS}")).args(options).arg("--").arg("clang-22").args(p.clang_link_args(output)).current_dir(&p.dir);
+    c.arg("ld")
+        .arg(format!("-j{JOBS}"))
+        .args(options)
+        .arg("--")
+        .arg("clang-22")
+        .args(p.clang_link_args(output))
+        .current_dir(&p.dir);
     c
 }
 
@@ -110,7 +152,9 @@ fn core() {
 
 fn touch_module(p: &Project, i: usize, salt: &str) {
     let src = p.dir.join(p.source(i));
-    let text = std::fs::read_to_string(&src).unwrap().replace("acc = (acc << 1)", &format!("acc = (acc << 1) + {salt}"));
+    let text = std::fs::read_to_string(&src)
+        .unwrap()
+        .replace("acc = (acc << 1)", &format!("acc = (acc << 1) + {salt}"));
     std::fs::write(&src, text).unwrap();
     let obj = p.object(i);
     let ok = Command::new("clang-22")
@@ -128,26 +172,46 @@ fn cache() {
     println!("== rebuilds: thindist's cache against lld's --thinlto-cache-dir (both warm)");
     let dir = tempfile::tempdir().unwrap();
     let p = project(dir.path(), 200);
-    let lld_cache = format!("-Wl,--thinlto-cache-dir={}", dir.path().join("lld-cache").display());
+    let lld_cache = format!(
+        "-Wl,--thinlto-cache-dir={}",
+        dir.path().join("lld-cache").display()
+    );
     let td_cache = dir.path().join("td-cache");
     let td_cache = td_cache.to_str().unwrap();
     let td = |out: &str| thindist_ld(&p, out, &["--cache-dir", td_cache]);
-    measure(&mut in_process(&p, "prog-inproc", &[lld_cache.clone()]));
+    measure(&mut in_process(
+        &p,
+        "prog-inproc",
+        std::slice::from_ref(&lld_cache),
+    ));
     measure(&mut td("prog-thindist"));
-    let a = measure(&mut in_process(&p, "prog-inproc", &[lld_cache.clone()]));
+    let a = measure(&mut in_process(
+        &p,
+        "prog-inproc",
+        std::slice::from_ref(&lld_cache),
+    ));
     let b = measure(&mut td("prog-thindist"));
     println!("no-change rebuild (200 modules):");
     row("in-process, warm --thinlto-cache-dir", &a);
     row("thindist, warm cache", &b);
     ratio("thindist / in-process", &b, &a);
     touch_module(&p, 3, "1");
-    let a = measure(&mut in_process(&p, "prog-inproc", &[lld_cache.clone()]));
+    let a = measure(&mut in_process(
+        &p,
+        "prog-inproc",
+        std::slice::from_ref(&lld_cache),
+    ));
     let b = measure(&mut td("prog-thindist"));
     println!("one-file-change rebuild (m0003.c edited):");
     row("in-process, warm --thinlto-cache-dir", &a);
     row("thindist, warm cache", &b);
     ratio("thindist / in-process", &b, &a);
-    let line = b.stderr.lines().rev().find(|l| l.contains("; cache ")).unwrap_or("");
+    let line = b
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("; cache "))
+        .unwrap_or("");
     println!("  thindist: {}", &line[line.find("cache").unwrap_or(0)..]);
 }
 
@@ -159,7 +223,10 @@ fn dtlto() {
     let mut c = Command::new("clang-22");
     c.args(p.clang_link_args("prog-dtlto"))
         .arg(format!("-fthinlto-distributor={}", thindist().display()))
-        .args(["-Xthinlto-distributor=distribute", "-Xthinlto-distributor=--no-cache"])
+        .args([
+            "-Xthinlto-distributor=distribute",
+            "-Xthinlto-distributor=--no-cache",
+        ])
         .arg(format!("-Xthinlto-distributor=-j{JOBS}"))
         .current_dir(&p.dir);
     let b = measure(&mut c);
@@ -173,7 +240,12 @@ fn remote() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let farm = tempfile::tempdir().unwrap();
     let port = 47311u16;
-    let started = Command::new(repo.join("ci/buildgrid.sh")).arg("start").arg(farm.path()).arg(port.to_string()).status().unwrap();
+    let started = Command::new(repo.join("ci/buildgrid.sh"))
+        .arg("start")
+        .arg(farm.path())
+        .arg(port.to_string())
+        .status()
+        .unwrap();
     assert!(started.success(), "BuildGrid did not start");
     let url = format!("grpc://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
@@ -185,9 +257,28 @@ fn remote() {
     // Each run names the compiler differently, so its actions are new to the action cache.
     for (n, compiler) in [(1, "clang-22"), (2, "/usr/bin/clang-22")] {
         while workers.len() < n {
-            workers.push(Command::new(thindist()).args(["worker", "--remote", &url]).stderr(Stdio::null()).spawn().unwrap());
+            workers.push(
+                Command::new(thindist())
+                    .args(["worker", "--remote", &url])
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
         }
-        let m = measure(&mut thindist_ld(&p, "prog-remote", &["--no-cache", "--remote", &url, "--remote-only", "--remote-jobs", "8", "--compiler", compiler]));
+        let m = measure(&mut thindist_ld(
+            &p,
+            "prog-remote",
+            &[
+                "--no-cache",
+                "--remote",
+                &url,
+                "--remote-only",
+                "--remote-jobs",
+                "8",
+                "--compiler",
+                compiler,
+            ],
+        ));
         let (_, summed) = summary(&m.stderr);
         row(&format!("remote, {n} worker(s)"), &m);
         ratio(&format!("remote {n} worker(s) / local"), &m, &local);
@@ -198,9 +289,17 @@ fn remote() {
             (summed - local_summed) / jobs as f64
         );
         if let Some(line) = m.stderr.lines().find(|l| l.contains("bytes uploaded")) {
-            let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            let nums: Vec<f64> = line
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
             if nums.len() == 2 {
-                println!("  uploaded {:.1} MiB for {:.1} MiB of job inputs: {:.1}% after deduplication", nums[0] / 1048576.0, nums[1] / 1048576.0, 100.0 * nums[0] / nums[1]);
+                println!(
+                    "  uploaded {:.1} MiB for {:.1} MiB of job inputs: {:.1}% after deduplication",
+                    nums[0] / 1048576.0,
+                    nums[1] / 1048576.0,
+                    100.0 * nums[0] / nums[1]
+                );
             }
         }
     }
@@ -208,7 +307,10 @@ fn remote() {
         let _ = w.kill();
         let _ = w.wait();
     }
-    let _ = Command::new(repo.join("ci/buildgrid.sh")).arg("stop").arg(farm.path()).status();
+    let _ = Command::new(repo.join("ci/buildgrid.sh"))
+        .arg("stop")
+        .arg(farm.path())
+        .status();
 }
 
 fn main() {

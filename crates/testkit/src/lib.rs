@@ -284,8 +284,7 @@ impl Project {
         let text = String::from_utf8_lossy(&out.stderr);
         let line = text
             .lines()
-            .filter(|l| l.starts_with(" \""))
-            .last()
+            .rfind(|l| l.starts_with(" \""))
             .expect("clang -### printed no linker command");
         let mut args: Vec<String> = line
             .trim()

@@ -94,7 +94,8 @@ impl RemoteExecutor {
             let source = job.cwd.join(path);
             let digest = Digest::of_file(&source)
                 .with_context(|| format!("cannot read input {}", source.display()))?;
-            self.input_bytes.fetch_add(digest.size as u64, std::sync::atomic::Ordering::Relaxed);
+            self.input_bytes
+                .fetch_add(digest.size as u64, std::sync::atomic::Ordering::Relaxed);
             inputs.push(InputFile {
                 path: normalized(path),
                 digest,
@@ -245,9 +246,12 @@ impl Executor for RemoteExecutor {
 
     fn report(&self) -> Option<String> {
         let inputs = self.input_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        self.client
-            .as_ref()
-            .map(|_| format!("thindist: remote: {} bytes uploaded for {inputs} bytes of job inputs", self.bytes_uploaded()))
+        self.client.as_ref().map(|_| {
+            format!(
+                "thindist: remote: {} bytes uploaded for {inputs} bytes of job inputs",
+                self.bytes_uploaded()
+            )
+        })
     }
 }
 

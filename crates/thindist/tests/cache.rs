@@ -78,23 +78,9 @@ fn unchanged_rebuild_compiles_nothing_and_an_edit_compiles_only_what_it_reaches(
     assert!(out.success());
     let (hits, misses) = hits_misses(&link(p.dir(), &cache, "prog"));
     assert!(misses >= 2 && hits >= 1, "{hits} hits, {misses} misses");
-    let log = Command::new(thindist())
-        .args(["explain", "--cache-dir"])
-        .arg(&cache)
-        .arg("other.o")
-        .current_dir(p.dir())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&log.stdout);
+    let text = explain(p.dir(), &cache, "other.o");
     assert!(text.contains("taken from the cache"), "{text}");
-    let log = Command::new(thindist())
-        .args(["explain", "--cache-dir"])
-        .arg(&cache)
-        .arg("leaf.o")
-        .current_dir(p.dir())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&log.stdout);
+    let text = explain(p.dir(), &cache, "leaf.o");
     assert!(
         text.contains("why:") && text.contains("leaf.o changed ("),
         "{text}"
@@ -228,4 +214,16 @@ fn no_cache_compiles_everything_and_cache_commands_work() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&stats.stdout).contains("entries: 0"));
+}
+
+/// What `thindist explain OBJECT` prints about the last run in `dir`.
+fn explain(dir: &Path, cache: &Path, object: &str) -> String {
+    let out = Command::new(thindist())
+        .args(["explain", "--cache-dir"])
+        .arg(cache)
+        .arg(object)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

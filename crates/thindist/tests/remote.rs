@@ -209,7 +209,7 @@ fn remote_builds_equal_local_ones_hit_the_action_cache_and_survive_a_dead_server
     slow.link_in_process("prog-local", 2);
     let expected = slow.run_program("prog-local");
     let before = farm.executed();
-    let mut child = Command::new(thindist())
+    let child = Command::new(thindist())
         .args([
             "ld",
             "--no-cache",

@@ -5,37 +5,11 @@ mod util;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::process::Command;
-use util::{thindist, SmallProject};
+use util::{many_modules, many_objects, thindist};
 
 #[test]
 fn trace_has_every_job_and_adds_up_to_the_wall_time() {
-    let files: Vec<(String, String)> = (0..12)
-        .map(|i| {
-            (
-                format!("m{i}.c"),
-                format!("int f{i}(int x){{ int s=0; for(int j=0;j<x;j++) s+=j*{i}; return s; }}\n"),
-            )
-        })
-        .chain(std::iter::once((
-            "main.c".into(),
-            format!(
-                "{}\nint main(int c, char **v){{ (void)v; return {}; }}\n",
-                (0..12)
-                    .map(|i| format!("int f{i}(int);"))
-                    .collect::<String>(),
-                (0..12)
-                    .map(|i| format!("f{i}(c)"))
-                    .collect::<Vec<_>>()
-                    .join("+")
-            ),
-        )))
-        .collect();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let p = SmallProject::new(&refs);
-    p.compile_all(&["-O2"]);
+    let p = many_modules(12);
     let mut link = vec![
         "ld",
         "-j2",
@@ -48,7 +22,7 @@ fn trace_has_every_job_and_adds_up_to_the_wall_time() {
         "-o",
         "prog",
     ];
-    let objects: Vec<String> = files.iter().map(|(n, _)| n.replace(".c", ".o")).collect();
+    let objects = many_objects(12);
     link.extend(objects.iter().map(String::as_str));
     let started = std::time::Instant::now();
     let out = Command::new(thindist())
