@@ -78,6 +78,10 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
         tree.join("init/main.thinlto-native.o").exists(),
         "native objects are kept beside the bitcode"
     );
+    assert!(
+        tree.join("lib/crc7.thinlto-native.o").exists(),
+        "the crc7.ko link went through thindist"
+    );
 
     // 2. One object's .cmd file unusable: it falls back to link-derived options, with a warning
     //    naming it, and the link still succeeds. (Run the link by hand: make would rebuild the
