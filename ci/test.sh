@@ -3,7 +3,5 @@
 # real kernel tree. Needs the packages .ci/run installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x ci/buildgrid.sh ]; then
-    ci/buildgrid.sh install
-fi
+ci/buildgrid.sh install
 cargo test --workspace --release
