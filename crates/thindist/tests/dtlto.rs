@@ -145,3 +145,18 @@ fn compile_commands_flags_reach_the_native_object() {
     );
     assert!(trace.exists());
 }
+
+#[test]
+fn second_link_takes_every_job_from_the_cache() {
+    let p = project();
+    let cache = format!("--cache-dir={}", p.path("cache").display());
+    let first = link_dtlto(&p, "prog-1", std::slice::from_ref(&cache));
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains("cache 0 hits, 3 misses"), "{err}");
+    let second = link_dtlto(&p, "prog-2", &[cache]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(err.contains("cache 3 hits, 0 misses"), "{err}");
+    assert_eq!(run(&p, "prog-2"), "42 13\n");
+}
