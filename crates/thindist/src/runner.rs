@@ -134,7 +134,7 @@ impl<'a> JobRunner<'a> {
                     abs.to_string_lossy().as_bytes(),
                 );
             }
-            cache.prune();
+            cache.prune_if_due();
         }
     }
 }

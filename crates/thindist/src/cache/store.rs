@@ -16,6 +16,10 @@ use std::time::SystemTime;
 
 const MAGIC: &str = "thindist-cache-entry-v1";
 
+/// How often a run prunes the cache, as lld's cache policy does by default: pruning lists every
+/// entry, which a large cache should not pay on every link.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
 pub struct DiskCache {
     dir: PathBuf,
     max_bytes: u64,
@@ -201,6 +205,22 @@ impl DiskCache {
         removed
     }
 
+    /// Prunes if no run has done so in the last [`PRUNE_INTERVAL`]; returns entries removed.
+    pub fn prune_if_due(&self) -> usize {
+        let stamp = self.dir.join("last-prune");
+        let due = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age >= PRUNE_INTERVAL);
+        if !due {
+            return 0;
+        }
+        // Stamp first, so that concurrent runs do not all prune at once.
+        let _ = crate::fsutil::write_atomic(&stamp, b"");
+        self.prune()
+    }
+
     pub fn clear(&self) -> Result<()> {
         for (path, _, _) in self.entries() {
             let _ = std::fs::remove_file(path);
@@ -300,6 +320,29 @@ mod tests {
         assert_eq!(c.prune(), 2);
         assert!(c.entry_path("aa01").exists());
         assert!(!c.entry_path("aa02").exists() && !c.entry_path("aa03").exists());
+    }
+
+    #[test]
+    fn runs_prune_at_most_once_per_interval() {
+        let (dir, c) = cache(500);
+        let native = dir.path().join("n.o");
+        std::fs::write(&native, vec![1u8; 1000]).unwrap();
+        c.put("bb01", &native).unwrap();
+        assert_eq!(c.prune_if_due(), 1, "the first run prunes");
+        c.put("bb02", &native).unwrap();
+        assert_eq!(c.prune_if_due(), 0, "a run soon after does not");
+        let long_ago = SystemTime::now() - PRUNE_INTERVAL - std::time::Duration::from_secs(1);
+        std::fs::File::options()
+            .append(true)
+            .open(dir.path().join("cache/last-prune"))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        assert_eq!(
+            c.prune_if_due(),
+            1,
+            "once the interval has passed, a run prunes again"
+        );
     }
 
     #[test]
