@@ -227,11 +227,12 @@ pub fn run_ld(
     warn_about_flags(&plan.problems, &plan.without_flags);
 
     // Back ends.
-    let runner = settings.job_runner(executor, link.work_dir.join("build-log.json"))?;
-    let result = run_jobs(&plan.jobs, settings, &|job| runner.run(job), &mut session);
-    runner.finish(
-        session.tally.cache_hits as u64,
-        (session.tally.modules - session.tally.cache_hits) as u64,
+    let result = run_backends(
+        &plan.jobs,
+        settings,
+        executor,
+        link.work_dir.join("build-log.json"),
+        &mut session,
     );
     let natives = match result {
         Ok(natives) => natives,
@@ -279,9 +280,27 @@ pub fn run_ld(
     Ok(0)
 }
 
+/// Runs the jobs through the cache and `executor`, keeping the build log at `log`, and
+/// records the run's hits and misses in the cache.
+fn run_backends(
+    jobs: &[BackendJob],
+    settings: &LdSettings,
+    executor: &dyn Executor,
+    log: PathBuf,
+    session: &mut Session,
+) -> Result<HashMap<PathBuf, PathBuf>> {
+    let runner = settings.job_runner(executor, log)?;
+    let result = run_jobs(jobs, settings, &|job| runner.run(job), session);
+    runner.finish(
+        session.tally.cache_hits as u64,
+        (session.tally.modules - session.tally.cache_hits) as u64,
+    );
+    result
+}
+
 /// Runs planned jobs, publishes each native object beside its bitcode, and reports failures.
 /// Returns module -> native object for the jobs that succeeded, or an error if any failed.
-pub fn run_jobs(
+fn run_jobs(
     jobs: &[BackendJob],
     settings: &LdSettings,
     run_job: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
@@ -355,18 +374,11 @@ pub fn run_distribute(
     let (jobs, problems) = crate::dtlto::plan_jobs(&file, &cwd, &sources)?;
     warn_about_flags(&problems, &[]);
     let mut session = Session::new(settings, extra_reporters);
-    let runner = settings.job_runner(
-        executor,
-        PathBuf::from(format!(
-            "{}.thindist/build-log.json",
-            file.common.linker_output
-        )),
-    )?;
-    let result = run_jobs(&jobs, settings, &|job| runner.run(job), &mut session);
-    runner.finish(
-        session.tally.cache_hits as u64,
-        (session.tally.modules - session.tally.cache_hits) as u64,
-    );
+    let log = PathBuf::from(format!(
+        "{}.thindist/build-log.json",
+        file.common.linker_output
+    ));
+    let result = run_backends(&jobs, settings, executor, log, &mut session);
     session.finish();
     result.with_context(|| format!("the back ends for {} failed", file.common.linker_output))?;
     Ok(0)

@@ -87,16 +87,8 @@ pub fn plan_jobs(
                 options.extend(link_options.iter().cloned());
                 let mut command = vec![compiler.clone()];
                 command.extend(options);
-                command.extend(
-                    [
-                        "-x",
-                        "ir",
-                        "-fno-lto",
-                        "-Wno-unused-command-line-argument",
-                        "-c",
-                    ]
-                    .map(String::from),
-                );
+                command.extend(flags::BACKEND_MODE.map(String::from));
+                command.push("-c".to_string());
                 command.extend(entry.args.iter().cloned());
                 (command, source)
             }

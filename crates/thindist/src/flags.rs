@@ -321,9 +321,15 @@ const DROP_EXACT: &[&str] = &[
     "-trigraphs",
 ];
 
+/// What makes a compile a ThinLTO back end: read the module as IR, no further LTO. The
+/// saved flags were meant for C sources, so unused ones must not warn.
+pub const BACKEND_MODE: [&str; 4] = ["-x", "ir", "-fno-lto", "-Wno-unused-command-line-argument"];
+
 /// The options of a saved front-end compile that still matter to code generation: the
 /// compile's own codegen flags without its inputs, outputs, preprocessor and LTO options.
 /// Returns the compiler (argv[0]) and those options.
+///
+/// [`BACKEND_MODE`] follows them in every back-end command.
 pub fn backend_options(saved: &[String]) -> Result<(String, Vec<String>)> {
     let Some((compiler, args)) = saved.split_first() else {
         bail!("the saved compile command is empty");

@@ -125,11 +125,8 @@ pub fn plan(
         let published = Some(native_name(module));
         let mut command = vec![compiler];
         command.extend(options);
+        command.extend(flags::BACKEND_MODE.map(String::from));
         command.extend([
-            "-x".to_string(),
-            "ir".to_string(),
-            "-fno-lto".to_string(),
-            "-Wno-unused-command-line-argument".to_string(),
             format!("-fthinlto-index={}", shard.display()),
             "-c".to_string(),
             module.to_string_lossy().into_owned(),

@@ -15,8 +15,15 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 fn link(dir: &Path, cache: &Path, output: &str) -> Output {
+    link_with(dir, cache, output, &[])
+}
+
+/// [`link`] with extra thindist options.
+fn link_with(dir: &Path, cache: &Path, output: &str, options: &[&str]) -> Output {
     Command::new(thindist())
-        .args(["ld", "--cache-dir"])
+        .arg("ld")
+        .args(options)
+        .arg("--cache-dir")
         .arg(cache)
         .args([
             "--",
@@ -173,24 +180,7 @@ fn no_cache_compiles_everything_and_cache_commands_work() {
     p.compile_all(&["-O2"]);
     let cache = p.path("cache");
     hits_misses(&link(p.dir(), &cache, "prog"));
-    let out = Command::new(thindist())
-        .args(["ld", "--no-cache", "--cache-dir"])
-        .arg(&cache)
-        .args([
-            "--",
-            "clang-22",
-            "-fuse-ld=lld",
-            "-flto=thin",
-            "-o",
-            "prog",
-            "main.o",
-            "leaf.o",
-            "mid.o",
-            "other.o",
-        ])
-        .current_dir(p.dir())
-        .output()
-        .unwrap();
+    let out = link_with(p.dir(), &cache, "prog", &["--no-cache"]);
     assert_eq!(hits_misses(&out), (0, 4));
     let stats = Command::new(thindist())
         .args(["cache", "--cache-dir"])
