@@ -4,6 +4,7 @@
 //! client. Infrastructure failures are retried with backoff and then run locally with a warning,
 //! unless remote-only is set.
 
+use crate::cache::Digests;
 use crate::events::{ExecutedBy, JobOutcome};
 use crate::exec::{native_problem, Executor, LocalExecutor};
 use crate::job::BackendJob;
@@ -11,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Component, Path};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-use thindist_reapi::{ActionSpec, Client, Digest, InputFile, RemoteConfig, RemoteError};
+use thindist_reapi::{ActionSpec, Client, InputFile, RemoteConfig, RemoteError};
 
 /// The environment every remote back end gets: the same on every client, so action digests match.
 const REMOTE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -35,6 +36,8 @@ pub struct RemoteExecutor {
     local_freed: Condvar,
     /// Summed size of every job's inputs, to set against the bytes really uploaded.
     input_bytes: std::sync::atomic::AtomicU64,
+    /// Inputs are hashed once per run, not once per job that imports them.
+    digests: Digests,
 }
 
 impl RemoteExecutor {
@@ -66,6 +69,7 @@ impl RemoteExecutor {
             local_free,
             local_freed: Condvar::new(),
             input_bytes: Default::default(),
+            digests: Digests::default(),
         })
     }
 
@@ -92,7 +96,9 @@ impl RemoteExecutor {
                 bail!("input {} lies outside the build directory, so it cannot be sent as part of the input root", path.display());
             }
             let source = job.cwd.join(path);
-            let digest = Digest::of_file(&source)
+            let digest = self
+                .digests
+                .file_digest(&source)
                 .with_context(|| format!("cannot read input {}", source.display()))?;
             self.input_bytes
                 .fetch_add(digest.size as u64, std::sync::atomic::Ordering::Relaxed);

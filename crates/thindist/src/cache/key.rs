@@ -64,18 +64,23 @@ fn which(program: &str) -> Option<PathBuf> {
 /// Content digests of files, each file read once per run however many jobs import it.
 #[derive(Default)]
 pub struct Digests {
-    by_path: Mutex<HashMap<PathBuf, String>>,
+    by_path: Mutex<HashMap<PathBuf, thindist_reapi::Digest>>,
     compilers: Mutex<HashMap<String, CompilerIdentity>>,
 }
 
 impl Digests {
+    /// The SHA-256 of a file, in hex.
     pub fn file(&self, path: &Path) -> Result<String> {
+        Ok(self.file_digest(path)?.hash)
+    }
+
+    /// The file's digest as the Remote Execution API names blobs (hash and size).
+    pub fn file_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
         if let Some(d) = self.by_path.lock().unwrap().get(path) {
             return Ok(d.clone());
         }
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let digest = sha256_hex(&bytes);
+        let digest = thindist_reapi::Digest::of_file(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         self.by_path
             .lock()
             .unwrap()
