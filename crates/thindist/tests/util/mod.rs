@@ -13,10 +13,64 @@ pub fn make_executable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A private home for the commands of one test: its own cache directory, TMPDIR, HOME and
+/// XDG_CACHE_HOME, so that no test reads or writes the user's cache or config, and no
+/// `THINDIST_*` or make variable of the caller's reaches thindist.
+pub struct TestEnv {
+    home: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        for sub in ["cache", "tmp", "xdg"] {
+            std::fs::create_dir(home.path().join(sub)).unwrap();
+        }
+        TestEnv { home }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home.path().join("cache")
+    }
+
+    /// The TMPDIR of every command: a test can check that thindist left nothing there.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.home.path().join("tmp")
+    }
+
+    /// Points `cmd` at this environment.
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        for (name, _) in std::env::vars_os() {
+            let n = name.to_string_lossy();
+            if n.starts_with("THINDIST_") || n == "MAKEFLAGS" || n == "MFLAGS" {
+                cmd.env_remove(&name);
+            }
+        }
+        cmd.env("THINDIST_CACHE_DIR", self.cache_dir())
+            .env("TMPDIR", self.tmp_dir())
+            .env("HOME", self.home.path())
+            .env("XDG_CACHE_HOME", self.home.path().join("xdg"))
+    }
+
+    /// `program` under this environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        self.apply(&mut cmd);
+        cmd
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A handful of C files in a temporary directory.
 pub struct SmallProject {
     dir: tempfile::TempDir,
     sources: Vec<String>,
+    pub env: TestEnv,
 }
 
 impl SmallProject {
@@ -28,6 +82,7 @@ impl SmallProject {
         SmallProject {
             dir,
             sources: files.iter().map(|(n, _)| n.to_string()).collect(),
+            env: TestEnv::new(),
         }
     }
 
@@ -39,14 +94,21 @@ impl SmallProject {
         self.dir.path().join(rel)
     }
 
+    /// `program` run in the project directory under the project's [`TestEnv`].
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = self.env.command(program);
+        cmd.current_dir(self.dir());
+        cmd
+    }
+
     /// Compiles every source to ThinLTO bitcode with `clang-22 -flto=thin -c`.
     pub fn compile_all(&self, flags: &[&str]) {
         for src in &self.sources {
             let obj = src.replace(".c", ".o");
-            let out = Command::new("clang-22")
+            let out = self
+                .cmd("clang-22")
                 .args(flags)
                 .args(["-flto=thin", "-c", src, "-o", &obj])
-                .current_dir(self.dir())
                 .output()
                 .expect("clang-22 must be installed");
             assert!(
@@ -74,21 +136,19 @@ impl SmallProject {
 
     /// `thindist ld -- clang-22 -fuse-ld=lld -flto=thin ARGS`: a program that runs.
     pub fn ld_clang(&self, link_args: &[&str]) -> Output {
-        Command::new(thindist())
+        self.cmd(thindist())
             .args(["ld", "--", "clang-22", "-fuse-ld=lld", "-flto=thin"])
             .args(link_args)
-            .current_dir(self.dir())
             .output()
             .unwrap()
     }
 
     pub fn ld_with(&self, options: &[&str], link_args: &[&str]) -> Output {
-        Command::new(thindist())
+        self.cmd(thindist())
             .arg("ld")
             .args(options)
             .args(["--", "ld.lld-22"])
             .args(link_args)
-            .current_dir(self.dir())
             .output()
             .unwrap()
     }
