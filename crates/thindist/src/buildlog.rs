@@ -25,12 +25,39 @@ pub struct Entry {
     pub duration_ms: u128,
     /// Why the job ran (or not), against the previous entry.
     pub reason: String,
+    /// Where the native object was kept beside its bitcode, if it was.
+    #[serde(default)]
+    pub published: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BuildLog {
     version: u32,
+    /// The directory the link ran in: module paths are relative to it.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
     pub entries: BTreeMap<PathBuf, Entry>,
+}
+
+/// The newest logged back end of `object` (a path relative to `cwd` or absolute) among the
+/// build logs in `logs_dir`: the log's path and the entry.
+pub fn find_entry(logs_dir: &Path, object: &Path, cwd: &Path) -> Option<(PathBuf, Entry)> {
+    let wanted = crate::fsutil::normalize(&cwd.join(object));
+    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(logs_dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    logs.sort_by(|a, b| b.0.cmp(&a.0));
+    logs.into_iter().find_map(|(_, path)| {
+        let log = BuildLog::load(&path);
+        let base = log.cwd.clone().unwrap_or_else(|| cwd.to_path_buf());
+        let entry = log
+            .entries
+            .into_values()
+            .find(|e| crate::fsutil::normalize(&base.join(&e.module)) == wanted)?;
+        Some((path, entry))
+    })
 }
 
 impl BuildLog {
@@ -119,6 +146,13 @@ impl fmt::Display for Entry {
             (true, None) => "not run".to_string(),
         };
         writeln!(f, "outcome:    {outcome}")?;
+        match &self.published {
+            Some(native) => writeln!(f, "native:     {}", native.display())?,
+            None => writeln!(
+                f,
+                "native:     not kept beside the bitcode (--keep-natives keeps it); cached under its key"
+            )?,
+        }
         write!(f, "why:        {}", self.reason)
     }
 }
@@ -176,6 +210,7 @@ mod tests {
                 succeeded: true,
                 duration_ms: 5,
                 reason: "r".into(),
+                published: None,
             },
         );
         log.save(&path).unwrap();

@@ -69,10 +69,38 @@ pub fn run_cc(command: &[String]) -> Result<i32> {
         cwd: cwd.clone(),
     };
     let bytes = serde_json::to_vec(&record)?;
+    let records = records_dir();
     for object in objects {
-        crate::fsutil::write_atomic(&record_path(&cwd.join(&object)), &bytes)?;
+        let object = cwd.join(&object);
+        // `-o /dev/null` and the like: no object to describe, and nothing may be written
+        // beside a device.
+        if !std::fs::metadata(&object).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        if let Err(err) = crate::fsutil::write_atomic(&record_path(&object), &bytes) {
+            eprintln!("thindist: warning: no flags record for {}: {err:#}", object.display());
+        }
+        if let (Some(dir), Ok(digest)) = (&records, thindist_reapi::Digest::of_file(&object)) {
+            // Best effort: the record beside the object is the one that must exist.
+            let _ = crate::fsutil::write_atomic(&dir.join(format!("{}.json", digest.hash)), &bytes);
+        }
     }
     Ok(0)
+}
+
+/// The cache's records directory, where a record is also filed under the object's content so
+/// that the link finds it for archive members and copied objects; `None` with the cache off.
+fn records_dir() -> Option<PathBuf> {
+    let off = std::env::var("THINDIST_NO_CACHE")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+    if off {
+        return None;
+    }
+    let dir = std::env::var_os("THINDIST_CACHE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::cache::store::default_dir);
+    Some(dir.join("records"))
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::flags::FlagSources;
 use crate::fsutil;
 use crate::job::BackendJob;
 use crate::linkargs::{LinkArgs, LtoOpt};
-use crate::plan::{self, LinkCodegen};
+use crate::plan::{self, KeepNatives, LinkCodegen};
+use crate::workdir::WorkDir;
 use crate::report::{ConsoleReporter, Tally};
 use crate::runner::JobRunner;
 use crate::thinlink;
@@ -29,15 +30,30 @@ pub struct LdSettings {
     pub compiler: Option<String>,
     /// The local cache directory and its size limit; `None` turns the cache off.
     pub cache: Option<(PathBuf, u64)>,
+    /// Keep each link's work directory (also lld's `--save-temps` on the link line).
+    pub keep_work: bool,
+    pub keep_natives: KeepNatives,
 }
 
 impl LdSettings {
-    fn job_runner<'a>(&self, executor: &'a dyn Executor, log: PathBuf) -> Result<JobRunner<'a>> {
+    /// Where `thindist cc` files flags records by object content: in the cache.
+    fn records_dir(&self) -> Option<PathBuf> {
+        self.cache.as_ref().map(|(dir, _)| dir.join("records"))
+    }
+
+    /// The job runner of a link whose output is `output`; its build log lives in the cache
+    /// directory (none when the cache is off), so nothing is written beside the output.
+    fn job_runner<'a>(&self, executor: &'a dyn Executor, output: &Path) -> Result<JobRunner<'a>> {
         let cache = match &self.cache {
             Some((dir, size)) => Some(DiskCache::open(dir, *size)?),
             None => None,
         };
-        Ok(JobRunner::new(executor, cache).with_log(log))
+        let log = cache.as_ref().map(|c| c.build_log_path(output));
+        let runner = JobRunner::new(executor, cache);
+        Ok(match log {
+            Some(log) => runner.with_log(log),
+            None => runner,
+        })
     }
 }
 
@@ -192,8 +208,11 @@ pub fn run_ld(
         return pass_through(&invocation.linker, &invocation.args);
     }
     args.resolve_libraries(&cwd);
-    let link = thinlink::prepare(args, &cwd)?;
+    let keep_work = settings.keep_work || args.items.iter().any(is_save_temps);
+    let work = WorkDir::create(keep_work)?;
+    let link = thinlink::prepare(args, &cwd, work.path())?;
     if !link.has_bitcode() {
+        drop(work);
         return pass_through(&invocation.linker, &invocation.args);
     }
     let mut session = Session::new(settings, extra_reporters);
@@ -215,7 +234,8 @@ pub fn run_ld(
         settings.compile_commands.as_deref(),
         parent_shell_commands(),
         &cwd,
-    )?;
+    )?
+    .with_records(settings.records_dir());
     let codegen = LinkCodegen::from_link(
         &link.args,
         settings
@@ -223,15 +243,23 @@ pub fn run_ld(
             .clone()
             .unwrap_or_else(|| default_compiler(&invocation)),
     );
-    let plan = plan::plan(&thin.modules, &link.work_dir, &cwd, &sources, &codegen)?;
+    let plan = plan::plan(
+        &thin.modules,
+        &link.work_dir,
+        &cwd,
+        &sources,
+        &codegen,
+        settings.keep_natives,
+    )?;
     warn_about_flags(&plan.problems, &plan.without_flags);
 
     // Back ends.
+    let output = link.args.output().unwrap_or("a.out").to_string();
     let result = run_backends(
         &plan.jobs,
         settings,
         executor,
-        link.work_dir.join("build-log.json"),
+        &cwd.join(&output),
         &mut session,
     );
     let natives = match result {
@@ -242,18 +270,17 @@ pub fn run_ld(
         }
     };
 
-    // Final link, written beside the output and renamed into place only on success.
-    let output = link.args.output().unwrap_or("a.out").to_string();
-    let temp_output = fsutil::temp_sibling(Path::new(&output));
-    let final_args = link.final_link_args(&natives, &temp_output.to_string_lossy());
+    // Final link. lld writes its output as it always does: a regular file through a temporary
+    // beside it that is renamed into place only on success, anything else (/dev/null, a FIFO)
+    // in place.
+    let final_args = link.final_link_args(&natives);
     let rsp = link.work_dir.join("finallink.rsp");
-    cmdline::write_response_file(&cwd.join(&rsp), &final_args)?;
+    cmdline::write_response_file(&rsp, &final_args)?;
     let final_command = vec![invocation.linker.clone(), format!("@{}", rsp.display())];
     let final_started = Instant::now();
     session.on_event(&Event::FinalLinkStarted {
         command: &final_command,
     });
-    exec::interrupts().add_temp(&cwd.join(&temp_output));
     let result = exec::run_tracked(
         Command::new(&final_command[0])
             .args(&final_command[1..])
@@ -267,17 +294,18 @@ pub fn run_ld(
     session.finish();
     eprint!("{text}");
     if !status.success() {
-        let _ = std::fs::remove_file(cwd.join(&temp_output));
         bail!(
-            "the final link failed ({status})\n  to reproduce: cd {} && {}",
+            "the final link failed ({status})\n  to reproduce: cd {} && {}\n  (its response file and native objects are removed with the work directory; THINDIST_KEEP_WORK=1 keeps them)",
             cwd.display(),
             cmdline::shell_line(&final_command)
         );
     }
-    std::fs::rename(cwd.join(&temp_output), cwd.join(&output))
-        .with_context(|| format!("cannot move the linked output into place at {output}"))?;
-    exec::interrupts().remove_temp(&cwd.join(&temp_output));
     Ok(0)
+}
+
+/// lld's `--save-temps`: in distributed mode, thindist's work files are the temporaries.
+fn is_save_temps(item: &crate::linkargs::Item) -> bool {
+    matches!(item, crate::linkargs::Item::Opt(t) | crate::linkargs::Item::Lto(_, t) if t.first().is_some_and(|o| o == "--save-temps" || o == "-save-temps"))
 }
 
 /// Runs the jobs through the cache and `executor`, keeping the build log at `log`, and
@@ -286,10 +314,10 @@ fn run_backends(
     jobs: &[BackendJob],
     settings: &LdSettings,
     executor: &dyn Executor,
-    log: PathBuf,
+    output: &Path,
     session: &mut Session,
 ) -> Result<HashMap<PathBuf, PathBuf>> {
-    let runner = settings.job_runner(executor, log)?;
+    let runner = settings.job_runner(executor, output)?;
     let result = run_jobs(jobs, settings, &|job| runner.run(job), session);
     runner.finish(
         session.tally.cache_hits as u64,
@@ -370,15 +398,13 @@ pub fn run_distribute(
         .with_context(|| format!("cannot read the DTLTO job file {}", job_file.display()))?;
     let file = crate::dtlto::parse_job_file(&text)
         .with_context(|| format!("in {}", job_file.display()))?;
-    let sources = FlagSources::new(settings.compile_commands.as_deref(), Vec::new(), &cwd)?;
+    let sources = FlagSources::new(settings.compile_commands.as_deref(), Vec::new(), &cwd)?
+        .with_records(settings.records_dir());
     let (jobs, problems) = crate::dtlto::plan_jobs(&file, &cwd, &sources)?;
     warn_about_flags(&problems, &[]);
     let mut session = Session::new(settings, extra_reporters);
-    let log = PathBuf::from(format!(
-        "{}.thindist/build-log.json",
-        file.common.linker_output
-    ));
-    let result = run_backends(&jobs, settings, executor, log, &mut session);
+    let output = cwd.join(&file.common.linker_output);
+    let result = run_backends(&jobs, settings, executor, &output, &mut session);
     session.finish();
     result.with_context(|| format!("the back ends for {} failed", file.common.linker_output))?;
     Ok(0)

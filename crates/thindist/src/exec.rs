@@ -20,7 +20,8 @@ pub trait Executor: Sync {
     }
 }
 
-/// Children and temporary outputs to clean up when the run is interrupted.
+/// Children and temporary outputs (files, work directories) to clean up when the run is
+/// interrupted.
 #[derive(Default)]
 pub struct Interrupts {
     pub cancelled: AtomicBool,
@@ -59,7 +60,11 @@ impl Interrupts {
             }
         }
         for path in self.temp_files.lock().unwrap().iter() {
-            let _ = std::fs::remove_file(path);
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

@@ -36,6 +36,8 @@ fn dot_file(object: &Path, suffix: &str) -> PathBuf {
 /// Where to look for saved flags.
 pub struct FlagSources {
     compile_commands: Option<(PathBuf, HashMap<PathBuf, SavedCompile>)>,
+    /// The cache's records filed by object content (see [`crate::cc`]).
+    records: Option<PathBuf>,
     parent_shell: Vec<Vec<String>>,
     cwd: PathBuf,
 }
@@ -60,9 +62,16 @@ impl FlagSources {
         };
         Ok(FlagSources {
             compile_commands,
+            records: None,
             parent_shell,
             cwd: cwd.to_path_buf(),
         })
+    }
+
+    /// Also looks records up by object content in `dir` (the cache's `records/`).
+    pub fn with_records(mut self, dir: Option<PathBuf>) -> Self {
+        self.records = dir;
+        self
     }
 
     /// Finds the saved compile of `object` (a path relative to the build directory or absolute).
@@ -75,9 +84,8 @@ impl FlagSources {
             message,
         };
         let abs = self.cwd.join(object);
-        let record = record_path(&abs);
-        if record.exists() {
-            let saved = std::fs::read(&record)
+        let read_record = |record: &Path| {
+            std::fs::read(record)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
                     serde_json::from_slice::<SavedCompile>(&bytes).map_err(|e| e.to_string())
@@ -87,11 +95,27 @@ impl FlagSources {
                         "unreadable thindist record {}: {e}",
                         record.display()
                     ))
-                })?;
+                })
+        };
+        let record = record_path(&abs);
+        if record.exists() {
             return Ok(Some((
-                saved,
+                read_record(&record)?,
                 FlagsSource::ThindistRecord(record_path(object)),
             )));
+        }
+        // An archive member, or an object copied or renamed since it was compiled: the record
+        // `thindist cc` filed under the object's content.
+        if let Some(records) = &self.records {
+            if let Ok(digest) = thindist_reapi::Digest::of_file(&abs) {
+                let record = records.join(format!("{}.json", digest.hash));
+                if record.exists() {
+                    return Ok(Some((
+                        read_record(&record)?,
+                        FlagsSource::ThindistRecord(record),
+                    )));
+                }
+            }
         }
         if let Some((db_path, db)) = &self.compile_commands {
             if let Some(saved) = db.get(&normalize(&abs)) {

@@ -21,21 +21,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
     let tmp = temp_sibling(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    let result = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        });
+    if result.is_err() {
+        // A full disk or a vanished directory must not leave the temporary behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Makes `dest` name the same file as `src` (a hard link, or a copy across file systems),
 /// replacing whatever `dest` was in one step.
 pub fn publish(src: &Path, dest: &Path) -> Result<()> {
     let tmp = temp_sibling(dest);
-    if std::fs::hard_link(src, &tmp).is_err() {
-        std::fs::copy(src, &tmp)
-            .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
+    let linked = std::fs::hard_link(src, &tmp).or_else(|_| std::fs::copy(src, &tmp).map(|_| ()));
+    let result = linked
+        .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, dest)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, dest)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))
+    result
 }
 
 /// `path` relative to `base` when it lies below it (no `..`), else unchanged.

@@ -25,3 +25,4 @@ pub mod runner;
 pub mod shell;
 pub mod thinlink;
 pub mod trace;
+pub mod workdir;

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use thindist::cache::DiskCache;
 use thindist::driver::{self, LdSettings};
+use thindist::plan::KeepNatives;
 use thindist::exec::{Executor, LocalExecutor, Slots};
 use thindist::remote::{RemoteExecutor, RemoteSettings};
 use thindist::trace::TraceWriter;
@@ -70,12 +71,12 @@ enum Commands {
     /// For one module of the last run: where its flags came from, its inputs and their
     /// digests, its key, and why it was compiled or taken from the cache.
     #[command(
-        after_help = "Examples:\n  thindist explain src/foo.o\n  thindist explain --log prog.thindist/build-log.json src/foo.o"
+        after_help = "Examples:\n  thindist explain src/foo.o\n  thindist explain --cache-dir /tmp/cache src/foo.o"
     )]
     Explain {
         /// The module (bitcode object) as the link named it.
         object: PathBuf,
-        /// The build log to read [default: the last run's].
+        /// The build log to read [default: the newest of the cache's logs that has OBJECT].
         #[arg(long, value_name = "FILE")]
         log: Option<PathBuf>,
         #[command(flatten)]
@@ -126,35 +127,29 @@ fn run_cache(action: &CacheAction, options: &CacheOptions) -> Result<i32> {
 }
 
 fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Result<i32> {
-    let log_path = match log {
-        Some(path) => path.to_path_buf(),
-        None => {
-            let pointer = options.dir().join("last-log");
-            let text = std::fs::read_to_string(&pointer).with_context(|| {
-                format!(
-                    "no last run recorded in {}; pass --log FILE",
-                    pointer.display()
-                )
-            })?;
-            PathBuf::from(text.trim())
-        }
-    };
-    let log = thindist::buildlog::BuildLog::load(&log_path);
-    let wanted = thindist::fsutil::normalize(object);
     let cwd = std::env::current_dir()?;
-    let entry = log.entries.values().find(|e| {
-        thindist::fsutil::normalize(&e.module) == wanted || cwd.join(&e.module) == cwd.join(&wanted)
-    });
-    match entry {
-        Some(entry) => {
+    let found = match log {
+        Some(path) => {
+            let log = thindist::buildlog::BuildLog::load(path);
+            let base = log.cwd.clone().unwrap_or_else(|| cwd.clone());
+            let wanted = thindist::fsutil::normalize(&cwd.join(object));
+            log.entries
+                .into_values()
+                .find(|e| thindist::fsutil::normalize(&base.join(&e.module)) == wanted)
+                .map(|e| (path.to_path_buf(), e))
+        }
+        None => thindist::buildlog::find_entry(&options.dir().join("logs"), object, &cwd),
+    };
+    match found {
+        Some((log_path, entry)) => {
             println!("build log:  {}", log_path.display());
             println!("{entry}");
             Ok(0)
         }
         None => bail!(
-            "{} is not a module of the run logged in {}",
-            object.display(),
-            log_path.display()
+            "no build log of the cache {} has a back end of {}",
+            options.dir().display(),
+            object.display()
         ),
     }
 }
@@ -201,6 +196,14 @@ struct RunOptions {
     /// Do not use the local cache.
     #[arg(long, env = "THINDIST_NO_CACHE", value_parser = BoolishValueParser::new())]
     no_cache: bool,
+    /// Keep each native object beside its bitcode as STEM.thinlto-native.o (always done in a
+    /// kbuild tree; never for the clang driver's temporaries or regular archive members).
+    #[arg(long, env = "THINDIST_KEEP_NATIVES", value_parser = BoolishValueParser::new())]
+    keep_natives: bool,
+    /// Keep the link's private work directory in TMPDIR (shards, import lists, response files,
+    /// native objects) and print where it is; lld's --save-temps on the link line does the same.
+    #[arg(long, env = "THINDIST_KEEP_WORK", value_parser = BoolishValueParser::new())]
+    keep_work: bool,
 }
 
 /// Remote execution over the Bazel Remote Execution API v2.
@@ -371,6 +374,12 @@ impl RunOptions {
                 ))
             },
             compiler: self.compiler.clone(),
+            keep_work: self.keep_work,
+            keep_natives: if self.keep_natives {
+                KeepNatives::Always
+            } else {
+                KeepNatives::Kbuild
+            },
         })
     }
 }

@@ -71,12 +71,40 @@ pub fn native_name(module: &Path) -> PathBuf {
     PathBuf::from(format!("{stem}.thinlto-native.o"))
 }
 
+/// Where native objects are kept beside their bitcode (`STEM.thinlto-native.o`), for objtool,
+/// livepatch tools and `thindist explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepNatives {
+    /// In a kbuild tree (the module's flags came from its `.NAME.o.cmd`), as the kernel's own
+    /// distributed mode does; nowhere else.
+    Kbuild,
+    /// For every module the user built (`--keep-natives`).
+    Always,
+}
+
+/// Whether `module`'s native object is published beside it. Never for temporaries (the clang
+/// driver writes its objects straight into TMPDIR) or for members extracted into the work
+/// directory.
+fn publishes(
+    keep: KeepNatives,
+    module: &Path,
+    cwd: &Path,
+    work_dir: &Path,
+    source: &FlagsSource,
+) -> bool {
+    let abs = crate::fsutil::normalize(&cwd.join(module));
+    let temporary =
+        abs.starts_with(work_dir) || abs.parent() == Some(std::env::temp_dir().as_path());
+    !temporary && (keep == KeepNatives::Always || matches!(source, FlagsSource::KbuildCmd(_)))
+}
+
 pub fn plan(
     modules: &[PathBuf],
     work_dir: &Path,
     cwd: &Path,
     sources: &FlagSources,
     codegen: &LinkCodegen,
+    keep: KeepNatives,
 ) -> Result<Plan> {
     let mut plan = Plan {
         jobs: Vec::with_capacity(modules.len()),
@@ -121,8 +149,9 @@ pub fn plan(
         };
         options.extend(codegen.all_jobs.iter().cloned());
         let extra_inputs = flags::option_inputs(&options);
-        let native = work_dir.join(native_name(module));
-        let published = Some(native_name(module));
+        let native = thinlink::native_path(work_dir, module);
+        let published = publishes(keep, module, cwd, work_dir, &flags_source)
+            .then(|| native_name(module));
         let mut command = vec![compiler];
         command.extend(options);
         command.extend(flags::BACKEND_MODE.map(String::from));
@@ -142,6 +171,7 @@ pub fn plan(
             published,
             command,
             cwd: cwd.to_path_buf(),
+            work_dir: Some(work_dir.to_path_buf()),
             flags_source,
             size,
         });

@@ -82,6 +82,12 @@ impl RemoteExecutor {
     }
 
     fn spec(&self, job: &BackendJob) -> Result<ActionSpec> {
+        if let Some(work) = &job.work_dir {
+            if std::iter::once(&job.module).chain(&job.imports).any(|m| m.starts_with(work)) {
+                // The shard names such members by their absolute path on this machine.
+                bail!("it is or imports a member extracted from a regular archive");
+            }
+        }
         let mut inputs = Vec::new();
         let files = std::iter::once(&job.module)
             .chain(std::iter::once(&job.shard))
@@ -92,9 +98,7 @@ impl RemoteExecutor {
             if !seen.insert(path.clone()) {
                 continue;
             }
-            if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
-                bail!("input {} lies outside the build directory, so it cannot be sent as part of the input root", path.display());
-            }
+            let root_path = in_root(job, path)?;
             let source = job.cwd.join(path);
             let digest = self
                 .digests
@@ -103,13 +107,20 @@ impl RemoteExecutor {
             self.input_bytes
                 .fetch_add(digest.size as u64, std::sync::atomic::Ordering::Relaxed);
             inputs.push(InputFile {
-                path: normalized(path),
+                path: root_path,
                 digest,
                 executable: false,
                 source,
             });
         }
-        let mut arguments = job.command.clone();
+        let mut arguments: Vec<String> = match &job.work_dir {
+            Some(work) => {
+                let prefix = format!("{}/", work.display());
+                let mapped = format!("{WORK_IN_ROOT}/");
+                job.command.iter().map(|a| a.replace(&prefix, &mapped)).collect()
+            }
+            None => job.command.clone(),
+        };
         if let Some(compiler) = &self.settings.compiler {
             arguments[0] = compiler.clone();
         }
@@ -117,7 +128,7 @@ impl RemoteExecutor {
             arguments,
             env: vec![("PATH".into(), REMOTE_PATH.into())],
             inputs,
-            output_files: vec![normalized(&job.native)],
+            output_files: vec![in_root(job, &job.native)?],
             platform: self.settings.platform.clone(),
             working_directory: String::new(),
             timeout: None,
@@ -154,8 +165,9 @@ impl RemoteExecutor {
                 output,
             ));
         }
+        let native_in_root = in_root(job, &job.native).map_err(RemoteError::Infrastructure)?;
         for (path, digest) in &outcome.outputs {
-            if Path::new(path) == job.native.as_path() || normalized(&job.native) == *path {
+            if *path == native_in_root {
                 let bytes = client.read_blob(digest).await?;
                 crate::fsutil::write_atomic(&native, &bytes)
                     .map_err(RemoteError::Infrastructure)?;
@@ -184,10 +196,22 @@ impl RemoteExecutor {
     }
 }
 
-fn normalized(path: &Path) -> String {
-    crate::fsutil::normalize(path)
-        .to_string_lossy()
-        .into_owned()
+/// Where the link's work directory lies in an action's input root: a fixed name, so that the
+/// same job from any client (whose work directories have random names) has the same digest.
+const WORK_IN_ROOT: &str = ".thindist-work";
+
+/// `path`'s place in the input root, which mirrors the build directory: relative paths below it
+/// as they are, the work directory under [`WORK_IN_ROOT`]. Anything else cannot be sent (a
+/// module whose summary names absolute paths would not find them on the worker).
+fn in_root(job: &BackendJob, path: &Path) -> Result<String> {
+    let path = crate::fsutil::normalize(path);
+    if let Some(rest) = job.work_dir.as_ref().and_then(|w| path.strip_prefix(w).ok()) {
+        return Ok(format!("{WORK_IN_ROOT}/{}", rest.display()));
+    }
+    if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+        bail!("input {} lies outside the build directory, so it cannot be sent as part of the input root", path.display());
+    }
+    Ok(path.to_string_lossy().into_owned())
 }
 
 impl Executor for RemoteExecutor {

@@ -99,12 +99,11 @@ impl<'a> JobRunner<'a> {
                 succeeded: outcome.succeeded(),
                 duration_ms: outcome.duration.as_millis(),
                 reason,
+                published: job.published.as_ref().map(|p| job.cwd.join(p)),
             };
-            self.log
-                .lock()
-                .unwrap()
-                .entries
-                .insert(job.module.clone(), entry);
+            let mut log = self.log.lock().unwrap();
+            log.cwd = Some(job.cwd.clone());
+            log.entries.insert(job.module.clone(), entry);
         }
         outcome
     }
@@ -125,15 +124,6 @@ impl<'a> JobRunner<'a> {
         }
         if let Some(cache) = &self.cache {
             let _ = cache.record_last_run(&crate::cache::store::LastRun { hits, misses });
-            if let Some(path) = &self.log_path {
-                let abs = std::env::current_dir()
-                    .map(|d| d.join(path))
-                    .unwrap_or_else(|_| path.clone());
-                let _ = crate::fsutil::write_atomic(
-                    &cache.dir().join("last-log"),
-                    abs.to_string_lossy().as_bytes(),
-                );
-            }
             cache.prune_if_due();
         }
     }

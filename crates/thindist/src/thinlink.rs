@@ -33,7 +33,8 @@ pub struct PreparedLink {
     pub args: LinkArgs,
     /// One entry per item of `args`; `None` for items that are not inputs.
     pub prepared: Vec<Option<Prepared>>,
-    /// Per-link directory for shards, import lists, native objects and command files.
+    /// The link's private work directory (absolute): shards, import lists, extracted archive
+    /// members, native objects and command files.
     pub work_dir: PathBuf,
 }
 
@@ -59,27 +60,38 @@ fn module_path(path: &Path, cwd: &Path) -> PathBuf {
     }
 }
 
-/// Classifies every input; extracts the members of regular archives that hold bitcode into
-/// `ARCHIVE.thindist/` beside the archive (thin archive members are used in place).
-pub fn prepare(args: LinkArgs, cwd: &Path) -> Result<PreparedLink> {
-    let output = args.output().unwrap_or("a.out").to_string();
-    let work_dir = PathBuf::from(format!("{output}.thindist"));
+/// Classifies every input; extracts the bitcode-holding members of regular archives into
+/// `WORK/archives/` (thin archive members are used in place).
+pub fn prepare(args: LinkArgs, cwd: &Path, work_dir: &Path) -> Result<PreparedLink> {
     let mut prepared = Vec::with_capacity(args.items.len());
-    for item in &args.items {
+    for (index, item) in args.items.iter().enumerate() {
         let Item::Input(input) = item else {
             prepared.push(None);
             continue;
         };
-        prepared.push(Some(prepare_input(input, cwd)?));
+        let extract_dir = work_dir.join("archives").join(index.to_string());
+        prepared.push(Some(prepare_input(input, cwd, &extract_dir)?));
     }
     Ok(PreparedLink {
         args,
         prepared,
-        work_dir,
+        work_dir: work_dir.to_path_buf(),
     })
 }
 
-fn prepare_input(input: &Input, cwd: &Path) -> Result<Prepared> {
+/// Where a regular archive's member is extracted: named by its position in the archive, which
+/// is its identity (an archive may hold several members of one name), with its own name kept
+/// for the linker's messages.
+fn member_file(extract_dir: &Path, position: usize, name: &str) -> PathBuf {
+    let base = Path::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "member.o".to_string());
+    extract_dir.join(format!("{position}-{base}"))
+}
+
+fn prepare_input(input: &Input, cwd: &Path, extract_dir: &Path) -> Result<Prepared> {
     let path = cwd.join(&input.path);
     Ok(match inputs::kind_of_file(&path) {
         FileKind::Bitcode => Prepared::Bitcode {
@@ -90,34 +102,18 @@ fn prepare_input(input: &Input, cwd: &Path) -> Result<Prepared> {
             if !inputs::archive_has_bitcode(&members) {
                 return Ok(Prepared::Unchanged);
             }
-            let extract_dir = PathBuf::from(format!("{}.thindist", input.path.display()));
-            let mut seen: HashMap<String, usize> = HashMap::new();
             let mut out = Vec::with_capacity(members.len());
-            for member in members {
+            for (position, member) in members.into_iter().enumerate() {
                 let member_path = match member.location {
-                    MemberLocation::File(p) => p,
+                    MemberLocation::File(p) => module_path(&p, cwd),
                     MemberLocation::Range { offset, size } => {
-                        let base = Path::new(&member.name)
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned());
-                        let base = base
-                            .filter(|b| !b.is_empty())
-                            .unwrap_or_else(|| "member.o".to_string());
-                        // Archives may hold several members of one name; number the repeats.
-                        let count = seen.entry(base.clone()).or_insert(0);
-                        let name = if *count == 0 {
-                            base.clone()
-                        } else {
-                            format!("{count}-{base}")
-                        };
-                        *count += 1;
-                        let dest = extract_dir.join(name);
-                        inputs::extract_member(&path, offset, size, &cwd.join(&dest))?;
+                        let dest = member_file(extract_dir, position, &member.name);
+                        inputs::extract_member(&path, offset, size, &dest)?;
                         dest
                     }
                 };
                 out.push(PreparedMember {
-                    path: module_path(&member_path, cwd),
+                    path: member_path,
                     bitcode: member.kind == FileKind::Bitcode,
                 });
             }
@@ -153,6 +149,15 @@ pub fn shard_path(work_dir: &Path, module: &Path) -> PathBuf {
 
 pub fn imports_path(work_dir: &Path, module: &Path) -> PathBuf {
     work_path(work_dir, module, ".imports")
+}
+
+/// Where the back end of `module` writes its native object in the work directory: beside it
+/// for a member extracted there, else at the module's path under the work directory.
+pub fn native_path(work_dir: &Path, module: &Path) -> PathBuf {
+    if module.starts_with(work_dir) {
+        return PathBuf::from(format!("{}.native.o", module.display()));
+    }
+    work_path(work_dir, module, ".native.o")
 }
 
 /// `WORK/<module><suffix>`: where `--thinlto-prefix-replace=;WORK/` makes lld write.
@@ -191,8 +196,6 @@ impl PreparedLink {
             "--thinlto-prefix-replace=;{}/",
             self.work_dir.display()
         ));
-        std::fs::create_dir_all(&self.work_dir)
-            .with_context(|| format!("cannot create work directory {}", self.work_dir.display()))?;
         let rsp = self.work_dir.join("thinlink.rsp");
         cmdline::write_response_file(&rsp, &args)?;
         Ok(vec![linker.to_string(), format!("@{}", rsp.display())])
@@ -203,17 +206,14 @@ impl PreparedLink {
     pub fn run_thin_link(&self, command: Vec<String>, cwd: &Path) -> Result<ThinLinkResult> {
         let list = cwd.join(self.work_dir.join("modules.list"));
         let _ = std::fs::remove_file(&list);
-        let output = Command::new(&command[0])
-            .args(&command[1..])
-            .current_dir(cwd)
-            .output()
-            .with_context(|| format!("cannot run the linker {}", command[0]))?;
-        if !output.status.success() {
+        // Tracked, so that Ctrl-C stops the thin link too.
+        let (status, text) =
+            crate::exec::run_tracked(Command::new(&command[0]).args(&command[1..]).current_dir(cwd))
+                .with_context(|| format!("cannot run the linker {}", command[0]))?;
+        if !status.success() {
             bail!(
-                "the thin link failed ({}):\n{}{}\n  to reproduce: cd {} && {}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr).trim_end(),
+                "the thin link failed ({status}):\n{}\n  to reproduce: cd {} && {}\n  (its response file is removed with the work directory; THINDIST_KEEP_WORK=1 keeps it)",
+                text.trim_end(),
                 cwd.display(),
                 cmdline::shell_line(&command)
             );
@@ -233,24 +233,12 @@ impl PreparedLink {
 
     /// The final-link arguments (without the linker): the original link with every bitcode
     /// input replaced by its native object, archive order and laziness kept, bitcode the thin
-    /// link did not load left out, LTO-only options dropped, and the output written to `output`.
-    pub fn final_link_args(
-        &self,
-        natives: &HashMap<PathBuf, PathBuf>,
-        output: &str,
-    ) -> Vec<String> {
+    /// link did not load left out, and LTO-only options dropped. The output is the original's.
+    pub fn final_link_args(&self, natives: &HashMap<PathBuf, PathBuf>) -> Vec<String> {
         let mut args = Vec::new();
-        let mut wrote_output = false;
         for (item, prepared) in self.args.items.iter().zip(&self.prepared) {
             match (item, prepared) {
                 (Item::Lto(..), _) => {}
-                (Item::Output(..), _) => {
-                    if !wrote_output {
-                        args.push("-o".into());
-                        args.push(output.to_string());
-                        wrote_output = true;
-                    }
-                }
                 (Item::Input(_), Some(Prepared::Bitcode { module })) => {
                     if let Some(native) = natives.get(module) {
                         args.push(native.to_string_lossy().into_owned());
@@ -266,13 +254,11 @@ impl PreparedLink {
                     });
                     push_members(&mut args, input, files);
                 }
-                (Item::Opt(t) | Item::Library(t), _) => args.extend(t.iter().cloned()),
+                (Item::Opt(t) | Item::Library(t) | Item::Output(t, _), _) => {
+                    args.extend(t.iter().cloned())
+                }
                 (Item::Input(input), _) => args.extend(input.tokens.iter().cloned()),
             }
-        }
-        if !wrote_output {
-            args.push("-o".into());
-            args.push(output.to_string());
         }
         args
     }

@@ -67,47 +67,49 @@ fn check(output: &str, cmd: &mut Command) {
 #[test]
 fn thindist_ld_with_an_lld_command() {
     let s = shared();
+    let tmp = tempfile::tempdir().unwrap();
     check(
         "prog-ld",
         Command::new(thindist())
-            .args(["ld", "-j2", "--", "ld.lld-22"])
-            .args(s.project.lld_link_args("prog-ld")),
+            .args(["ld", "-j2", "--keep-work", "--keep-natives", "--", "ld.lld-22"])
+            .args(s.project.lld_link_args("prog-ld"))
+            .env("TMPDIR", tmp.path()),
     );
     let dir = &s.project.dir;
+    assert!(!dir.join("prog-ld.thindist").exists(), "nothing beside the output");
+    let work: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(work.len(), 1, "one kept work directory in TMPDIR: {work:?}");
+    let work = &work[0];
     // Cross-module inlining happened: main imports from the modules it calls.
-    let imports = std::fs::read_to_string(dir.join("prog-ld.thindist/src/main.o.imports")).unwrap();
+    let imports = std::fs::read_to_string(work.join("src/main.o.imports")).unwrap();
     assert!(
         imports.lines().count() > 50,
         "main imports from few modules: {imports}"
     );
-    // Native objects beside their bitcode: plain objects, thin-archive members, and regular
-    // archive members (extracted beside their archive, duplicate names kept apart).
+    // --keep-natives: native objects beside their bitcode, for plain objects and thin-archive
+    // members; regular archive members are extracted into the work directory, each named by
+    // its position in the archive (two members are named util.o), and compiled there.
     assert!(dir.join("src/m0000.thinlto-native.o").exists());
     assert!(
         dir.join("src/m0002.thinlto-native.o").exists(),
         "thin archive member"
     );
-    let extracted: Vec<String> = std::fs::read_dir(dir.join("lib/libreg.a.thindist"))
+    assert!(!dir.join("lib/libreg.a.thindist").exists());
+    let extracted: Vec<String> = std::fs::read_dir(work.join("archives"))
         .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        extracted.contains(&"util.thinlto-native.o".to_string()),
-        "{extracted:?}"
-    );
-    assert!(
-        extracted.contains(&"1-util.thinlto-native.o".to_string()),
-        "{extracted:?}"
-    );
-    assert!(
-        extracted.contains(&"m0001.thinlto-native.o".to_string()),
-        "{extracted:?}"
-    );
+    let named = |suffix: &str| extracted.iter().filter(|n| n.ends_with(suffix)).count();
+    assert_eq!(named("-util.o"), 2, "{extracted:?}");
+    assert_eq!(named("-util.o.native.o"), 2, "{extracted:?}");
+    assert_eq!(named("-m0001.o.native.o"), 1, "{extracted:?}");
     // The member nothing needs stays lazy: extracted, but never compiled.
-    assert!(
-        extracted.contains(&"unused.o".to_string())
-            && !extracted.contains(&"unused.thinlto-native.o".to_string())
-    );
+    assert_eq!(named("-unused.o"), 1, "{extracted:?}");
+    assert_eq!(named("-unused.o.native.o"), 0, "{extracted:?}");
     // Native modules were never given to a back end.
     assert!(!dir.join("src/m0009.thinlto-native.o").exists());
 }

@@ -52,7 +52,7 @@ fn sections(p: &SmallProject, object: &str) -> String {
 /// Links with thindist (no cache, so every back end runs) and checks the native objects.
 fn link_and_check(p: &SmallProject, extra: &[&str]) {
     let out = Command::new(thindist())
-        .args(["ld", "--no-cache"])
+        .args(["ld", "--no-cache", "--keep-natives"])
         .args(extra)
         .args([
             "--",

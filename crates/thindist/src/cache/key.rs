@@ -1,12 +1,11 @@
 //! Action keys. The recipe is explicit and versioned, as sccache's is: a format version, the
 //! compiler's identity (its `--version` and the digest of its binary), the command with its
-//! argv[0], its own output and shard names and the build directory taken out, and every input's
-//! path and content digest.
+//! argv[0], its module, shard and output names and the build directory taken out, the contents
+//! of the module and of the modules it imports, the shard with module paths replaced by
+//! contents, and the path and content of every other input (profiles).
 //!
-//! Paths are relative to the build directory because thindist runs the thin link with
-//! relative module paths: the shards then record relative paths too, and a tree checked out in
-//! two places gives the same keys. The shard and output names are replaced by placeholders, since
-//! lld's DTLTO puts its process id in them; the shard still counts by its content.
+//! Modules count by content only, as in LLVM's own ThinLTO cache: the same object linked from a
+//! temporary name, from a link's private work directory, or from another checkout hits.
 
 use crate::job::BackendJob;
 use anyhow::{Context, Result};
@@ -15,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-const KEY_FORMAT: &str = "thindist-backend-key-v1";
+const KEY_FORMAT: &str = "thindist-backend-key-v2";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -113,19 +112,22 @@ pub struct ActionKey {
     pub inputs: Vec<(String, String)>,
 }
 
-/// The command with the compiler, this job's output and shard names, and the build directory
-/// replaced by placeholders.
+/// The command with the compiler, this job's module, shard and output, and the build
+/// directory replaced by placeholders.
 pub fn normalize_command(job: &BackendJob) -> Vec<String> {
+    let module = job.module.to_string_lossy();
     let native = job.native.to_string_lossy().into_owned();
     let shard = job.shard.to_string_lossy().into_owned();
     let cwd = format!("{}/", job.cwd.display());
     let mut out = vec!["<compiler>".to_string()];
     for arg in job.command.iter().skip(1) {
-        out.push(
-            arg.replace(&cwd, "")
-                .replace(&native, "<native>")
-                .replace(&shard, "<shard>"),
-        );
+        out.push(if *arg == module {
+            "<module>".to_string()
+        } else {
+            arg.replace(&native, "<native>")
+                .replace(&shard, "<shard>")
+                .replace(&cwd, "")
+        });
     }
     out
 }
@@ -136,24 +138,30 @@ fn relative(path: &Path, cwd: &Path) -> String {
         .into_owned()
 }
 
+/// The key of `job`. Nothing in it depends on where the module and the modules it imports lie
+/// (they count by content, the shard by [`super::shard::shard_digest`]), so temporaries, moved
+/// trees and other checkouts of the same sources share entries. Other inputs (profiles) count
+/// by their path as the command names it and their content.
 pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     let identity = digests.compiler(&job.command[0])?;
     let compiler = format!("{} sha256:{}", identity.version, identity.binary_digest);
     let normalized_command = normalize_command(job);
-    let mut inputs = Vec::with_capacity(job.imports.len() + 2);
-    let named = std::iter::once((relative(&job.module, &job.cwd), &job.module))
-        .chain(std::iter::once(("<shard>".to_string(), &job.shard)))
-        .chain(
-            job.imports
-                .iter()
-                .chain(&job.extra_inputs)
-                .map(|p| (relative(p, &job.cwd), p)),
-        );
-    for (name, path) in named {
-        let digest = digests
-            .file(&job.cwd.join(path))
-            .with_context(|| format!("input of the back end of {}", job.module.display()))?;
-        inputs.push((name, digest));
+    let context = || format!("input of the back end of {}", job.module.display());
+    let digest = |path: &Path| digests.file(&job.cwd.join(path)).with_context(context);
+    let mut inputs = vec![
+        (relative(&job.module, &job.cwd), digest(&job.module)?),
+        (
+            "<shard>".to_string(),
+            super::shard::shard_digest(&job.shard, &job.cwd, digests).with_context(context)?,
+        ),
+    ];
+    let mut imports = Vec::with_capacity(job.imports.len());
+    for path in &job.imports {
+        imports.push((relative(path, &job.cwd), digest(path)?));
+    }
+    let mut extra = Vec::with_capacity(job.extra_inputs.len());
+    for path in &job.extra_inputs {
+        extra.push((relative(path, &job.cwd), digest(path)?));
     }
     let mut hasher = sha2::Sha256::new();
     let mut line = |text: &str| {
@@ -165,9 +173,18 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     for arg in &normalized_command {
         line(&format!("arg {arg}"));
     }
-    for (name, digest) in &inputs {
-        line(&format!("input {name} {digest}"));
+    line(&format!("module {}", inputs[0].1));
+    line(&format!("shard {}", inputs[1].1));
+    let mut import_digests: Vec<&str> = imports.iter().map(|(_, d)| d.as_str()).collect();
+    import_digests.sort_unstable();
+    for d in import_digests {
+        line(&format!("import {d}"));
     }
+    for (name, d) in &extra {
+        line(&format!("input {name} {d}"));
+    }
+    inputs.extend(imports);
+    inputs.extend(extra);
     Ok(ActionKey {
         hex: hex::encode(hasher.finalize()),
         compiler,
@@ -182,13 +199,27 @@ mod tests {
     use crate::job::FlagsSource;
     use proptest::prelude::*;
 
-    fn job_in(dir: &Path, native: &str, shard: &str) -> BackendJob {
-        std::fs::write(dir.join("a.o"), b"module").unwrap();
-        std::fs::write(dir.join("b.o"), b"import").unwrap();
-        std::fs::write(dir.join(shard), b"shard").unwrap();
+    fn run(dir: &Path, command: &[&str]) {
+        let out = std::process::Command::new(command[0])
+            .args(&command[1..])
+            .current_dir(dir)
+            .output()
+            .expect("clang-22 and ld.lld-22 must be installed");
+        assert!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A real ThinLTO job in `dir`: `module` (a.c's bitcode under that name) imports from b.o,
+    /// with the shard the thin link wrote for it.
+    fn job_in(dir: &Path, module: &str, native: &str) -> BackendJob {
+        std::fs::write(dir.join("a.c"), "int b(int);\nint a(int x) { return b(x) + 1; }\n").unwrap();
+        std::fs::write(dir.join("b.c"), "int b(int x) { return x * 3; }\n").unwrap();
+        run(dir, &["clang-22", "-O2", "-flto=thin", "-c", "a.c", "-o", module]);
+        run(dir, &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"]);
+        run(dir, &["ld.lld-22", "-shared", "--thinlto-index-only", "--thinlto-emit-imports-files", module, "b.o", "-o", "x.so"]);
+        let shard = format!("{module}.thinlto.bc");
         BackendJob {
-            module: "a.o".into(),
-            shard: shard.into(),
+            module: module.into(),
+            shard: shard.clone().into(),
             imports: vec!["b.o".into()],
             extra_inputs: vec![],
             native: native.into(),
@@ -198,12 +229,12 @@ mod tests {
                 "-O2".into(),
                 format!("-fthinlto-index={shard}"),
                 "-c".into(),
-                "a.o".into(),
+                module.into(),
                 "-o".into(),
                 native.into(),
-                format!("-fprofile-sample-use={}/p.prof", dir.display()),
             ],
             cwd: dir.to_path_buf(),
+            work_dir: None,
             flags_source: FlagsSource::LinkDerived,
             size: 6,
         }
@@ -212,50 +243,61 @@ mod tests {
     #[test]
     fn keys_do_not_depend_on_location_or_temporary_names() {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let k1 = action_key(
-            &job_in(d1.path(), "a.1.111.native.o", "a.1.111.bc"),
-            &Digests::default(),
-        )
-        .unwrap();
+        let k1 = action_key(&job_in(d1.path(), "a.o", "a.1.111.native.o"), &Digests::default())
+            .unwrap();
         let k2 = action_key(
-            &job_in(d2.path(), "a.1.222.native.o", "a.1.222.bc"),
+            // The clang driver's temporary for a.c: its name sorts where a.o did among the
+            // link's modules, as the module ids in the shard follow that order.
+            &job_in(d2.path(), "a-1a2b3c.o", "a.1.222.native.o"),
             &Digests::default(),
         )
         .unwrap();
-        assert_eq!(k1, k2);
+        assert_eq!(k1.hex, k2.hex);
     }
 
     #[test]
     fn keys_change_with_any_input_or_argument() {
         let d = tempfile::tempdir().unwrap();
-        let job = job_in(d.path(), "n.o", "s.bc");
+        let job = job_in(d.path(), "a.o", "n.o");
         let base = action_key(&job, &Digests::default()).unwrap().hex;
-        std::fs::write(d.path().join("b.o"), b"import changed").unwrap();
-        assert_ne!(action_key(&job, &Digests::default()).unwrap().hex, base);
-        let job = job_in(d.path(), "n.o", "s.bc");
         let mut other = job.clone();
         other.command[1] = "-O3".into();
         assert_ne!(action_key(&other, &Digests::default()).unwrap().hex, base);
-        std::fs::write(d.path().join("s.bc"), b"other shard").unwrap();
+        std::fs::write(d.path().join("b.c"), "int b(int x) { return x * 5; }\n").unwrap();
+        run(d.path(), &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"]);
         assert_ne!(action_key(&job, &Digests::default()).unwrap().hex, base);
     }
 
     #[test]
-    fn missing_input_names_the_module() {
+    fn missing_input_or_damaged_shard_names_the_module() {
         let d = tempfile::tempdir().unwrap();
-        let mut job = job_in(d.path(), "n.o", "s.bc");
+        let mut job = job_in(d.path(), "a.o", "n.o");
         job.imports.push("gone.o".into());
-        let err = action_key(&job, &Digests::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("gone.o") && format!("{err:#}").contains("a.o"));
+        let err = format!("{:#}", action_key(&job, &Digests::default()).unwrap_err());
+        assert!(err.contains("gone.o") && err.contains("a.o"), "{err}");
+        job.imports.pop();
+        std::fs::write(d.path().join(&job.shard), b"not bitcode").unwrap();
+        let err = format!("{:#}", action_key(&job, &Digests::default()).unwrap_err());
+        assert!(err.contains("a.o.thinlto.bc") && err.contains("not valid bitcode"), "{err}");
     }
 
     proptest! {
         /// Normalization removes the build directory wherever it appears and nothing else.
         #[test]
         fn normalization_strips_only_the_build_directory(args in proptest::collection::vec("[a-z=./-]{0,12}", 0..6)) {
-            let mut job = job_in(tempfile::tempdir().unwrap().path(), "n.o", "s.bc");
-            job.cwd = PathBuf::from("/build/tree");
-            job.command = std::iter::once("cc".to_string()).chain(args.iter().map(|a| format!("/build/tree/{a}"))).collect();
+            let job = BackendJob {
+                module: "a.o".into(),
+                shard: "s.bc".into(),
+                imports: vec![],
+                extra_inputs: vec![],
+                native: "n.o".into(),
+                published: None,
+                command: std::iter::once("cc".to_string()).chain(args.iter().map(|a| format!("/build/tree/{a}"))).collect(),
+                cwd: PathBuf::from("/build/tree"),
+                work_dir: None,
+                flags_source: FlagsSource::LinkDerived,
+                size: 0,
+            };
             let normalized = normalize_command(&job);
             for (n, a) in normalized.iter().skip(1).zip(&args) {
                 let expected = a.replace("n.o", "<native>").replace("s.bc", "<shard>");

@@ -3,6 +3,7 @@
 //! store, so rebuilds compile only what really changed.
 
 pub mod key;
+pub mod shard;
 pub mod store;
 
 pub use key::{action_key, ActionKey, CompilerIdentity, Digests};

@@ -74,7 +74,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
 
 impl DiskCache {
     pub fn open(dir: &Path, max_bytes: u64) -> Result<DiskCache> {
-        for sub in ["entries", "tmp"] {
+        for sub in ["entries", "tmp", "logs", "records"] {
             std::fs::create_dir_all(dir.join(sub)).with_context(|| {
                 format!("cannot create cache directory {}", dir.join(sub).display())
             })?;
@@ -87,6 +87,19 @@ impl DiskCache {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The build log of the link that writes `output` (an absolute path): kept here rather
+    /// than beside the output, which may be `/dev/null` or a throwaway probe.
+    pub fn build_log_path(&self, output: &Path) -> PathBuf {
+        let name = super::key::sha256_hex(output.as_os_str().as_encoded_bytes());
+        self.dir.join("logs").join(format!("{name}.json"))
+    }
+
+    /// The flags record of the object whose content has SHA-256 `digest` (see `thindist cc`):
+    /// found for archive members and renamed or copied objects as well.
+    pub fn record_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("records").join(format!("{digest}.json"))
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {

@@ -1,0 +1,124 @@
+//! The digest of a summary shard as a back end sees it, independent of where its modules lie.
+//!
+//! A shard (`X.o.thinlto.bc`) names every module it refers to by the path the thin link was
+//! given, so hashing its bytes would tie a cache entry to those paths: a temporary object of
+//! the clang driver (`/tmp/conftest-1a2b3c.o`), a member extracted into a link's private work
+//! directory, or a tree checked out elsewhere would never hit. LLVM's own ThinLTO cache keys a
+//! module by its content hash, not its path; likewise this reads the shard with a bitstream
+//! reader and hashes every record, with each module path of the module string table replaced
+//! by the digest of that module's content.
+//!
+//! The thin link numbers modules in the order of their paths, so a module renamed such that it
+//! sorts elsewhere among the link's modules changes the shard and misses once; temporaries
+//! (`NAME-RANDOM.o`), work-directory members and moved trees keep their order and hit.
+
+use super::key::Digests;
+use anyhow::{anyhow, Context, Result};
+use llvm_bitcode::bitcode::{Payload, Record, Signature};
+use llvm_bitcode::{BitStreamVisitor, Bitcode};
+use sha2::{Digest as _, Sha256};
+use std::path::Path;
+
+/// `MODULE_STRTAB_BLOCK_ID` in LLVM's `LLVMBitCodes.h`.
+const MODULE_STRTAB_BLOCK: u32 = 19;
+/// `MST_CODE_ENTRY`: `[module id, path characters...]`.
+const MST_CODE_ENTRY: u64 = 1;
+
+struct ShardHasher<'a> {
+    hasher: Sha256,
+    cwd: &'a Path,
+    digests: &'a Digests,
+    /// The first module path that could not be read, if any.
+    error: Option<anyhow::Error>,
+}
+
+impl ShardHasher<'_> {
+    fn words(&mut self, tag: u8, values: &[u64]) {
+        self.hasher.update([tag]);
+        self.hasher.update((values.len() as u64).to_le_bytes());
+        for v in values {
+            self.hasher.update(v.to_le_bytes());
+        }
+    }
+
+    fn module_path_digest(&mut self, chars: Vec<u8>) -> String {
+        let path = String::from_utf8_lossy(&chars).into_owned();
+        match self.digests.file(&self.cwd.join(&path)) {
+            Ok(digest) => digest,
+            Err(err) => {
+                self.error
+                    .get_or_insert(err.context(format!("module {path} named by the shard")));
+                String::new()
+            }
+        }
+    }
+}
+
+impl BitStreamVisitor for ShardHasher<'_> {
+    fn validate(&self, _signature: Signature) -> bool {
+        true
+    }
+
+    fn should_enter_block(&mut self, block_id: u32) -> bool {
+        self.words(b'{', &[block_id as u64]);
+        true
+    }
+
+    fn did_exit_block(&mut self, block_id: u32) {
+        self.words(b'}', &[block_id as u64]);
+    }
+
+    fn visit(&mut self, block_id: u32, mut record: Record) {
+        let payload = record.take_payload();
+        if block_id == MODULE_STRTAB_BLOCK && record.id == MST_CODE_ENTRY {
+            let fields = record.fields();
+            let mut chars: Vec<u8> = fields.iter().skip(1).map(|c| *c as u8).collect();
+            match payload {
+                Some(Payload::Array(a)) => chars.extend(a.iter().map(|c| *c as u8)),
+                Some(Payload::Char6String(s)) => chars.extend(s.bytes()),
+                Some(Payload::Blob(b)) => chars.extend(b),
+                None => {}
+            }
+            let module_id = fields.first().copied().unwrap_or_default();
+            let digest = self.module_path_digest(chars);
+            self.words(b'm', &[module_id]);
+            self.hasher.update(digest.as_bytes());
+            return;
+        }
+        self.words(b'r', &[block_id as u64, record.id]);
+        self.words(b'f', record.fields());
+        match payload {
+            Some(Payload::Array(a)) => self.words(b'a', &a),
+            Some(Payload::Char6String(s)) => {
+                self.hasher.update(b"c");
+                self.hasher.update((s.len() as u64).to_le_bytes());
+                self.hasher.update(s.as_bytes());
+            }
+            Some(Payload::Blob(b)) => {
+                self.hasher.update(b"b");
+                self.hasher.update((b.len() as u64).to_le_bytes());
+                self.hasher.update(&b);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The location-independent digest of the shard at `shard`; module paths in it are resolved
+/// against `cwd`, the directory the thin link ran in.
+pub fn shard_digest(shard: &Path, cwd: &Path, digests: &Digests) -> Result<String> {
+    let bytes = std::fs::read(cwd.join(shard))
+        .with_context(|| format!("cannot read summary shard {}", shard.display()))?;
+    let mut visitor = ShardHasher {
+        hasher: Sha256::new(),
+        cwd,
+        digests,
+        error: None,
+    };
+    Bitcode::read(&bytes, &mut visitor)
+        .map_err(|e| anyhow!("summary shard {} is not valid bitcode: {e:?}", shard.display()))?;
+    if let Some(err) = visitor.error {
+        return Err(err);
+    }
+    Ok(hex::encode(visitor.hasher.finalize()))
+}
