@@ -48,7 +48,7 @@ pub fn find_entry(logs_dir: &Path, object: &Path, cwd: &Path) -> Option<(PathBuf
         .flatten()
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    logs.sort_by(|a, b| b.0.cmp(&a.0));
+    logs.sort_by_key(|l| std::cmp::Reverse(l.0));
     logs.into_iter().find_map(|(_, path)| {
         let log = BuildLog::load(&path);
         let base = log.cwd.clone().unwrap_or_else(|| cwd.to_path_buf());

@@ -38,6 +38,21 @@ impl TestEnv {
         self.home.path().join("tmp")
     }
 
+    /// A `thindist-ld` symlink to thindist, for `clang --ld-path=` (the real linker comes from
+    /// `THINDIST_LINKER`, which [`Self::apply`] sets).
+    pub fn thindist_ld(&self) -> PathBuf {
+        let link = self.home.path().join("thindist-ld");
+        if !link.exists() {
+            std::os::unix::fs::symlink(thindist(), &link).unwrap();
+        }
+        link
+    }
+
+    /// Every file and directory under TMPDIR.
+    pub fn tmp_contents(&self) -> Vec<PathBuf> {
+        tree_paths(&self.tmp_dir())
+    }
+
     /// Points `cmd` at this environment.
     pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         for (name, _) in std::env::vars_os() {
@@ -50,6 +65,7 @@ impl TestEnv {
             .env("TMPDIR", self.tmp_dir())
             .env("HOME", self.home.path())
             .env("XDG_CACHE_HOME", self.home.path().join("xdg"))
+            .env("THINDIST_LINKER", "ld.lld-22")
     }
 
     /// `program` under this environment.
@@ -64,6 +80,26 @@ impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Every path below `root`, relative to it, sorted.
+pub fn tree_paths(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path.clone());
+            }
+            out.push(path.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A handful of C files in a temporary directory.
