@@ -82,10 +82,9 @@ end=$(date +%s.%N)
 echo "== build took $(echo "$end - $start" | bc) s"
 
 if [ "$mode" = thindist ]; then
-    natives=$(find . -name '*.thinlto-native.o' -not -path './vmlinux.o.thindist/*' | wc -l)
+    natives=$(find . -name '*.thinlto-native.o' | wc -l)
     [ "$natives" -gt 100 ] || die "only $natives native objects beside the bitcode: vmlinux.o was not linked by thindist"
-    [ -f vmlinux.o.thindist/modules.list ] || die "vmlinux.o.thindist/modules.list is missing"
-    echo "== vmlinux.o: $(wc -l < vmlinux.o.thindist/modules.list) modules compiled by thindist, $natives native objects kept"
+    echo "== $natives native objects kept beside their bitcode"
     # kbuild runs objtool (--ibt --static-call) on vmlinux.o right after linking it; the
     # sections it writes prove that it ran on thindist's output.
     llvm-readelf-22 -S --wide vmlinux.o | grep -q '\.ibt_endbr_seal' || die "vmlinux.o has no .ibt_endbr_seal section: objtool did not run"

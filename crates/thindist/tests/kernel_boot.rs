@@ -66,7 +66,12 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("linux");
     let cache = work.path().join("cache");
-    let cache_env = [("THINDIST_CACHE_DIR", cache.to_str().unwrap())];
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let cache_env = [
+        ("THINDIST_CACHE_DIR", cache.to_str().unwrap()),
+        ("TMPDIR", tmp.to_str().unwrap()),
+    ];
 
     // 1. A clean build with thindist, booted.
     let text = assert_ok(
@@ -82,6 +87,8 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
         tree.join("lib/crc7.thinlto-native.o").exists(),
         "the crc7.ko link went through thindist"
     );
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "the build left files in TMPDIR: {left:?}");
 
     // 2. One object's .cmd file unusable: it falls back to link-derived options, with a warning
     //    naming it, and the link still succeeds. (Run the link by hand: make would rebuild the
@@ -108,8 +115,12 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
     // 3. Interrupt a build in the middle of the vmlinux.o back ends, then rebuild: the rebuild
     //    is correct and boots, and nothing half-written was left or reused.
     std::fs::remove_file(tree.join("vmlinux.o")).unwrap();
-    let list = tree.join("vmlinux.o.thindist/modules.list");
-    std::fs::remove_file(&list).unwrap();
+    // The back ends are running once the thin link has written its module list.
+    let thin_link_done = || {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .any(|d| d.unwrap().path().join("modules.list").exists())
+    };
     let mut build = Command::new(repo().join("kernel/build-and-boot.sh"))
         .args([
             "--mode",
@@ -121,13 +132,14 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
         ])
         .arg(&tree)
         .env("THINDIST_NO_CACHE", "1")
+        .env("TMPDIR", &tmp)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while !list.exists() {
+    while !thin_link_done() {
         assert!(
             Instant::now() < deadline,
             "the thin link of vmlinux.o never ran"
@@ -156,6 +168,8 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
         "temporary files left: {}",
         String::from_utf8_lossy(&leftovers.stdout)
     );
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "the interrupted link left its work directory: {left:?}");
     let text = assert_ok(
         &build_and_boot(&tree, &cache_env),
         "the rebuild after an interrupt",
