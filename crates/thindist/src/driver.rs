@@ -64,6 +64,8 @@ pub type ExtraReporters<'a> = Vec<&'a mut dyn Reporter>;
 /// consumers of events.
 pub struct Session<'a> {
     console: ConsoleReporter,
+    /// No progress, summary or flags warnings: the link of a compile-and-link command.
+    quiet: bool,
     tally: Tally,
     extra: ExtraReporters<'a>,
     started: Instant,
@@ -71,7 +73,7 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    pub fn new(settings: &LdSettings, extra: ExtraReporters<'a>) -> Self {
+    pub fn new(settings: &LdSettings, extra: ExtraReporters<'a>, quiet: bool) -> Self {
         let parallel = match &settings.slots {
             Slots::Fixed(n) => *n,
             Slots::Jobserver(_) => std::thread::available_parallelism()
@@ -80,6 +82,7 @@ impl<'a> Session<'a> {
         };
         Session {
             console: ConsoleReporter::new(0, settings.verbose),
+            quiet: quiet && !settings.verbose,
             tally: Tally::default(),
             extra,
             started: Instant::now(),
@@ -89,6 +92,9 @@ impl<'a> Session<'a> {
 
     /// Clears the progress bar and prints the summary line.
     pub fn finish(&self) {
+        if self.quiet {
+            return;
+        }
         self.console.finish();
         eprintln!(
             "{}",
@@ -99,7 +105,9 @@ impl<'a> Session<'a> {
 
 impl Reporter for Session<'_> {
     fn on_event(&mut self, event: &Event) {
-        self.console.on_event(event);
+        if !self.quiet {
+            self.console.on_event(event);
+        }
         self.tally.record(event);
         for r in self.extra.iter_mut() {
             r.on_event(event);
@@ -215,7 +223,10 @@ pub fn run_ld(
         drop(work);
         return pass_through(&invocation.linker, &invocation.args);
     }
-    let mut session = Session::new(settings, extra_reporters);
+    // A compile-and-link command (every bitcode input is a temporary of the clang driver) is
+    // as quiet as lld: configure probes may judge a compiler by whether it printed anything.
+    let quiet = link.bitcode_is_all_temporary();
+    let mut session = Session::new(settings, extra_reporters, quiet);
 
     // Thin link.
     let thin_command = link.thin_link_command(&invocation.linker)?;
@@ -251,7 +262,9 @@ pub fn run_ld(
         &codegen,
         settings.keep_natives,
     )?;
-    warn_about_flags(&plan.problems, &plan.without_flags);
+    if !session.quiet {
+        warn_about_flags(&plan.problems, &plan.without_flags);
+    }
 
     // Back ends.
     let output = link.args.output().unwrap_or("a.out").to_string();
@@ -402,7 +415,7 @@ pub fn run_distribute(
         .with_records(settings.records_dir());
     let (jobs, problems) = crate::dtlto::plan_jobs(&file, &cwd, &sources)?;
     warn_about_flags(&problems, &[]);
-    let mut session = Session::new(settings, extra_reporters);
+    let mut session = Session::new(settings, extra_reporters, false);
     let output = cwd.join(&file.common.linker_output);
     let result = run_backends(&jobs, settings, executor, &output, &mut session);
     session.finish();

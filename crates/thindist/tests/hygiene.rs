@@ -163,9 +163,15 @@ fn probes_linking_and_compiling_to_dev_null_leave_it_a_device() {
 fn compile_and_link_in_one_command_leaves_tmpdir_empty_and_hits_the_cache_next_time() {
     let p = SmallProject::new(FILES);
     let before = tree_paths(p.dir());
+    let last_run = || {
+        let out = p.cmd(thindist()).args(["cache", "stats"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("last run:")).unwrap().to_string()
+    };
     let first = clang_via_thindist_ld(&p, &["-O2", "main.c", "twice.c", "-o", "prog"]);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert_eq!(summary_hits_misses(&stderr(&first)), (0, 2));
+    // As quiet as lld: configure probes may judge a compiler by what it prints.
+    assert_eq!(stderr(&first), "");
+    assert_eq!(last_run(), "last run: 0 hits, 2 misses");
     assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new(), "TMPDIR is left empty");
     let mut expected = before.clone();
     expected.push(PathBuf::from("prog"));
@@ -175,7 +181,7 @@ fn compile_and_link_in_one_command_leaves_tmpdir_empty_and_hits_the_cache_next_t
     // The driver names its temporaries anew each time; their content is what counts.
     let second = clang_via_thindist_ld(&p, &["-O2", "main.c", "twice.c", "-o", "prog"]);
     assert!(second.status.success(), "{}", stderr(&second));
-    assert_eq!(summary_hits_misses(&stderr(&second)), (2, 0));
+    assert_eq!(last_run(), "last run: 2 hits, 0 misses");
 }
 
 #[test]
