@@ -1,7 +1,7 @@
 //! `thindist ld`: a linker invocation run as distributed ThinLTO, stage by stage: link
 //! arguments -> inputs -> thin link -> plan -> jobs -> final link -> report.
 
-use crate::cache::DiskCache;
+use crate::cache::{CacheConfig, DiskCache};
 use crate::cmdline;
 use crate::events::{Event, JobOutcome, Reporter};
 use crate::exec::{self, Executor, Slots};
@@ -27,16 +27,13 @@ pub struct LdSettings {
     pub keep_going: bool,
     /// Compiler for modules without saved flags; derived from the linker when unset.
     pub compiler: Option<String>,
-    /// The local cache directory and its size limit; `None` turns the cache off.
-    pub cache: Option<(PathBuf, u64)>,
+    /// The local cache; `None` turns it off.
+    pub cache: Option<CacheConfig>,
 }
 
 impl LdSettings {
     fn job_runner<'a>(&self, executor: &'a dyn Executor, log: PathBuf) -> Result<JobRunner<'a>> {
-        let cache = match &self.cache {
-            Some((dir, size)) => Some(DiskCache::open(dir, *size)?),
-            None => None,
-        };
+        let cache = self.cache.as_ref().and_then(DiskCache::open_for_build);
         Ok(JobRunner::new(executor, cache).with_log(log))
     }
 }

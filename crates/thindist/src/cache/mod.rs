@@ -6,4 +6,4 @@ pub mod key;
 pub mod store;
 
 pub use key::{action_key, ActionKey, CompilerIdentity, Digests};
-pub use store::DiskCache;
+pub use store::{CacheConfig, DiskCache};
