@@ -165,7 +165,7 @@ mod tests {
             let path = dir.path().join("args.rsp");
             write_response_file(&path, &args).unwrap();
             let at = format!("@{}", path.display());
-            prop_assert_eq!(expand_response_files(&[at.clone()]).unwrap(), args);
+            prop_assert_eq!(expand_response_files(std::slice::from_ref(&at)).unwrap(), args);
             std::fs::write(&path, text).unwrap();
             let _ = expand_response_files(&[at]);
         }
