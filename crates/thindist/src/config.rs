@@ -13,19 +13,19 @@ use anyhow::{bail, Context, Result};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The config files that may be in force, in order: `$THINDIST_CONFIG` alone when set, else
-/// each `thindist.toml` in the current directory and its parents, nearest first, then
-/// `$XDG_CONFIG_HOME/thindist/thindist.toml`.
-fn candidates(cwd: &Path) -> Vec<PathBuf> {
+/// The config files that may be in force, in order: `$THINDIST_CONFIG` alone when set (then
+/// it must exist, so the bool is true), else each `thindist.toml` in the current directory and
+/// its parents, nearest first, then `$XDG_CONFIG_HOME/thindist/thindist.toml`.
+fn candidates(cwd: &Path) -> (Vec<PathBuf>, bool) {
     if let Some(path) = std::env::var_os("THINDIST_CONFIG").filter(|p| !p.is_empty()) {
-        return vec![PathBuf::from(path)];
+        return (vec![PathBuf::from(path)], true);
     }
     let mut found: Vec<PathBuf> = cwd.ancestors().map(|d| d.join("thindist.toml")).collect();
     let config_home = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
     found.extend(config_home.map(|h| h.join("thindist/thindist.toml")));
-    found
+    (found, false)
 }
 
 /// Why a config file may not be trusted, if it may not: it must belong to this user or root
@@ -53,10 +53,11 @@ fn distrust(meta: &std::fs::Metadata) -> Option<String> {
 /// cannot be swapped between the check and the read.
 fn find_config_file(cwd: &Path) -> Result<Option<(PathBuf, String)>> {
     use std::io::Read;
-    for path in candidates(cwd) {
+    let (candidates, named) = candidates(cwd);
+    for path in candidates {
         let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => continue,
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("cannot read config file {}", path.display()))
