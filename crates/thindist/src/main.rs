@@ -327,6 +327,9 @@ struct CacheOptions {
     cache_shared: bool,
 }
 
+/// Why there is no cache when no directory is named.
+const NO_CACHE_DIR: &str = "neither XDG_CACHE_HOME nor HOME is set; pass --cache-dir DIR";
+
 impl CacheOptions {
     /// The cache these options name; `None` when no directory is named and there is no
     /// default one (neither XDG_CACHE_HOME nor HOME is set).
@@ -345,9 +348,9 @@ impl CacheOptions {
     }
 
     fn open(&self) -> Result<DiskCache> {
-        let config = self.config()?.context(
-            "no cache directory: neither XDG_CACHE_HOME nor HOME is set; pass --cache-dir DIR",
-        )?;
+        let config = self
+            .config()?
+            .with_context(|| format!("no cache directory: {NO_CACHE_DIR}"))?;
         DiskCache::open(&config)
     }
 }
@@ -383,7 +386,7 @@ impl RunOptions {
             } else {
                 let config = self.cache.config()?;
                 if config.is_none() {
-                    eprintln!("thindist: note: no cache: neither XDG_CACHE_HOME nor HOME is set (pass --cache-dir DIR)");
+                    eprintln!("thindist: note: no cache: {NO_CACHE_DIR}");
                 }
                 config
             },

@@ -9,7 +9,7 @@
 //! reader is a miss.
 //!
 //! Whoever can write the cache directory can make every later build link their object, so a
-//! cache is only used when it is this user's alone (see [`check_private`]), unless it is
+//! cache is only used when it is this user's alone (see `check_private`), unless it is
 //! declared shared on purpose. The cache is an optimisation: when it cannot be used a build
 //! warns once and goes on without it.
 
@@ -81,7 +81,7 @@ pub fn default_dir() -> Option<PathBuf> {
 /// owned by this user and writable by nobody else, and every directory above it owned by this
 /// user or root and not writable by others (unless sticky, as /tmp is; a group-writable parent
 /// is fine when the group is the user's own, as with per-user groups).
-pub fn check_private(dir: &Path) -> Result<()> {
+fn check_private(dir: &Path) -> Result<()> {
     // SAFETY: geteuid and getegid cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let real = dir
