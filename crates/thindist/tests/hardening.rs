@@ -148,6 +148,59 @@ fn unusable_cache_does_not_fail_the_build_and_huge_sizes_are_refused() {
     );
 }
 
+/// Unmounts a file system when dropped, even when the test fails.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Item 9 on a really full disk: the cache on a 16 KiB tmpfs cannot take a 40 KB object. The
+/// build warns once, goes on, and leaves no partial temporary file in the cache.
+#[test]
+fn full_cache_file_system_warns_once_and_leaves_no_temp_files() {
+    let p = SmallProject::new(&[
+        (
+            "a.c",
+            "const char big[40000] = {1};\nint g(int i){return big[i];}\n",
+        ),
+        (
+            "b.c",
+            "int g(int);\nint main(int c, char **v){(void)v; return g(c) - 1;}\n",
+        ),
+    ]);
+    let fs = p.path("fs");
+    std::fs::create_dir(&fs).unwrap();
+    let mounted = is_root()
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+            .arg(&fs)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a small tmpfs needs root (and a system that allows it)");
+        return;
+    }
+    let _mount = Mount(fs.clone());
+    p.compile_all(&["-O2"]);
+    let cache = fs.join("cache");
+    let out = p.ld_with(
+        &["--cache-dir", cache.to_str().unwrap()],
+        &["-e", "main", "-o", "prog", "a.o", "b.o"],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("the cache is off for the rest of this run")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+}
+
 /// Item 7: with neither XDG_CACHE_HOME nor HOME there is no cache, not one in the shared
 /// temp directory.
 #[test]
