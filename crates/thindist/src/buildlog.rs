@@ -3,7 +3,8 @@
 //! was, and why the module was compiled again (which input changed) or taken from the cache.
 //!
 //! One small versioned JSON file per link, written atomically at the end of a run. A missing,
-//! torn or foreign-version file is treated as no history, as Ninja does with its log.
+//! torn or foreign-version file is treated as no history, as Ninja does with its log; an entry
+//! that does not parse or whose digests are not SHA-256 hex is dropped alone.
 
 use crate::cache::ActionKey;
 use crate::events::ExecutedBy;
@@ -42,32 +43,72 @@ pub struct BuildLog {
 /// The newest logged back end of `object` (a path relative to `cwd` or absolute) among the
 /// build logs in `logs_dir`: the log's path and the entry.
 pub fn find_entry(logs_dir: &Path, object: &Path, cwd: &Path) -> Option<(PathBuf, Entry)> {
-    let wanted = crate::fsutil::normalize(&cwd.join(object));
     let mut logs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(logs_dir)
         .ok()?
         .flatten()
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     logs.sort_by_key(|l| std::cmp::Reverse(l.0));
-    logs.into_iter().find_map(|(_, path)| {
-        let log = BuildLog::load(&path);
-        let base = log.cwd.clone().unwrap_or_else(|| cwd.to_path_buf());
-        let entry = log
-            .entries
-            .into_values()
-            .find(|e| crate::fsutil::normalize(&base.join(&e.module)) == wanted)?;
-        Some((path, entry))
-    })
+    logs.into_iter()
+        .find_map(|(_, path)| BuildLog::load(&path).find(object, cwd).map(|e| (path, e)))
+}
+
+/// A log as read, before its entries are checked one by one.
+#[derive(serde::Deserialize)]
+struct RawLog {
+    version: u32,
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+    entries: BTreeMap<PathBuf, serde_json::Value>,
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Entry {
+    /// Whether the entry could have been written by thindist: a log edited by hand or by
+    /// another tool must not reach code that relies on a key's shape.
+    fn is_well_formed(&self) -> bool {
+        is_sha256_hex(&self.key.hex) && self.key.inputs.iter().all(|(_, d)| is_sha256_hex(d))
+    }
 }
 
 impl BuildLog {
-    /// The log at `path`, or an empty one if it is missing, unreadable or of another version.
+    /// The entry of `object` (a path relative to `cwd` or absolute).
+    pub fn find(self, object: &Path, cwd: &Path) -> Option<Entry> {
+        let wanted = crate::fsutil::normalize(&cwd.join(object));
+        let base = self.cwd.unwrap_or_else(|| cwd.to_path_buf());
+        self.entries
+            .into_values()
+            .find(|e| crate::fsutil::normalize(&base.join(&e.module)) == wanted)
+    }
+
+    /// The log at `path`, or an empty one if it is missing, unreadable or of another version;
+    /// malformed entries are left out.
     pub fn load(path: &Path) -> BuildLog {
-        std::fs::read(path)
+        let Some(raw) = std::fs::read(path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<BuildLog>(&bytes).ok())
+            .and_then(|bytes| serde_json::from_slice::<RawLog>(&bytes).ok())
             .filter(|log| log.version == LOG_VERSION)
-            .unwrap_or_default()
+        else {
+            return BuildLog::default();
+        };
+        let entries = raw
+            .entries
+            .into_iter()
+            .filter_map(|(module, value)| {
+                serde_json::from_value::<Entry>(value)
+                    .ok()
+                    .filter(Entry::is_well_formed)
+                    .map(|entry| (module, entry))
+            })
+            .collect();
+        BuildLog {
+            version: LOG_VERSION,
+            cwd: raw.cwd,
+            entries,
+        }
     }
 
     pub fn save(&mut self, path: &Path) -> Result<()> {
@@ -102,8 +143,8 @@ pub fn explain(previous: Option<&ActionKey>, current: &ActionKey) -> String {
             None => changes.push(format!("{path} is a new input")),
             Some(d) if d != digest => changes.push(format!(
                 "{path} changed ({} -> {})",
-                &d[..12],
-                &digest[..12]
+                short(d),
+                short(digest)
             )),
             _ => {}
         }
@@ -118,6 +159,11 @@ pub fn explain(previous: Option<&ActionKey>, current: &ActionKey) -> String {
     } else {
         changes.join("; ")
     }
+}
+
+/// The first 12 characters of a digest, as git shortens hashes.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
 }
 
 impl fmt::Display for Entry {
@@ -190,6 +236,45 @@ mod tests {
         );
     }
 
+    fn entry(module: &str, key: ActionKey) -> Entry {
+        Entry {
+            module: module.into(),
+            flags_source: "x".into(),
+            command: vec!["cc".into()],
+            key,
+            executed_by: Some(ExecutedBy::Local),
+            succeeded: true,
+            duration_ms: 5,
+            reason: "r".into(),
+            published: None,
+        }
+    }
+
+    #[test]
+    fn malformed_entries_are_dropped_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        let good = "a".repeat(64);
+        let mut log = BuildLog::default();
+        log.entries
+            .insert("a.o".into(), entry("a.o", key(&good, &[("a.o", &good)])));
+        // A digest cut short (once a panic in `explain`, which hung the run).
+        log.entries
+            .insert("b.o".into(), entry("b.o", key(&good, &[("b.o", "abc")])));
+        log.entries
+            .insert("c.o".into(), entry("c.o", key("k", &[])));
+        log.save(&path).unwrap();
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        value["entries"]["d.o"] = serde_json::json!({"module": 7});
+        std::fs::write(&path, value.to_string()).unwrap();
+        let loaded = BuildLog::load(&path);
+        assert_eq!(
+            loaded.entries.keys().collect::<Vec<_>>(),
+            vec![Path::new("a.o")]
+        );
+    }
+
     #[test]
     fn torn_or_foreign_logs_start_afresh() {
         let dir = tempfile::tempdir().unwrap();
@@ -199,21 +284,46 @@ mod tests {
         std::fs::write(&path, b"{\"version\": 99, \"entries\": {}}").unwrap();
         assert!(BuildLog::load(&path).entries.is_empty());
         let mut log = BuildLog::default();
-        log.entries.insert(
-            "a.o".into(),
-            Entry {
-                module: "a.o".into(),
-                flags_source: "x".into(),
-                command: vec!["cc".into()],
-                key: key("k", &[]),
-                executed_by: Some(ExecutedBy::Local),
-                succeeded: true,
-                duration_ms: 5,
-                reason: "r".into(),
-                published: None,
-            },
-        );
+        log.entries
+            .insert("a.o".into(), entry("a.o", key(&"0".repeat(64), &[])));
         log.save(&path).unwrap();
         assert_eq!(BuildLog::load(&path).entries.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Any file loads without panicking, and anything loaded explains without panicking.
+        #[test]
+        fn load_and_explain_never_panic(text in ".{0,300}", digest in ".{0,20}") {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.json");
+            std::fs::write(&path, &text).unwrap();
+            let _ = BuildLog::load(&path);
+            let json = format!(r#"{{"version":1,"entries":{{"a.o":{text}}}}}"#);
+            std::fs::write(&path, json).unwrap();
+            let log = BuildLog::load(&path);
+            let current = key("k2", &[("a.o", &"f".repeat(64))]);
+            for entry in log.entries.values() {
+                let _ = explain(Some(&entry.key), &current);
+                let _ = entry.to_string();
+            }
+            let _ = explain(Some(&key("k1", &[("a.o", &digest)])), &current);
+        }
+
+        /// What `save` writes, `load` reads back.
+        #[test]
+        fn saved_logs_round_trip(modules in proptest::collection::vec("[a-z/._-]{1,12}", 0..5)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.json");
+            let mut log = BuildLog::default();
+            for m in &modules {
+                log.entries.insert(m.into(), entry(m, key(&"1".repeat(64), &[(m.as_str(), &"2".repeat(64))])));
+            }
+            log.save(&path).unwrap();
+            let loaded = BuildLog::load(&path);
+            proptest::prop_assert_eq!(loaded.entries.len(), log.entries.len());
+            for (m, e) in &log.entries {
+                proptest::prop_assert_eq!(&loaded.entries[m].key, &e.key);
+            }
+        }
     }
 }

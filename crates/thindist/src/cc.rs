@@ -49,7 +49,9 @@ pub fn compiled_objects(args: &[String]) -> Option<Vec<PathBuf>> {
     (!objects.is_empty()).then_some(objects)
 }
 
-pub fn run_cc(command: &[String]) -> Result<i32> {
+/// Runs the compile `command` and records its flags beside each object it writes and, when
+/// `cache` is given, in the cache under the object's content.
+pub fn run_cc(command: &[String], cache: Option<&crate::cache::DiskCache>) -> Result<i32> {
     let Some((compiler, args)) = command.split_first() else {
         bail!("no compiler command given (usage: thindist cc -- COMPILER ARGS...)");
     };
@@ -69,7 +71,7 @@ pub fn run_cc(command: &[String]) -> Result<i32> {
         cwd: cwd.clone(),
     };
     let bytes = serde_json::to_vec(&record)?;
-    let records = records_dir();
+    let records = cache.map(crate::cache::DiskCache::records_dir);
     for object in objects {
         let object = cwd.join(&object);
         // `-o /dev/null` and the like: no object to describe, and nothing may be written
@@ -86,21 +88,6 @@ pub fn run_cc(command: &[String]) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// The cache's records directory, where a record is also filed under the object's content so
-/// that the link finds it for archive members and copied objects; `None` with the cache off.
-fn records_dir() -> Option<PathBuf> {
-    let off = std::env::var("THINDIST_NO_CACHE")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-    if off {
-        return None;
-    }
-    let dir = std::env::var_os("THINDIST_CACHE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(crate::cache::store::default_dir);
-    Some(dir.join("records"))
 }
 
 #[cfg(test)]

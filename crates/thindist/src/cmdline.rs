@@ -156,5 +156,18 @@ mod tests {
         fn tokenizer_never_panics(text in ".*") {
             let _ = tokenize_gnu(&text);
         }
+
+        /// What `write_response_file` writes, `@FILE` expands back to; any file content
+        /// expands without panicking.
+        #[test]
+        fn response_files_round_trip(args in proptest::collection::vec("[^@].*|", 0..8), text in ".{0,100}") {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("args.rsp");
+            write_response_file(&path, &args).unwrap();
+            let at = format!("@{}", path.display());
+            prop_assert_eq!(expand_response_files(std::slice::from_ref(&at)).unwrap(), args);
+            std::fs::write(&path, text).unwrap();
+            let _ = expand_response_files(&[at]);
+        }
     }
 }

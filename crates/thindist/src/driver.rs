@@ -1,7 +1,7 @@
 //! `thindist ld`: a linker invocation run as distributed ThinLTO, stage by stage: link
 //! arguments -> inputs -> thin link -> plan -> jobs -> final link -> report.
 
-use crate::cache::DiskCache;
+use crate::cache::{CacheConfig, DiskCache};
 use crate::cmdline;
 use crate::events::{Event, JobOutcome, Reporter};
 use crate::exec::{self, Executor, Slots};
@@ -28,32 +28,32 @@ pub struct LdSettings {
     pub keep_going: bool,
     /// Compiler for modules without saved flags; derived from the linker when unset.
     pub compiler: Option<String>,
-    /// The local cache directory and its size limit; `None` turns the cache off.
-    pub cache: Option<(PathBuf, u64)>,
+    /// The local cache; `None` turns it off.
+    pub cache: Option<CacheConfig>,
     /// Keep each link's work directory (also lld's `--save-temps` on the link line).
     pub keep_work: bool,
     pub keep_natives: KeepNatives,
 }
 
 impl LdSettings {
-    /// Where `thindist cc` files flags records by object content: in the cache.
-    fn records_dir(&self) -> Option<PathBuf> {
-        self.cache.as_ref().map(|(dir, _)| dir.join("records"))
+    /// The cache of one run, or none (off, or refused with a warning).
+    fn open_cache(&self) -> Option<DiskCache> {
+        self.cache.as_ref().and_then(DiskCache::open_for_build)
     }
 
     /// The job runner of a link whose output is `output`; its build log lives in the cache
     /// directory (none when the cache is off), so nothing is written beside the output.
-    fn job_runner<'a>(&self, executor: &'a dyn Executor, output: &Path) -> Result<JobRunner<'a>> {
-        let cache = match &self.cache {
-            Some((dir, size)) => Some(DiskCache::open(dir, *size)?),
-            None => None,
-        };
+    fn job_runner<'a>(
+        executor: &'a dyn Executor,
+        cache: Option<DiskCache>,
+        output: &Path,
+    ) -> JobRunner<'a> {
         let log = cache.as_ref().map(|c| c.build_log_path(output));
         let runner = JobRunner::new(executor, cache);
-        Ok(match log {
+        match log {
             Some(log) => runner.with_log(log),
             None => runner,
-        })
+        }
     }
 }
 
@@ -241,12 +241,13 @@ pub fn run_ld(
     });
 
     // Plan.
+    let cache = settings.open_cache();
     let sources = FlagSources::new(
         settings.compile_commands.as_deref(),
         parent_shell_commands(),
         &cwd,
     )?
-    .with_records(settings.records_dir());
+    .with_records(cache.as_ref().map(DiskCache::records_dir));
     let codegen = LinkCodegen::from_link(
         &link.args,
         settings
@@ -271,7 +272,7 @@ pub fn run_ld(
     let result = run_backends(
         &plan.jobs,
         settings,
-        executor,
+        (executor, cache),
         &cwd.join(&output),
         &mut session,
     );
@@ -326,11 +327,11 @@ fn is_save_temps(item: &crate::linkargs::Item) -> bool {
 fn run_backends(
     jobs: &[BackendJob],
     settings: &LdSettings,
-    executor: &dyn Executor,
+    (executor, cache): (&dyn Executor, Option<DiskCache>),
     output: &Path,
     session: &mut Session,
 ) -> Result<HashMap<PathBuf, PathBuf>> {
-    let runner = settings.job_runner(executor, output)?;
+    let runner = LdSettings::job_runner(executor, cache, output);
     let result = run_jobs(jobs, settings, &|job| runner.run(job), session);
     runner.finish(
         session.tally.cache_hits as u64,
@@ -411,13 +412,14 @@ pub fn run_distribute(
         .with_context(|| format!("cannot read the DTLTO job file {}", job_file.display()))?;
     let file = crate::dtlto::parse_job_file(&text)
         .with_context(|| format!("in {}", job_file.display()))?;
+    let cache = settings.open_cache();
     let sources = FlagSources::new(settings.compile_commands.as_deref(), Vec::new(), &cwd)?
-        .with_records(settings.records_dir());
+        .with_records(cache.as_ref().map(DiskCache::records_dir));
     let (jobs, problems) = crate::dtlto::plan_jobs(&file, &cwd, &sources)?;
     warn_about_flags(&problems, &[]);
     let mut session = Session::new(settings, extra_reporters, false);
     let output = cwd.join(&file.common.linker_output);
-    let result = run_backends(&jobs, settings, executor, &output, &mut session);
+    let result = run_backends(&jobs, settings, (executor, cache), &output, &mut session);
     session.finish();
     result.with_context(|| format!("the back ends for {} failed", file.common.linker_output))?;
     Ok(0)

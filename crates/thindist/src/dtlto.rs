@@ -83,7 +83,7 @@ pub fn plan_jobs(
         });
         let (command, flags_source) = match found {
             Some((saved, source)) => {
-                let (_, mut options) = flags::backend_options(&saved.argv)?;
+                let (_, mut options) = flags::backend_options(&saved, cwd)?;
                 options.extend(link_options.iter().cloned());
                 let mut command = vec![compiler.clone()];
                 command.extend(options);

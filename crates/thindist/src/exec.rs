@@ -236,6 +236,27 @@ impl Slots {
     }
 }
 
+/// Runs one job, turning a panic into the job's failure: this loop waits for every job's
+/// `Finished`, so a job thread that died without sending one would hang the run.
+fn run_caught(run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync), job: &BackendJob) -> JobOutcome {
+    let start = Instant::now();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        JobOutcome {
+            failure: Some(format!(
+                "thindist failed internally while running this job (a bug; please report it): {what}"
+            )),
+            output: String::new(),
+            duration: start.elapsed(),
+            executed_by: ExecutedBy::Local,
+        }
+    })
+}
+
 /// The result of running all jobs: one outcome per job, in the order of `jobs`; `None` for jobs
 /// not started because an earlier one failed.
 pub type Outcomes = Vec<Option<JobOutcome>>;
@@ -291,8 +312,7 @@ pub fn dispatch(
             reporter.on_event(&Event::JobStarted { job: &jobs[index] });
             let tx = tx.clone();
             scope.spawn(move || {
-                let outcome = run(&jobs[index]);
-                let _ = tx.send(Message::Finished(index, outcome));
+                let _ = tx.send(Message::Finished(index, run_caught(run, &jobs[index])));
             });
         };
         loop {
@@ -350,4 +370,60 @@ pub fn dispatch(
     // Dropping the helper cancels token requests still outstanding.
     drop(helper);
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Quiet;
+    impl Reporter for Quiet {
+        fn on_event(&mut self, _: &Event) {}
+    }
+
+    fn job(name: &str) -> BackendJob {
+        BackendJob {
+            module: name.into(),
+            shard: "s".into(),
+            imports: vec![],
+            extra_inputs: vec![],
+            native: "n".into(),
+            published: None,
+            command: vec!["cc".into()],
+            cwd: "/".into(),
+            work_dir: None,
+            flags_source: crate::job::FlagsSource::LinkDerived,
+            size: 0,
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_fails_and_the_run_ends() {
+        let jobs = vec![job("a.o"), job("boom.o"), job("c.o")];
+        let run = |job: &BackendJob| {
+            if job.module.as_os_str() == "boom.o" {
+                panic!("index out of range");
+            }
+            JobOutcome {
+                failure: None,
+                output: String::new(),
+                duration: std::time::Duration::ZERO,
+                executed_by: ExecutedBy::Local,
+            }
+        };
+        // Run on another thread so that a hang fails the test instead of stalling it.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let outcomes = dispatch(&jobs, &Slots::Fixed(2), true, &run, &mut Quiet);
+            let _ = tx.send(outcomes);
+        });
+        let outcomes = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the run ends");
+        let failure = outcomes[1].as_ref().unwrap().failure.clone().unwrap();
+        assert!(failure.contains("index out of range"), "{failure}");
+        assert!(
+            outcomes[0].as_ref().unwrap().succeeded() && outcomes[2].as_ref().unwrap().succeeded()
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! of a compile_commands.json, the compile command of the shell that runs this link (kbuild's
 //! single-object modules), and kbuild's `.NAME.o.cmd` file.
 
-use crate::fsutil::normalize;
+use crate::fsutil::{normalize, relative_below};
 use crate::job::FlagsSource;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -79,6 +79,22 @@ impl FlagSources {
         &self,
         object: &Path,
     ) -> std::result::Result<Option<(SavedCompile, FlagsSource)>, FlagsProblem> {
+        let found = self.find(object)?;
+        if let Some((saved, source)) = &found {
+            if saved.argv.is_empty() {
+                return Err(FlagsProblem {
+                    module: object.to_path_buf(),
+                    message: format!("{} holds an empty compile command", source.describe()),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    fn find(
+        &self,
+        object: &Path,
+    ) -> std::result::Result<Option<(SavedCompile, FlagsSource)>, FlagsProblem> {
         let problem = |message: String| FlagsProblem {
             module: object.to_path_buf(),
             message,
@@ -142,7 +158,7 @@ impl FlagSources {
         if cmd_file.exists() {
             let text = std::fs::read_to_string(&cmd_file)
                 .map_err(|e| problem(format!("cannot read {}: {e}", cmd_file.display())))?;
-            let argv = parse_kbuild_cmd(&text, object)
+            let argv = parse_kbuild_cmd(&text, object, &self.cwd)
                 .map_err(|e| problem(format!("cannot use {}: {e:#}", cmd_file.display())))?;
             return Ok(Some((
                 SavedCompile {
@@ -237,65 +253,212 @@ pub fn load_compile_commands(path: &Path) -> Result<HashMap<PathBuf, SavedCompil
 
 /// Reads the compile command out of a kbuild `.cmd` file: the `savedcmd_OBJ :=` (or older
 /// `cmd_OBJ :=`) line, make's `$$` and `\#` escapes undone, and only the first shell command
-/// (kbuild appends `; objtool ...` and the like).
-pub fn parse_kbuild_cmd(text: &str, object: &Path) -> Result<Vec<String>> {
+/// (kbuild appends `; objtool ...` and the like). A file copied or left over from another
+/// object would give this one the wrong flags, so both the variable's name and the compile's
+/// `-o` must be `object` (paths relative to `cwd`, where kbuild runs).
+pub fn parse_kbuild_cmd(text: &str, object: &Path, cwd: &Path) -> Result<Vec<String>> {
     let line = text
         .lines()
         .find(|l| l.starts_with("savedcmd_") || l.starts_with("cmd_"))
         .context("no savedcmd_ or cmd_ line")?;
-    let (_, command) = line
+    let (variable, command) = line
         .split_once(":=")
         .context("the savedcmd_ line has no ':='")?;
+    let variable = variable.trim();
+    let named = variable.strip_prefix("saved").unwrap_or(variable);
+    let named = named.strip_prefix("cmd_").unwrap_or(named);
+    let same = |path: &str| normalize(&cwd.join(path)) == normalize(&cwd.join(object));
+    if !same(named) {
+        bail!("its command is for {named}, not {}", object.display());
+    }
     let command = command.replace("$$", "$").replace("\\#", "#");
     let commands = crate::shell::split_commands(&command);
     let compile = commands
         .iter()
         .find(|cmd| cmd.iter().any(|a| a == "-c"))
         .with_context(|| format!("no compile command (with -c) for {}", object.display()))?;
-    Ok(compile.clone())
+    match output_of(compile) {
+        Some(out) if !same(&out) => bail!("its compile writes {out}, not {}", object.display()),
+        _ => Ok(compile.clone()),
+    }
 }
 
-/// Front-end options that take a separate value and only matter before code generation.
-const DROP_WITH_VALUE: &[&str] = &[
-    "-o",
-    "-MF",
-    "-MT",
-    "-MQ",
-    "-MJ",
-    "-include",
-    "-imacros",
-    "-isystem",
-    "-iquote",
-    "-idirafter",
-    "-I",
-    "-D",
-    "-U",
-    "-x",
-    "-Xpreprocessor",
-    "-isysroot",
-    "-iprefix",
-    "-iwithprefix",
-    "-iwithprefixbefore",
-    "-include-pch",
-    "-Xlinker",
-    "-L",
-    "-l",
-    "-ivfsoverlay",
-    "-iframework",
-    "-fsanitize-ignorelist",
-    "-fsanitize-blacklist",
+/// What a back end does with a saved option.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Use {
+    /// Front-end only (preprocessing, inputs, outputs, dependency files, linking).
+    Drop,
+    /// Matters to code generation.
+    Keep,
+    /// Matters, and its value names a file or directory, meant from the compile's directory.
+    KeepPath,
+}
+
+/// clang driver options whose value may be the next word (`Separate` or `JoinedOrSeparate`
+/// in clang's Options.td; each checked with `clang-22 -###`), and what a back end does with
+/// them. Dropping one drops its value and keeping one keeps it; an option missing here would
+/// lose its value or swallow the next argument. `-Xarch_ARCH VALUE` is handled by prefix.
+const SEPARATE_VALUE: &[(&str, Use)] = &[
+    // Inputs, outputs and the language.
+    ("-o", Use::Drop),
+    ("--output", Use::Drop),
+    ("-x", Use::Drop),
+    ("--language", Use::Drop),
+    ("-dumpdir", Use::Drop),
+    ("-dsym-dir", Use::Drop),
+    ("-working-directory", Use::Drop),
+    // Preprocessor.
+    ("-I", Use::Drop),
+    ("--include-directory", Use::Drop),
+    ("--include-directory-after", Use::Drop),
+    ("-D", Use::Drop),
+    ("--define-macro", Use::Drop),
+    ("-U", Use::Drop),
+    ("--undefine-macro", Use::Drop),
+    ("-A", Use::Drop),
+    ("--assert", Use::Drop),
+    ("-include", Use::Drop),
+    ("--include", Use::Drop),
+    ("-imacros", Use::Drop),
+    ("--imacros", Use::Drop),
+    ("-include-pch", Use::Drop),
+    ("-isystem", Use::Drop),
+    ("-isystem-after", Use::Drop),
+    ("-cxx-isystem", Use::Drop),
+    ("-iquote", Use::Drop),
+    ("-idirafter", Use::Drop),
+    ("-iprefix", Use::Drop),
+    ("--include-prefix", Use::Drop),
+    ("-iwithprefix", Use::Drop),
+    ("--include-with-prefix", Use::Drop),
+    ("-iwithprefixbefore", Use::Drop),
+    ("--include-with-prefix-before", Use::Drop),
+    ("-iwithsysroot", Use::Drop),
+    ("-isysroot", Use::Drop),
+    ("-iframework", Use::Drop),
+    ("-iframeworkwithsysroot", Use::Drop),
+    ("-F", Use::Drop),
+    ("-ivfsoverlay", Use::Drop),
+    ("-vfsoverlay", Use::Drop),
+    ("-iapinotes-modules", Use::Drop),
+    ("-fmodules-user-build-path", Use::Drop),
+    ("-fexperimental-openacc-macro-override", Use::Drop),
+    ("-Xpreprocessor", Use::Drop),
+    // Dependency files and diagnostics files.
+    ("-MF", Use::Drop),
+    ("-MT", Use::Drop),
+    ("-MQ", Use::Drop),
+    ("-MJ", Use::Drop),
+    ("-dependency-file", Use::Drop),
+    ("-dependency-dot", Use::Drop),
+    ("-module-dependency-dir", Use::Drop),
+    ("-serialize-diagnostics", Use::Drop),
+    ("--serialize-diagnostics", Use::Drop),
+    ("-gen-cdb-fragment-path", Use::Drop),
+    ("-Xanalyzer", Use::Drop),
+    ("--analyzer-output", Use::Drop),
+    // Linking.
+    ("-Xlinker", Use::Drop),
+    ("-L", Use::Drop),
+    ("--library-directory", Use::Drop),
+    ("-l", Use::Drop),
+    ("-T", Use::Drop),
+    ("-z", Use::Drop),
+    ("-u", Use::Drop),
+    ("-e", Use::Drop),
+    ("-b", Use::Drop),
+    ("-rpath", Use::Drop),
+    ("-Xoffload-linker", Use::Drop),
+    // Code generation.
+    ("-target", Use::Keep),
+    ("-arch", Use::Keep),
+    ("-Xclang", Use::Keep),
+    ("-mllvm", Use::Keep),
+    ("-mmlir", Use::Keep),
+    ("-Xassembler", Use::Keep),
+    ("-Xclangas", Use::Keep),
+    ("--param", Use::Keep),
+    ("-mthread-model", Use::Keep),
+    ("-meabi", Use::Keep),
+    ("-G", Use::Keep),
+    ("-ccc-gcc-name", Use::Keep),
+    ("-darwin-target-variant", Use::Keep),
+    ("-darwin-target-variant-triple", Use::Keep),
+    ("-Xopenmp-target", Use::Keep),
+    ("-Xcuda-fatbinary", Use::Keep),
+    ("-Xcuda-ptxas", Use::Keep),
+    ("-Xarch_device", Use::Keep),
+    ("-Xarch_host", Use::Keep),
+    ("-hlsl-entry", Use::Keep),
+    // Where the driver finds its tools, headers and runtime: paths.
+    ("-B", Use::KeepPath),
+    ("--prefix", Use::KeepPath),
+    ("--sysroot", Use::KeepPath),
+    ("-resource-dir", Use::KeepPath),
+    ("--resource", Use::KeepPath),
+    ("-ccc-install-dir", Use::KeepPath),
+    ("--config", Use::KeepPath),
 ];
 
-/// Options that take a separate value and are kept with it.
-const KEEP_WITH_VALUE: &[&str] = &[
-    "-target",
-    "-Xclang",
-    "-mllvm",
-    "-Xassembler",
-    "-arch",
-    "--param",
-    "-gcc-toolchain",
+/// What a back end does with `option` and the word after it, if `option` takes that word as
+/// its value.
+fn separate_value(option: &str) -> Option<Use> {
+    SEPARATE_VALUE
+        .iter()
+        .find(|(name, _)| *name == option)
+        .map(|(_, use_)| *use_)
+        .or_else(|| option.starts_with("-Xarch_").then_some(Use::Keep))
+}
+
+/// Joined options whose value is a file the back end reads: inputs of its cache key.
+const INPUT_FILE_OPTIONS: &[&str] = &[
+    "-fprofile-sample-use=",
+    "-fprofile-use=",
+    "-fprofile-instr-use=",
+    "-fprofile-remapping-file=",
+    "-fbasic-block-sections=",
 ];
+
+/// Other joined options whose value names a file or directory (the joined forms of the
+/// `KeepPath` options above, and lists the back end's instrumentation reads).
+const OTHER_PATH_OPTIONS: &[&str] = &[
+    "-fsanitize-coverage-allowlist=",
+    "-fsanitize-coverage-ignorelist=",
+    "-fmemory-profile-use=",
+    "--sysroot=",
+    "--prefix=",
+    "-resource-dir=",
+    "--config=",
+    "-B",
+];
+
+/// The option and path of a joined option whose value names a file, from `options`
+/// (`INPUT_FILE_OPTIONS` or `OTHER_PATH_OPTIONS`).
+fn joined_path<'a>(arg: &'a str, options: &[&'static str]) -> Option<(&'static str, &'a str)> {
+    options.iter().find_map(|option| {
+        let value = arg.strip_prefix(option)?;
+        // Not paths: the keywords of -fbasic-block-sections=, and an empty value.
+        let keyword =
+            *option == "-fbasic-block-sections=" && matches!(value, "all" | "labels" | "none");
+        (!value.is_empty() && !keyword).then_some((*option, value))
+    })
+}
+
+/// `value`, a path as a compile run in `compile_dir` meant it, as a back end run in
+/// `build_dir` must name it: relative to the build directory when it lies below it (so that
+/// keys do not depend on where the tree is), else absolute. A bare `--config` name is left
+/// alone: clang looks it up in its configuration directories.
+fn rebase(option: &str, value: &str, compile_dir: &Path, build_dir: &Path) -> String {
+    let bare_config = option.starts_with("--config") && !value.contains('/');
+    if Path::new(value).is_absolute() || bare_config {
+        return value.to_string();
+    }
+    let build_dir = normalize(build_dir);
+    let path = normalize(&build_dir.join(compile_dir).join(value));
+    relative_below(&path, &build_dir)
+        .to_string_lossy()
+        .into_owned()
+}
 
 /// Front-end-only options dropped by prefix.
 const DROP_PREFIXES: &[&str] = &[
@@ -316,7 +479,6 @@ const DROP_PREFIXES: &[&str] = &[
     "-x",
     "-fsanitize-ignorelist=",
     "-fsanitize-blacklist=",
-    "--sysroot=",
     "-fmodule",
     "-fpch",
     "-L",
@@ -350,30 +512,39 @@ const DROP_EXACT: &[&str] = &[
 pub const BACKEND_MODE: [&str; 4] = ["-x", "ir", "-fno-lto", "-Wno-unused-command-line-argument"];
 
 /// The options of a saved front-end compile that still matter to code generation: the
-/// compile's own codegen flags without its inputs, outputs, preprocessor and LTO options.
-/// Returns the compiler (argv[0]) and those options.
+/// compile's own codegen flags without its inputs, outputs, preprocessor and LTO options, with
+/// the paths they name rebased from the compile's directory onto `build_dir`, where the back
+/// end runs. Returns the compiler (argv[0]) and those options.
 ///
 /// [`BACKEND_MODE`] follows them in every back-end command.
-pub fn backend_options(saved: &[String]) -> Result<(String, Vec<String>)> {
-    let Some((compiler, args)) = saved.split_first() else {
+pub fn backend_options(saved: &SavedCompile, build_dir: &Path) -> Result<(String, Vec<String>)> {
+    let Some((compiler, args)) = saved.argv.split_first() else {
         bail!("the saved compile command is empty");
     };
+    let rebase = |option: &str, value: &str| rebase(option, value, &saved.cwd, build_dir);
     let mut kept = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        if DROP_WITH_VALUE.contains(&arg.as_str()) {
-            it.next();
-        } else if KEEP_WITH_VALUE.contains(&arg.as_str()) {
-            kept.push(arg.clone());
-            if let Some(value) = it.next() {
-                kept.push(value.clone());
+        if let Some(use_) = separate_value(arg) {
+            let value = it.next();
+            if use_ == Use::Drop {
+                continue;
             }
+            kept.push(arg.clone());
+            kept.extend(value.map(|v| match use_ {
+                Use::KeepPath => rebase(arg, v),
+                _ => v.clone(),
+            }));
         } else if !arg.starts_with('-')
             || DROP_EXACT.contains(&arg.as_str())
             || DROP_PREFIXES.iter().any(|p| arg.starts_with(p))
             || (arg.starts_with("-o") && arg.len() > 2)
         {
             // A source file, or a front-end-only option.
+        } else if let Some((option, value)) =
+            joined_path(arg, INPUT_FILE_OPTIONS).or_else(|| joined_path(arg, OTHER_PATH_OPTIONS))
+        {
+            kept.push(format!("{option}{}", rebase(option, value)));
         } else {
             kept.push(arg.clone());
         }
@@ -385,16 +556,8 @@ pub fn backend_options(saved: &[String]) -> Result<(String, Vec<String>)> {
 pub fn option_inputs(options: &[String]) -> Vec<PathBuf> {
     options
         .iter()
-        .filter_map(|o| {
-            o.strip_prefix("-fprofile-sample-use=")
-                .or_else(|| o.strip_prefix("-fprofile-use="))
-                .or_else(|| o.strip_prefix("-fprofile-instr-use="))
-                .or_else(|| {
-                    o.strip_prefix("-fbasic-block-sections=")
-                        .filter(|v| !matches!(*v, "all" | "labels" | "none"))
-                })
-        })
-        .map(PathBuf::from)
+        .filter_map(|o| joined_path(o, INPUT_FILE_OPTIONS))
+        .map(|(_, path)| PathBuf::from(path))
         .collect()
 }
 
@@ -407,6 +570,19 @@ mod tests {
         v.iter().map(|x| x.to_string()).collect()
     }
 
+    /// The back-end options of `argv` compiled in the build directory `/b`.
+    fn options(argv: &[String]) -> Vec<String> {
+        options_from(argv, "/b")
+    }
+
+    fn options_from(argv: &[String], compile_dir: &str) -> Vec<String> {
+        let saved = SavedCompile {
+            argv: argv.to_vec(),
+            cwd: compile_dir.into(),
+        };
+        backend_options(&saved, Path::new("/b")).unwrap().1
+    }
+
     #[test]
     fn kbuild_cmd_with_quoted_defines() {
         let text = "savedcmd_kernel/fork.o := clang-22 -Wp,-MMD,kernel/.fork.o.d -nostdinc -I./include \
@@ -414,11 +590,11 @@ mod tests {
             -DKBUILD_BASENAME='\"fork\"' -flto=thin -fsplit-lto-unit -fvisibility=hidden -O2 -mno-red-zone \
             -mcmodel=kernel -std=gnu11 -fno-PIE -c -o kernel/fork.o kernel/fork.c   ; ./tools/objtool/objtool --orc kernel/fork.o\n\
             source_kernel/fork.o := kernel/fork.c\n";
-        let argv = parse_kbuild_cmd(text, Path::new("kernel/fork.o")).unwrap();
+        let argv = parse_kbuild_cmd(text, Path::new("kernel/fork.o"), Path::new("/b")).unwrap();
         assert!(argv.contains(&"-DKBUILD_MODFILE=\"kernel/fork\"".to_string()));
         assert_eq!(argv.last().unwrap(), "kernel/fork.c");
-        let (compiler, opts) = backend_options(&argv).unwrap();
-        assert_eq!(compiler, "clang-22");
+        let opts = options(&argv);
+        assert_eq!(argv[0], "clang-22");
         assert_eq!(
             opts,
             s(&[
@@ -434,16 +610,168 @@ mod tests {
     #[test]
     fn kbuild_make_escapes_are_undone() {
         let text = "savedcmd_a.o := clang -DX='\"$$HOME\\#1\"' -O1 -c -o a.o a.c\n";
-        let argv = parse_kbuild_cmd(text, Path::new("a.o")).unwrap();
+        let argv = parse_kbuild_cmd(text, Path::new("a.o"), Path::new("/b")).unwrap();
         assert_eq!(argv[1], "-DX=\"$HOME#1\"");
     }
 
     #[test]
     fn kbuild_cmd_without_compile_is_an_error() {
+        let parse = |text: &str| parse_kbuild_cmd(text, Path::new("a.o"), Path::new("/b"));
+        assert!(parse("savedcmd_a.o := ld.lld -r -o a.o b.o\n").is_err());
+        assert!(parse("garbage\n").is_err());
+    }
+
+    #[test]
+    fn kbuild_cmd_of_another_object_is_refused() {
+        let parse = |text: &str| {
+            parse_kbuild_cmd(text, Path::new("./dir/a.o"), Path::new("/b"))
+                .map_err(|e| e.to_string())
+        };
+        assert!(parse("savedcmd_dir/a.o := clang -O2 -c -o dir/a.o dir/a.c\n").is_ok());
+        assert!(parse("cmd_/b/dir/a.o := clang -O2 -c -o /b/dir/a.o dir/a.c\n").is_ok());
+        let err = parse("savedcmd_dir/b.o := clang -O2 -c -o dir/b.o dir/b.c\n").unwrap_err();
+        assert!(err.contains("for dir/b.o, not ./dir/a.o"), "{err}");
+        let err = parse("savedcmd_dir/a.o := clang -O2 -c -o dir/b.o dir/b.c\n").unwrap_err();
+        assert!(err.contains("writes dir/b.o"), "{err}");
+    }
+
+    #[test]
+    fn empty_saved_commands_are_problems_naming_module_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".a.o.thindist.json"),
+            serde_json::json!({"argv": [], "cwd": dir.path()}).to_string(),
+        )
+        .unwrap();
+        let sources = FlagSources::new(None, vec![], dir.path()).unwrap();
+        let problem = sources.lookup(Path::new("a.o")).unwrap_err();
+        assert_eq!(problem.module, PathBuf::from("a.o"));
         assert!(
-            parse_kbuild_cmd("savedcmd_a.o := ld.lld -r -o a.o b.o\n", Path::new("a.o")).is_err()
+            problem.message.contains(".a.o.thindist.json") && problem.message.contains("empty"),
+            "{}",
+            problem.message
         );
-        assert!(parse_kbuild_cmd("garbage\n", Path::new("a.o")).is_err());
+    }
+
+    #[test]
+    fn separate_values_go_with_their_options() {
+        let argv = s(&[
+            "clang-22",
+            "-O2",
+            "-B",
+            "bin",
+            "-isystem",
+            "inc",
+            "-Xclang",
+            "-x",
+            "-mllvm",
+            "-foo",
+            "-target",
+            "x86_64-linux-gnu",
+            "-include",
+            "h.h",
+            "-MF",
+            "d",
+            "-MT",
+            "t",
+            "-MQ",
+            "q",
+            "-I",
+            "i",
+            "-D",
+            "X",
+            "-U",
+            "Y",
+            "-o",
+            "x.o",
+            "-x",
+            "c",
+            "-arch",
+            "x86_64",
+            "--sysroot",
+            "/sr",
+            "-resource-dir",
+            "/rd",
+            "--output",
+            "y.o",
+            "-Xarch_x86_64",
+            "-mavx",
+            "-c",
+            "a.c",
+        ]);
+        assert_eq!(
+            options(&argv),
+            s(&[
+                "-O2",
+                "-B",
+                "bin",
+                "-Xclang",
+                "-x",
+                "-mllvm",
+                "-foo",
+                "-target",
+                "x86_64-linux-gnu",
+                "-arch",
+                "x86_64",
+                "--sysroot",
+                "/sr",
+                "-resource-dir",
+                "/rd",
+                "-Xarch_x86_64",
+                "-mavx",
+            ])
+        );
+    }
+
+    #[test]
+    fn paths_are_rebased_onto_the_build_directory() {
+        let argv = s(&[
+            "clang",
+            "-fprofile-sample-use=prof.txt",
+            "-B",
+            "bin",
+            "-Btools",
+            "--sysroot=../sr",
+            "-fbasic-block-sections=all",
+            "-fdebug-prefix-map=a=b",
+            "-fprofile-use=/abs/p.profdata",
+            "--config",
+            "x.cfg",
+            "--config=cfg/y.cfg",
+            "-c",
+            "a.c",
+        ]);
+        let want = s(&[
+            "-fprofile-sample-use=sub/prof.txt",
+            "-B",
+            "sub/bin",
+            "-Bsub/tools",
+            "--sysroot=sr",
+            "-fbasic-block-sections=all",
+            "-fdebug-prefix-map=a=b",
+            "-fprofile-use=/abs/p.profdata",
+            "--config",
+            "x.cfg",
+            "--config=sub/cfg/y.cfg",
+        ]);
+        assert_eq!(options_from(&argv, "/b/sub"), want);
+        assert_eq!(
+            options_from(&argv, "sub"),
+            want,
+            "a relative directory is the build's"
+        );
+        assert_eq!(
+            option_inputs(&want),
+            vec![
+                PathBuf::from("sub/prof.txt"),
+                PathBuf::from("/abs/p.profdata")
+            ]
+        );
+        // Outside the build directory, paths become absolute.
+        assert_eq!(
+            options_from(&s(&["clang", "-fprofile-sample-use=p.txt"]), "/elsewhere"),
+            s(&["-fprofile-sample-use=/elsewhere/p.txt"])
+        );
     }
 
     #[test]
@@ -473,7 +801,7 @@ mod tests {
             "-fno-pch-timestamp",
             "-std=c11",
         ]);
-        let (_, opts) = backend_options(&argv).unwrap();
+        let opts = options(&argv);
         assert_eq!(
             opts,
             s(&[
@@ -531,11 +859,39 @@ mod tests {
         fn filter_drops_front_end_only(extra in proptest::collection::vec("-[a-zA-Z][a-z0-9=,-]{0,8}", 0..10)) {
             let mut argv = s(&["clang", "-c", "in.c", "-o", "out.o", "-Iinc", "-DX"]);
             argv.extend(extra);
-            if let Ok((_, opts)) = backend_options(&argv) {
-                for o in &opts {
-                    prop_assert!(o != "in.c" && o != "-c" && !o.starts_with("-I") && !o.starts_with("-D"));
-                }
+            for o in &options(&argv) {
+                prop_assert!(o != "in.c" && o != "-c" && !o.starts_with("-I") && !o.starts_with("-D"));
             }
+        }
+
+        /// An option that takes a separate value keeps it exactly when the option is kept,
+        /// and never takes the word after its value.
+        #[test]
+        fn separate_values_stay_with_their_option(
+            before in proptest::collection::vec("-W[a-z]{1,6}", 0..4),
+            which in 0..SEPARATE_VALUE.len(),
+        ) {
+            let (option, use_) = SEPARATE_VALUE[which];
+            let mut argv = vec!["clang".to_string()];
+            argv.extend(before.iter().cloned());
+            argv.extend(s(&[option, "/v", "-fafter"]));
+            let opts = options(&argv);
+            let mut want = before.clone();
+            if use_ != Use::Drop {
+                want.extend(s(&[option, "/v"]));
+            }
+            want.push("-fafter".to_string());
+            prop_assert_eq!(opts, want);
+        }
+
+        /// Any argv and any .cmd text are handled without panicking.
+        #[test]
+        fn parsers_never_panic(argv in proptest::collection::vec(".{0,10}", 0..12), text in ".{0,200}", dir in "[a-z./]{0,8}") {
+            let saved = SavedCompile { argv, cwd: dir.into() };
+            let _ = backend_options(&saved, Path::new("/b"));
+            let _ = option_inputs(&saved.argv);
+            let _ = parse_kbuild_cmd(&text, Path::new("a.o"), Path::new("/b"));
+            let _ = parse_kbuild_cmd(&format!("savedcmd_{text}"), Path::new("a.o"), Path::new("/b"));
         }
     }
 }

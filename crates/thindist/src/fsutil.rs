@@ -14,41 +14,68 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// A temporary file that is deleted when dropped unless [`TempFile::persist`] renamed it into
+/// place, so that no error path (a full disk, a failed rename) leaves it behind.
+pub struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    pub fn new(path: PathBuf) -> TempFile {
+        TempFile(Some(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0
+            .as_deref()
+            .expect("a TempFile is only emptied by persist")
+    }
+
+    /// Renames the file to `dest`; on failure it is deleted.
+    pub fn persist(mut self, dest: &Path) -> Result<()> {
+        let tmp = self
+            .0
+            .take()
+            .expect("a TempFile is only emptied by persist");
+        std::fs::rename(&tmp, dest).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::Error::new(e).context(format!(
+                "cannot rename {} to {}",
+                tmp.display(),
+                dest.display()
+            ))
+        })
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
-    let tmp = temp_sibling(path);
-    let result = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("cannot write {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-        });
-    if result.is_err() {
-        // A full disk or a vanished directory must not leave the temporary behind.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let tmp = TempFile::new(temp_sibling(path));
+    std::fs::write(tmp.path(), bytes)
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.persist(path)
 }
 
 /// Makes `dest` name the same file as `src` (a hard link, or a copy across file systems),
 /// replacing whatever `dest` was in one step.
 pub fn publish(src: &Path, dest: &Path) -> Result<()> {
-    let tmp = temp_sibling(dest);
-    let linked = std::fs::hard_link(src, &tmp).or_else(|_| std::fs::copy(src, &tmp).map(|_| ()));
-    let result = linked
-        .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, dest)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let tmp = TempFile::new(temp_sibling(dest));
+    if std::fs::hard_link(src, tmp.path()).is_err() {
+        std::fs::copy(src, tmp.path()).with_context(|| {
+            format!("cannot copy {} to {}", src.display(), tmp.path().display())
+        })?;
     }
-    result
+    tmp.persist(dest)
 }
 
 /// `path` relative to `base` when it lies below it (no `..`), else unchanged.
@@ -64,19 +91,59 @@ pub fn relative_below(path: &Path, base: &Path) -> PathBuf {
 }
 
 /// Lexically normalizes a path (`./a/./b/../c` -> `a/c`) so that paths written differently
-/// compare equal.
+/// compare equal. A `..` cancels the name before it; leading `..` of a relative path stay, and
+/// `/..` is `/`.
 pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                if !out.pop() || out.as_os_str().is_empty() && !path.is_absolute() {
-                    out.push("..");
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
                 }
-            }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                Some(Component::ParentDir | Component::CurDir) | None => out.push(".."),
+            },
             other => out.push(other),
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_cancels_names_not_leading_parents() {
+        for (input, want) in [
+            ("a/../b", "b"),
+            ("./a/./b/../c", "a/c"),
+            ("../a/../../b", "../../b"),
+            ("a/b/../../..", ".."),
+            ("/a/../../b", "/b"),
+            ("/..", "/"),
+            ("a/..", ""),
+        ] {
+            assert_eq!(normalize(Path::new(input)), PathBuf::from(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn failed_writes_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Renaming a file over a non-empty directory fails after the temporary file exists.
+        let dest = dir.path().join("d");
+        std::fs::create_dir_all(dest.join("x")).unwrap();
+        assert!(write_atomic(&dest, b"data").is_err());
+        assert!(publish(&dir.path().join("d/x"), &dest).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("d")]);
+    }
 }

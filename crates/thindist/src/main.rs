@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use thindist::cache::DiskCache;
+use thindist::cache::{CacheConfig, DiskCache};
 use thindist::driver::{self, LdSettings};
 use thindist::plan::KeepNatives;
 use thindist::exec::{Executor, LocalExecutor, Slots};
@@ -85,6 +85,11 @@ enum Commands {
     /// Run a compile unchanged and record the object's flags for its back end.
     #[command(after_help = "Example:\n  make CC='thindist cc -- clang-22'")]
     Cc {
+        #[command(flatten)]
+        options: CacheOptions,
+        /// Do not file the record in the cache as well.
+        #[arg(long, env = "THINDIST_NO_CACHE", value_parser = BoolishValueParser::new())]
+        no_cache: bool,
         #[arg(last = true, required = true, value_name = "COMPILER ARGS")]
         command: Vec<String>,
     },
@@ -127,31 +132,29 @@ fn run_cache(action: &CacheAction, options: &CacheOptions) -> Result<i32> {
 }
 
 fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Result<i32> {
+    use thindist::buildlog::{find_entry, BuildLog};
     let cwd = std::env::current_dir()?;
-    let found = match log {
-        Some(path) => {
-            let log = thindist::buildlog::BuildLog::load(path);
-            let base = log.cwd.clone().unwrap_or_else(|| cwd.clone());
-            let wanted = thindist::fsutil::normalize(&cwd.join(object));
-            log.entries
-                .into_values()
-                .find(|e| thindist::fsutil::normalize(&base.join(&e.module)) == wanted)
-                .map(|e| (path.to_path_buf(), e))
-        }
-        None => thindist::buildlog::find_entry(&options.dir().join("logs"), object, &cwd),
-    };
-    match found {
-        Some((log_path, entry)) => {
-            println!("build log:  {}", log_path.display());
-            println!("{entry}");
-            Ok(0)
-        }
-        None => bail!(
-            "no build log of the cache {} has a back end of {}",
-            options.dir().display(),
-            object.display()
+    let (searched, found) = match log {
+        Some(path) => (
+            path.display().to_string(),
+            BuildLog::load(path)
+                .find(object, &cwd)
+                .map(|e| (path.to_path_buf(), e)),
         ),
-    }
+        None => {
+            let cache = options.open()?;
+            (
+                format!("the build logs of the cache {}", cache.dir().display()),
+                find_entry(&cache.logs_dir(), object, &cwd),
+            )
+        }
+    };
+    let Some((log_path, entry)) = found else {
+        bail!("{searched} hold no back end of {}", object.display());
+    };
+    println!("build log:  {}", log_path.display());
+    println!("{entry}");
+    Ok(0)
 }
 
 fn run_worker(remote: &RemoteOptions, capacity: usize, work_dir: Option<PathBuf>) -> Result<i32> {
@@ -324,18 +327,37 @@ struct CacheOptions {
         value_name = "SIZE"
     )]
     cache_size: String,
+    /// The cache is shared by several users on purpose: use it whoever owns it or can write
+    /// it (each of them can then plant objects in the others' builds).
+    #[arg(long, env = "THINDIST_CACHE_SHARED", value_parser = BoolishValueParser::new())]
+    cache_shared: bool,
 }
 
+/// Why there is no cache when no directory is named.
+const NO_CACHE_DIR: &str = "neither XDG_CACHE_HOME nor HOME is set; pass --cache-dir DIR";
+
 impl CacheOptions {
-    fn open(&self) -> Result<DiskCache> {
-        let size = thindist::cache::store::parse_size(&self.cache_size).context("--cache-size")?;
-        DiskCache::open(&self.dir(), size)
+    /// The cache these options name; `None` when no directory is named and there is no
+    /// default one (neither XDG_CACHE_HOME nor HOME is set).
+    fn config(&self) -> Result<Option<CacheConfig>> {
+        let max_bytes =
+            thindist::cache::store::parse_size(&self.cache_size).context("--cache-size")?;
+        Ok(self
+            .cache_dir
+            .clone()
+            .or_else(thindist::cache::store::default_dir)
+            .map(|dir| CacheConfig {
+                dir,
+                max_bytes,
+                shared: self.cache_shared,
+            }))
     }
 
-    fn dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(thindist::cache::store::default_dir)
+    fn open(&self) -> Result<DiskCache> {
+        let config = self
+            .config()?
+            .with_context(|| format!("no cache directory: {NO_CACHE_DIR}"))?;
+        DiskCache::open(&config)
     }
 }
 
@@ -368,10 +390,11 @@ impl RunOptions {
             cache: if self.no_cache {
                 None
             } else {
-                Some((
-                    self.cache.dir(),
-                    thindist::cache::store::parse_size(&self.cache.cache_size)?,
-                ))
+                let config = self.cache.config()?;
+                if config.is_none() {
+                    eprintln!("thindist: note: no cache: {NO_CACHE_DIR}");
+                }
+                config
             },
             compiler: self.compiler.clone(),
             keep_work: self.keep_work,
@@ -384,23 +407,41 @@ impl RunOptions {
     }
 }
 
+/// The file `path` names, symlinks followed: (device, inode).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// The real linker for `thindist-ld`: `THINDIST_LINKER`, else the first `ld.lld` (or
-/// `ld.lld-N`, newest first) on PATH that is not thindist itself.
+/// `ld.lld-N`, newest first) on PATH. Never thindist itself, under any name or path (compared
+/// by device and inode): as its own linker, `thindist-ld` would start itself without end.
 fn real_linker() -> Result<String> {
-    if let Ok(linker) = std::env::var("THINDIST_LINKER") {
-        if !linker.is_empty() {
-            return Ok(linker);
-        }
-    }
-    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
+    let me = std::env::current_exe().ok().and_then(|p| file_id(&p));
+    let is_me = |path: &Path| me.is_some() && file_id(path) == me;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if let Some(linker) = std::env::var("THINDIST_LINKER")
+        .ok()
+        .filter(|l| !l.is_empty())
+    {
+        // What the system runs for a bare name: the first file of that name on PATH.
+        let runs = if linker.contains('/') {
+            Some(PathBuf::from(&linker))
+        } else {
+            dirs.iter().map(|d| d.join(&linker)).find(|p| p.is_file())
+        };
+        if runs.is_some_and(|p| is_me(&p)) {
+            bail!("THINDIST_LINKER={linker} is thindist itself, which would run itself without end: name the real linker (e.g. THINDIST_LINKER=ld.lld-22)");
+        }
+        return Ok(linker);
+    }
     let mut names = vec!["ld.lld".to_string()];
     names.extend((14..=40).rev().map(|v| format!("ld.lld-{v}")));
     for name in &names {
         for dir in &dirs {
             let candidate = dir.join(name);
-            if candidate.is_file() && candidate.canonicalize().ok() != me {
+            if candidate.is_file() && !is_me(&candidate) {
                 return Ok(candidate.to_string_lossy().into_owned());
             }
         }
@@ -414,8 +455,14 @@ enum Entry<'a> {
     JobFile(&'a Path),
 }
 
-fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
+fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result<i32> {
     thindist::exec::install_interrupt_handler();
+    if options.verbose {
+        match config_file {
+            Some(path) => eprintln!("thindist: config file {}", path.display()),
+            None => eprintln!("thindist: no config file"),
+        }
+    }
     let settings = options.settings()?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -443,6 +490,23 @@ fn run(options: &RunOptions, entry: Entry) -> Result<i32> {
     result
 }
 
+/// The environment variable of every option: the keys a config file may set.
+fn option_variables() -> Vec<String> {
+    use clap::CommandFactory;
+    let mut names = Vec::new();
+    let mut commands = vec![Cli::command()];
+    while let Some(command) = commands.pop() {
+        names.extend(
+            command
+                .get_arguments()
+                .filter_map(|arg| arg.get_env())
+                .map(|env| env.to_string_lossy().into_owned()),
+        );
+        commands.extend(command.get_subcommands().cloned());
+    }
+    names
+}
+
 fn main() {
     // THINDIST_LOG=debug shows what thindist decides and why (retries, reconnects).
     tracing_subscriber::fmt()
@@ -453,13 +517,17 @@ fn main() {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    if let Err(err) = std::env::current_dir()
+    let config_file = match std::env::current_dir()
         .map_err(anyhow::Error::from)
-        .and_then(|cwd| thindist::config::apply_config_file(&cwd))
+        .and_then(|cwd| thindist::config::apply_config_file(&cwd, &option_variables()))
     {
-        eprintln!("thindist: error: {err:#}");
-        std::process::exit(1);
-    }
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("thindist: error: {err:#}");
+            std::process::exit(1);
+        }
+    };
+    let config_file = config_file.as_deref();
     let argv0 = std::env::args().next().unwrap_or_default();
     let invoked_as = Path::new(&argv0)
         .file_name()
@@ -470,14 +538,28 @@ fn main() {
         RunOptions::from_env().and_then(|options| {
             let mut command = vec![real_linker()?];
             command.extend(args);
-            run(&options, Entry::Link(&command))
+            run(&options, Entry::Link(&command), config_file)
         })
     } else {
         let cli = Cli::parse();
         match &cli.command {
-            Commands::Ld { options, command } => run(options, Entry::Link(command)),
-            Commands::Distribute { options, job_file } => run(options, Entry::JobFile(job_file)),
-            Commands::Cc { command } => thindist::cc::run_cc(command),
+            Commands::Ld { options, command } => run(options, Entry::Link(command), config_file),
+            Commands::Distribute { options, job_file } => {
+                run(options, Entry::JobFile(job_file), config_file)
+            }
+            Commands::Cc {
+                options,
+                no_cache,
+                command,
+            } => {
+                // Quietly without the cache when it is off or unusable: a compiler wrapper
+                // must not add noise to every compile; the link says why.
+                let cache = (!no_cache)
+                    .then(|| options.config().ok().flatten())
+                    .flatten()
+                    .and_then(|config| DiskCache::open(&config).ok());
+                thindist::cc::run_cc(command, cache.as_ref())
+            }
             Commands::Cache { action, options } => run_cache(action, options),
             Commands::Worker {
                 remote,

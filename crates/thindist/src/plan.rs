@@ -135,7 +135,7 @@ pub fn plan(
         };
         let (compiler, mut options, flags_source) = match found {
             Some((saved, source)) => {
-                let (compiler, options) = flags::backend_options(&saved.argv)?;
+                let (compiler, options) = flags::backend_options(&saved, cwd)?;
                 (compiler, options, source)
             }
             None => {

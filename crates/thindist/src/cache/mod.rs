@@ -7,4 +7,4 @@ pub mod shard;
 pub mod store;
 
 pub use key::{action_key, ActionKey, CompilerIdentity, Digests};
-pub use store::DiskCache;
+pub use store::{CacheConfig, DiskCache};

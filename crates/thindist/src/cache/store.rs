@@ -7,11 +7,18 @@
 //! hit refreshes the entry's modification time. Concurrent processes only ever rename whole
 //! files into place or delete them, so sharing a cache is safe: an entry pruned away under a
 //! reader is a miss.
+//!
+//! Whoever can write the cache directory can make every later build link their object, so a
+//! cache is only used when it is this user's alone (see `check_private`), unless it is
+//! declared shared on purpose. The cache is an optimisation: when it cannot be used a build
+//! warns once and goes on without it.
 
 use super::key::sha256_hex;
 use anyhow::{bail, Context, Result};
 use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 const MAGIC: &str = "thindist-cache-entry-v1";
@@ -20,9 +27,25 @@ const MAGIC: &str = "thindist-cache-entry-v1";
 /// entry, which a large cache should not pay on every link.
 const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
+/// Temporary files older than this are left over from a run that died (or a full disk) and
+/// are removed by pruning; writing one entry takes far less.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Where the local cache lives and how it may be used.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    /// Shared by several users on purpose: no ownership or permission checks.
+    pub shared: bool,
+}
+
 pub struct DiskCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// Set by the first failed read or write: the cache is off for the rest of the run, so a
+    /// full or broken cache costs one warning, not one per job.
+    failed: AtomicBool,
 }
 
 /// What the cache holds now.
@@ -39,14 +62,65 @@ pub struct LastRun {
     pub misses: u64,
 }
 
-/// The default cache directory: `$XDG_CACHE_HOME/thindist`, else `~/.cache/thindist`.
-pub fn default_dir() -> PathBuf {
+/// The default cache directory: `$XDG_CACHE_HOME/thindist`, else `~/.cache/thindist`; none
+/// without either, never a directory that others can write such as the temp directory.
+pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("thindist")
+        .filter(|d| d.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|h| h.is_absolute())
+                .map(|h| h.join(".cache"))
+        })
+        .map(|d| d.join("thindist"))
+}
+
+/// Refuses a cache directory that someone else could have filled or could swap: `dir` must be
+/// owned by this user and writable by nobody else, and every directory above it owned by this
+/// user or root and not writable by others (unless sticky, as /tmp is; a group-writable parent
+/// is fine when the group is the user's own, as with per-user groups).
+fn check_private(dir: &Path) -> Result<()> {
+    // SAFETY: geteuid and getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let real = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve cache directory {}", dir.display()))?;
+    let meta = std::fs::metadata(&real)
+        .with_context(|| format!("cannot inspect cache directory {}", real.display()))?;
+    let advice = "pass --cache-shared if it is shared on purpose";
+    if meta.uid() != uid {
+        bail!(
+            "cache directory {} belongs to uid {}, not to you (uid {uid}); {advice}",
+            real.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "cache directory {} is writable by others (mode {:o}); run chmod go-w on it or {advice}",
+            real.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    for parent in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(parent)
+            .with_context(|| format!("cannot inspect {}", parent.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        let writable_by_others =
+            meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && meta.gid() != gid);
+        if (meta.uid() != uid && meta.uid() != 0) || (writable_by_others && !sticky) {
+            bail!(
+                "cache directory {} lies in {}, which others can change (uid {}, mode {:o}); {advice}",
+                real.display(),
+                parent.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Parses sizes such as `10G`, `512M`, `100000`.
@@ -69,19 +143,59 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "T" => 1 << 40,
         _ => bail!("invalid size {text:?} (use e.g. 10G, 512M)"),
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .with_context(|| format!("size {text:?} is too large (the limit is 16 EiB)"))
 }
 
 impl DiskCache {
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<DiskCache> {
+    /// Opens (creating it if need be) the cache `config` names, refusing one that is not the
+    /// user's own unless it is shared on purpose.
+    pub fn open(config: &CacheConfig) -> Result<DiskCache> {
+        let dir = &config.dir;
+        // Directories thindist creates are private, whatever the umask; a shared cache gets
+        // what the umask allows, so that its group can write it.
+        let mode = if config.shared { 0o777 } else { 0o700 };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+        if !config.shared {
+            check_private(dir)?;
+        }
         for sub in ["entries", "tmp", "logs", "records"] {
-            std::fs::create_dir_all(dir.join(sub)).with_context(|| {
-                format!("cannot create cache directory {}", dir.join(sub).display())
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir.join(sub))
+                .with_context(|| {
+                    format!("cannot create cache directory {}", dir.join(sub).display())
+                })?;
         }
         Ok(DiskCache {
             dir: dir.to_path_buf(),
-            max_bytes,
+            max_bytes: config.max_bytes,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// The cache for a build, or none, with one warning, when it cannot be used: a build
+    /// never fails because of its cache.
+    pub fn open_for_build(config: &CacheConfig) -> Option<DiskCache> {
+        DiskCache::open(config)
+            .map_err(|err| eprintln!("thindist: warning: building without the cache: {err:#}"))
+            .ok()
+    }
+
+    /// Runs a cache operation unless an earlier one failed; the first failure turns the cache
+    /// off for the rest of the run and is the only one reported.
+    fn guarded<T>(&self, off: T, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Ok(off);
+        }
+        op().map_err(|err| {
+            self.failed.store(true, Ordering::Relaxed);
+            err.context("the cache is off for the rest of this run")
         })
     }
 
@@ -89,17 +203,22 @@ impl DiskCache {
         &self.dir
     }
 
+    /// The build logs of links, one per output path.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
     /// The build log of the link that writes `output` (an absolute path): kept here rather
     /// than beside the output, which may be `/dev/null` or a throwaway probe.
     pub fn build_log_path(&self, output: &Path) -> PathBuf {
         let name = super::key::sha256_hex(output.as_os_str().as_encoded_bytes());
-        self.dir.join("logs").join(format!("{name}.json"))
+        self.logs_dir().join(format!("{name}.json"))
     }
 
-    /// The flags record of the object whose content has SHA-256 `digest` (see `thindist cc`):
-    /// found for archive members and renamed or copied objects as well.
-    pub fn record_path(&self, digest: &str) -> PathBuf {
-        self.dir.join("records").join(format!("{digest}.json"))
+    /// Where `thindist cc` files flags records under the object's content (`DIGEST.json`), so
+    /// that they are found for archive members and copied or renamed objects as well.
+    pub fn records_dir(&self) -> PathBuf {
+        self.dir.join("records")
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {
@@ -115,6 +234,10 @@ impl DiskCache {
 
     /// Copies the entry for `key` to `dest` (atomically) if there is a valid one.
     pub fn get(&self, key: &str, dest: &Path) -> Result<bool> {
+        self.guarded(false, || self.get_unguarded(key, dest))
+    }
+
+    fn get_unguarded(&self, key: &str, dest: &Path) -> Result<bool> {
         let path = self.entry_path(key);
         let mut bytes = Vec::new();
         match std::fs::File::open(&path) {
@@ -149,19 +272,24 @@ impl DiskCache {
 
     /// Stores `native` under `key`.
     pub fn put(&self, key: &str, native: &Path) -> Result<()> {
+        self.guarded((), || self.put_unguarded(key, native))
+    }
+
+    fn put_unguarded(&self, key: &str, native: &Path) -> Result<()> {
         let payload =
             std::fs::read(native).with_context(|| format!("cannot read {}", native.display()))?;
         let mut bytes =
             format!("{MAGIC} {} {}\n", sha256_hex(&payload), payload.len()).into_bytes();
         bytes.extend_from_slice(&payload);
-        let temp = self.temp_path();
-        std::fs::write(&temp, &bytes)
-            .with_context(|| format!("cannot write cache entry {}", temp.display()))?;
+        let temp = crate::fsutil::TempFile::new(self.temp_path());
+        std::fs::write(temp.path(), &bytes)
+            .with_context(|| format!("cannot write cache entry {}", temp.path().display()))?;
         let path = self.entry_path(key);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::rename(&temp, &path)
+        temp.persist(&path)
             .with_context(|| format!("cannot store cache entry {}", path.display()))
     }
 
@@ -196,9 +324,24 @@ impl DiskCache {
         }
     }
 
-    /// Deletes least recently used entries until the cache is within its size limit. Returns
-    /// how many entries were removed.
+    /// Deletes temporary files older than [`STALE_TEMP_AGE`], then least recently used entries
+    /// until the cache is within its size limit. Returns how many entries were removed.
     pub fn prune(&self) -> usize {
+        for temp in std::fs::read_dir(self.dir.join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let stale = temp
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE);
+            if stale {
+                let _ = std::fs::remove_file(temp.path());
+            }
+        }
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
         if total <= self.max_bytes {
@@ -268,9 +411,17 @@ fn verified_payload(bytes: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
+    fn config(dir: &Path, max_bytes: u64) -> CacheConfig {
+        CacheConfig {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            shared: false,
+        }
+    }
+
     fn cache(max: u64) -> (tempfile::TempDir, DiskCache) {
         let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(&dir.path().join("cache"), max).unwrap();
+        let c = DiskCache::open(&config(&dir.path().join("cache"), max)).unwrap();
         (dir, c)
     }
 
@@ -367,7 +518,7 @@ mod tests {
                 let cache_dir = cache_dir.clone();
                 let root = dir.path().to_path_buf();
                 s.spawn(move || {
-                    let c = DiskCache::open(&cache_dir, 1 << 30).unwrap();
+                    let c = DiskCache::open(&config(&cache_dir, 1 << 30)).unwrap();
                     let native = root.join(format!("n{t}.o"));
                     std::fs::write(&native, vec![42u8; 200_000]).unwrap();
                     for round in 0..50 {
@@ -390,5 +541,119 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5Q").is_err());
+        let err = parse_size("16777216T").unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(parse_size("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn failed_put_leaves_no_temp_file_and_turns_the_cache_off() {
+        let (dir, c) = cache(1 << 20);
+        let native = dir.path().join("n.o");
+        std::fs::write(&native, b"obj").unwrap();
+        // The entry's shard directory cannot be created: a file is in its way.
+        std::fs::write(dir.path().join("cache/entries/cc"), b"").unwrap();
+        let err = c.put("cc01", &native).unwrap_err();
+        assert!(format!("{err:#}").contains("off for the rest"), "{err:#}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("cache/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        // Later calls do nothing and report nothing.
+        c.put("dd01", &native).unwrap();
+        assert!(!c.entry_path("dd01").exists());
+        assert!(!c.get("dd01", &dir.path().join("o.o")).unwrap());
+    }
+
+    #[test]
+    fn prune_removes_stale_temp_files_only() {
+        let (dir, c) = cache(1 << 20);
+        let tmp = dir.path().join("cache/tmp");
+        let (old, fresh) = (tmp.join("entry.old"), tmp.join("entry.fresh"));
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&fresh, b"x").unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - STALE_TEMP_AGE * 2)
+            .unwrap();
+        c.prune();
+        assert!(!old.exists() && fresh.exists());
+    }
+
+    #[test]
+    fn caches_others_could_write_are_refused_unless_shared() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = |path: &Path, shared| {
+            DiskCache::open(&CacheConfig {
+                dir: path.to_path_buf(),
+                max_bytes: 1,
+                shared,
+            })
+        };
+        // Created by thindist: private, even below a directory it also created.
+        let fresh = dir.path().join("a/b/cache");
+        open(&fresh, false).unwrap();
+        for d in [&fresh, &dir.path().join("a/b")] {
+            assert_eq!(std::fs::metadata(d).unwrap().mode() & 0o777, 0o700);
+        }
+        let open_dir = dir.path().join("open");
+        std::fs::create_dir(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = open(&open_dir, false)
+            .err()
+            .expect("a world-writable cache is refused");
+        assert!(format!("{err:#}").contains("writable by others"), "{err:#}");
+        let err = open(&open_dir.join("cache"), false)
+            .err()
+            .expect("so is one inside it");
+        assert!(
+            format!("{err:#}").contains("which others can change"),
+            "{err:#}"
+        );
+        open(&open_dir, true).unwrap();
+        // A sticky world-writable parent (like /tmp) is fine.
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        open(&open_dir.join("cache2"), false).unwrap();
+    }
+
+    /// Needs root, to give a directory to another user.
+    #[test]
+    fn caches_of_other_users_are_refused() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: only root can make a directory owned by another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(54321), Some(54321)).unwrap();
+        let config = CacheConfig {
+            dir: theirs.clone(),
+            max_bytes: 1,
+            shared: false,
+        };
+        let err = DiskCache::open(&config).err().expect("refused");
+        assert!(
+            format!("{err:#}").contains("belongs to uid 54321"),
+            "{err:#}"
+        );
+        assert!(DiskCache::open_for_build(&config).is_none());
+        let mine = theirs.join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        let err = DiskCache::open(&CacheConfig {
+            dir: mine,
+            ..config
+        })
+        .err()
+        .expect("a cache in another user's directory is refused");
+        assert!(
+            format!("{err:#}").contains("which others can change"),
+            "{err:#}"
+        );
     }
 }
