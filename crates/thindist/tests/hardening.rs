@@ -78,16 +78,21 @@ fn malformed_build_log_neither_panics_nor_hangs() {
     };
     let out = link();
     assert!(out.status.success(), "{}", stderr(&out));
-    let log_path = p.path("prog.thindist/build-log.json");
+    let logs: Vec<_> = std::fs::read_dir(p.env.cache_dir().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "one build log in the cache: {logs:?}");
+    let log_path = &logs[0];
     let mut log: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&log_path).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(log_path).unwrap()).unwrap();
     for entry in log["entries"].as_object_mut().unwrap().values_mut() {
         entry["key"]["hex"] = "0".repeat(64).into();
         for input in entry["key"]["inputs"].as_array_mut().unwrap() {
             input[1] = "abc".into();
         }
     }
-    std::fs::write(&log_path, log.to_string()).unwrap();
+    std::fs::write(log_path, log.to_string()).unwrap();
     let out = link();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
