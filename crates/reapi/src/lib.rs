@@ -4,6 +4,7 @@
 pub mod action;
 pub mod client;
 pub mod digest;
+mod paths;
 pub mod proto;
 pub mod worker;
 
