@@ -6,7 +6,7 @@ use crate::action::{ActionSpec, Blob, BlobData};
 use crate::digest::Digest;
 use crate::proto::build::bazel::remote::execution::v2 as re;
 use crate::proto::google::bytestream as bs;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -130,6 +130,19 @@ impl std::fmt::Display for RemoteError {
     }
 }
 
+impl RemoteError {
+    /// Whether running the action again may succeed: true unless the server refused a call
+    /// with a code that says the request itself is wrong (INVALID_ARGUMENT, NOT_FOUND, ...),
+    /// which it would refuse again. Failures without a status (a damaged blob, a dropped
+    /// stream) count as transient.
+    pub fn is_transient(&self) -> bool {
+        let RemoteError::Infrastructure(err) = self;
+        err.chain()
+            .filter_map(|e| e.downcast_ref::<CallFailed>())
+            .all(|failed| is_transient(failed.code))
+    }
+}
+
 impl From<anyhow::Error> for RemoteError {
     fn from(e: anyhow::Error) -> Self {
         RemoteError::Infrastructure(e)
@@ -157,8 +170,34 @@ pub struct Client {
     bytes_uploaded: AtomicU64,
 }
 
+/// A call the server answered with an error status, kept as a type (not only as text) so that
+/// [`RemoteError::is_transient`] can tell from its code whether to try again.
+#[derive(Debug)]
+pub struct CallFailed {
+    pub what: String,
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {} ({:?})", self.what, self.message, self.code)
+    }
+}
+
+impl std::error::Error for CallFailed {}
+
+fn call_failed(what: &str, code: tonic::Code, message: &str) -> anyhow::Error {
+    CallFailed {
+        what: what.to_string(),
+        code,
+        message: message.to_string(),
+    }
+    .into()
+}
+
 fn status_err(what: &str, status: tonic::Status) -> anyhow::Error {
-    anyhow!("{what}: {} ({:?})", status.message(), status.code())
+    call_failed(what, status.code(), status.message())
 }
 
 /// Whether a call that failed with `code` may succeed if sent again unchanged: the server was
@@ -623,10 +662,10 @@ impl Client {
         self.upload(&built.blobs).await?;
         let response = self.execute(&built.action_digest).await?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
-            return Err(RemoteError::Infrastructure(anyhow!(
-                "the server could not run the action: {} (code {})",
-                status.message,
-                status.code
+            return Err(RemoteError::Infrastructure(call_failed(
+                "the server could not run the action",
+                tonic::Code::from(status.code),
+                &status.message,
             )));
         }
         let result = response
@@ -670,12 +709,11 @@ fn decode_operation(
         Some(OpResult::Response(any)) => {
             re::ExecuteResponse::decode(any.value.as_slice()).context("undecodable ExecuteResponse")
         }
-        Some(OpResult::Error(status)) => bail!(
-            "operation {} failed: {} (code {})",
-            op.name,
-            status.message,
-            status.code
-        ),
+        Some(OpResult::Error(status)) => Err(call_failed(
+            &format!("operation {}", op.name),
+            tonic::Code::from(status.code),
+            &status.message,
+        )),
         None => bail!(
             "operation {} finished with neither a response nor an error",
             op.name

@@ -9,5 +9,5 @@ pub mod proto;
 pub mod worker;
 
 pub use action::{ActionSpec, InputFile};
-pub use client::{Client, RemoteConfig, RemoteError, RemoteOutcome};
+pub use client::{CallFailed, Client, RemoteConfig, RemoteError, RemoteOutcome};
 pub use digest::Digest;

@@ -33,12 +33,12 @@ struct State {
     /// What GetActionResult answers for every action.
     action_result: Option<re::ActionResult>,
     max_batch_bytes: i64,
-    /// Every other CAS call (the first included) fails with this code, `failures` times in all,
+    /// Every other storage call (the first included) fails with this code, `failures` times in all,
     /// so that each method of a sequence gets to fail once.
     failure: Option<Code>,
     failures: u32,
     failed_last: bool,
-    /// CAS calls received, by method.
+    /// Storage calls received, by method.
     calls: HashMap<&'static str, u32>,
     /// Leases still to hand out, and the statuses of those reported back.
     leases: Vec<rw::Lease>,
@@ -65,8 +65,8 @@ impl Fake {
         self.put(&message.encode_to_vec())
     }
 
-    /// Counts a CAS call and fails it if the server is set to be busy.
-    fn cas_call(&self, method: &'static str) -> Result<(), Status> {
+    /// Counts a CAS or action-cache call and fails it if the server is set to.
+    fn storage_call(&self, method: &'static str) -> Result<(), Status> {
         let mut state = self.state();
         *state.calls.entry(method).or_default() += 1;
         match state.failure {
@@ -139,7 +139,7 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for Fake 
         &self,
         request: Request<re::FindMissingBlobsRequest>,
     ) -> Result<Response<re::FindMissingBlobsResponse>, Status> {
-        self.cas_call("FindMissingBlobs")?;
+        self.storage_call("FindMissingBlobs")?;
         let state = self.state();
         let missing = request
             .into_inner()
@@ -156,7 +156,7 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for Fake 
         &self,
         request: Request<re::BatchUpdateBlobsRequest>,
     ) -> Result<Response<re::BatchUpdateBlobsResponse>, Status> {
-        self.cas_call("BatchUpdateBlobs")?;
+        self.storage_call("BatchUpdateBlobs")?;
         let mut responses = Vec::new();
         for r in request.into_inner().requests {
             let digest = r.digest.unwrap_or_default();
@@ -173,7 +173,7 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for Fake 
         &self,
         request: Request<re::BatchReadBlobsRequest>,
     ) -> Result<Response<re::BatchReadBlobsResponse>, Status> {
-        self.cas_call("BatchReadBlobs")?;
+        self.storage_call("BatchReadBlobs")?;
         let state = self.state();
         let responses = request
             .into_inner()
@@ -209,7 +209,7 @@ impl bs::byte_stream_server::ByteStream for Fake {
         &self,
         request: Request<bs::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        self.cas_call("ByteStream.Read")?;
+        self.storage_call("ByteStream.Read")?;
         let resource = request.into_inner().resource_name;
         let hash = resource.split('/').nth(1).unwrap_or_default().to_string();
         let state = self.state();
@@ -242,6 +242,7 @@ impl re::action_cache_server::ActionCache for Fake {
         &self,
         _: Request<re::GetActionResultRequest>,
     ) -> Result<Response<re::ActionResult>, Status> {
+        self.storage_call("GetActionResult")?;
         let result = self.state().action_result.clone();
         result
             .map(Response::new)
@@ -316,6 +317,13 @@ fn proto(d: &Digest) -> re::Digest {
 
 // ---- the client ----
 
+fn spec() -> ActionSpec {
+    ActionSpec {
+        arguments: vec!["true".into()],
+        ..Default::default()
+    }
+}
+
 /// Runs an action whose cached result names `stdout` as its stdout, and returns the error.
 async fn run_with_stdout(server: &Fake, stdout: re::Digest) -> String {
     server.state().action_result = Some(re::ActionResult {
@@ -324,17 +332,13 @@ async fn run_with_stdout(server: &Fake, stdout: re::Digest) -> String {
     });
     let (url, _stop) = server.serve().await;
     let client = Client::connect(config(&url)).await.unwrap();
-    let spec = ActionSpec {
-        arguments: vec!["true".into()],
-        ..Default::default()
-    };
-    let outcome = tokio::time::timeout(LIMIT, client.run(&spec))
+    let outcome = tokio::time::timeout(LIMIT, client.run(&spec()))
         .await
         .unwrap();
-    format!(
-        "{:#}",
-        outcome.expect_err("a lying server must make the run fail")
-    )
+    let err = outcome.expect_err("a lying server must make the run fail");
+    // No status code: a blob damaged in transit may arrive whole next time.
+    assert!(err.is_transient());
+    err.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,6 +463,32 @@ async fn client_does_not_retry_invalid_argument() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("InvalidArgument"), "{err:#}");
     assert_eq!(server.state().calls["FindMissingBlobs"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_say_whether_trying_again_may_help() {
+    let server = fake();
+    let (url, stop) = server.serve().await;
+    let client = Client::connect(config(&url)).await.unwrap();
+    {
+        let mut state = server.state();
+        state.failure = Some(Code::PermissionDenied);
+        state.failures = 100;
+    }
+    let refused = tokio::time::timeout(LIMIT, client.run(&spec()))
+        .await
+        .unwrap();
+    let err = refused.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(server.state().calls["GetActionResult"], 1);
+    // A server that went away is retried within the call, and then worth retrying later.
+    drop(stop);
+    let gone = tokio::time::timeout(LIMIT, client.run(&spec()))
+        .await
+        .unwrap();
+    let err = gone.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("Unavailable"), "{err}");
 }
 
 // ---- the worker ----
