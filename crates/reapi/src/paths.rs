@@ -85,9 +85,10 @@ pub fn symlink_target(depth: usize, target: &str) -> Result<()> {
     Ok(())
 }
 
-/// The directory `root/components...`, reached without following any symlink; with `create`,
-/// missing directories are made. `Ok(None)`: a component is missing (and not created).
-pub fn real_dir(root: &Path, components: &[&str], create: bool) -> Result<Option<PathBuf>> {
+/// Makes the directory `root/components...` and any missing parent, without following any
+/// symlink (create_dir_all would follow one, wherever it led). Runs before the command does,
+/// so nothing else is changing the lease directory meanwhile.
+pub fn make_dirs(root: &Path, components: &[&str]) -> Result<PathBuf> {
     let mut dir = root.to_path_buf();
     for component in components {
         dir.push(component);
@@ -100,46 +101,62 @@ pub fn real_dir(root: &Path, components: &[&str], create: bool) -> Result<Option
                 )))
             }
             Ok(_) => return Err(invalid(format!("{} is not a directory", dir.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                std::fs::create_dir(&dir)?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir)?,
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Some(dir))
+    Ok(dir)
+}
+
+/// Opens `root/components...` for reading without following any symlink: each component is
+/// opened with O_NOFOLLOW relative to the directory opened before it, so a process the command
+/// left running cannot swap a directory for a symlink between a check and the open.
+fn open_no_follow(root: &Path, components: &[&str]) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut file = std::fs::File::open(root)?;
+    for (i, component) in components.iter().enumerate() {
+        let name = std::ffi::CString::new(*component)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let directory = if i + 1 < components.len() {
+            libc::O_DIRECTORY
+        } else {
+            0
+        };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | directory;
+        // SAFETY: `file` is an open descriptor and `name` a NUL-terminated string.
+        let fd = unsafe { libc::openat(file.as_raw_fd(), name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(file)
 }
 
 /// An output file's bytes and executable bit, read without following symlinks anywhere on its
-/// path: an output that is a symlink is an error, even one that points inside the lease,
-/// because the command may have made it point anywhere. `Ok(None)`: no such file, or a
-/// directory (output directories are not collected).
+/// path: an output that is or passes through a symlink is an error, even one that points
+/// inside the lease, because the command may have made it point anywhere. `Ok(None)`: no such
+/// file, or a directory (output directories are not collected).
 pub fn read_output(root: &Path, components: &[&str]) -> Result<Option<(Vec<u8>, bool)>> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let Some((name, parents)) = components.split_last() else {
+    use std::os::unix::fs::PermissionsExt;
+    if components.is_empty() {
         return Err(invalid(
             "an output path names the working directory itself".into(),
         ));
-    };
-    let Some(dir) = real_dir(root, parents, false)? else {
-        return Ok(None);
-    };
-    let path = dir.join(name);
-    // O_NOFOLLOW makes the open itself refuse a symlink put there after any earlier check.
-    let mut file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-    {
+    }
+    let path = components.join("/");
+    let mut file = match open_no_follow(root, components) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        // ELOOP: the output is a symlink; ENOTDIR: a parent is a symlink (or a file).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
             return Err(invalid(format!(
-                "output {} is a symlink; the worker does not follow it",
-                path.display()
+                "output {path} is or passes through a symlink or a file; the worker does not \
+                 follow symlinks"
             )))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot open output {path}"))),
     };
     let meta = file.metadata()?;
     if meta.is_dir() {
@@ -155,12 +172,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn component() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(vec!["a", "b", "..", ".", "", "/", "a/b", "../a", "/a"])
+    /// Entry names: mostly a few plain ones, so that entries collide and link to each other.
+    fn name() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "a", "b", "a", "b", "..", ".", "", "a/b"])
     }
 
+    /// Symlink targets and queried paths: mostly `..` and those names, sometimes absolute.
     fn path() -> impl Strategy<Value = String> {
-        prop::collection::vec(component(), 0..6).prop_map(|c| c.join("/"))
+        let component = prop::sample::select(vec!["..", "..", "a", "b", ".", ""]);
+        let relative = prop::collection::vec(component, 1..4).prop_map(|c| c.join("/"));
+        prop_oneof![9 => relative.clone(), 1 => relative.prop_map(|p| format!("/{p}"))]
     }
 
     #[derive(Clone, Debug)]
@@ -173,8 +194,8 @@ mod tests {
         (
             any::<usize>(),
             prop_oneof![
-                component().prop_map(Entry::Dir),
-                (component(), path()).prop_map(|(n, t)| Entry::Symlink(n, t)),
+                name().prop_map(Entry::Dir),
+                (name(), path()).prop_map(|(n, t)| Entry::Symlink(n, t)),
             ],
         )
     }
@@ -202,50 +223,86 @@ mod tests {
         }
 
         /// Builds random trees of directories and accepted symlinks (chains of symlinks
-        /// included) in a real directory, then checks that every link and every path the
-        /// checks accept resolves inside the root.
+        /// included) in a real directory: see [`check_tree`].
         #[test]
         fn accepted_symlinks_and_paths_never_resolve_outside(
-            entries in prop::collection::vec(entry(), 1..12),
+            entries in prop::collection::vec(entry(), 1..16),
             queries in prop::collection::vec(path(), 1..8),
         ) {
-            let tmp = tempfile::tempdir().unwrap();
-            let root = tmp.path().join("root");
-            std::fs::create_dir(&root).unwrap();
-            std::fs::create_dir(tmp.path().join("a")).unwrap();
-            let root = root.canonicalize().unwrap();
-            let mut dirs = vec![(root.clone(), 0usize)];
-            let mut links = Vec::new();
-            for (pick, entry) in entries {
-                let (dir, depth) = dirs[pick % dirs.len()].clone();
-                match entry {
-                    Entry::Dir(name) => {
-                        if entry_name(name).is_ok() && std::fs::create_dir(dir.join(name)).is_ok() {
-                            dirs.push((dir.join(name), depth + 1));
-                        }
-                    }
-                    Entry::Symlink(name, target) => {
-                        if entry_name(name).is_ok() && symlink_target(depth, &target).is_ok()
-                            && std::os::unix::fs::symlink(&target, dir.join(name)).is_ok() {
-                            links.push(dir.join(name));
-                        }
+            check_tree(&entries, &queries)?;
+        }
+    }
+
+    /// Makes `entries` below a fresh root where the checks accept them, each in the directory
+    /// `pick` (modulo the directories made so far), and checks that every link and every
+    /// accepted query resolves inside the root.
+    fn check_tree(entries: &[(usize, Entry)], queries: &[String]) -> Result<(), TestCaseError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        // Something outside for escaping links to resolve to.
+        std::fs::create_dir(tmp.path().join("a")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let mut dirs = vec![(root.clone(), 0usize)];
+        let mut links = Vec::new();
+        for (pick, entry) in entries {
+            let (dir, depth) = dirs[pick % dirs.len()].clone();
+            match entry {
+                Entry::Dir(name) => {
+                    if entry_name(name).is_ok() && std::fs::create_dir(dir.join(name)).is_ok() {
+                        dirs.push((dir.join(name), depth + 1));
                     }
                 }
-            }
-            for link in &links {
-                // Dangling links and loops do not resolve at all, which is fine.
-                if let Ok(resolved) = link.canonicalize() {
-                    prop_assert!(resolved.starts_with(&root), "{} -> {}", link.display(), resolved.display());
-                }
-            }
-            for query in &queries {
-                let Ok(components) = relative_path(query) else { continue };
-                if let Ok(Some(dir)) = real_dir(&root, &components, false) {
-                    prop_assert_eq!(dir.canonicalize().unwrap(), dir.clone());
-                    prop_assert!(dir.starts_with(&root));
+                Entry::Symlink(name, target) => {
+                    if entry_name(name).is_ok()
+                        && symlink_target(depth, target).is_ok()
+                        && std::os::unix::fs::symlink(target, dir.join(name)).is_ok()
+                    {
+                        links.push(dir.join(name));
+                    }
                 }
             }
         }
+        for link in &links {
+            // Dangling links and loops do not resolve at all, which is fine.
+            if let Ok(resolved) = link.canonicalize() {
+                prop_assert!(
+                    resolved.starts_with(&root),
+                    "{} -> {}",
+                    link.display(),
+                    resolved.display()
+                );
+            }
+        }
+        for query in queries {
+            let Ok(components) = relative_path(query) else {
+                continue;
+            };
+            if let Ok(file) = open_no_follow(&root, &components) {
+                use std::os::fd::AsRawFd;
+                let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+                let opened = std::fs::read_link(fd).unwrap();
+                prop_assert!(
+                    opened.starts_with(&root),
+                    "{query} opened {}",
+                    opened.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain that makes `..` after a name unsafe: in root/a, b -> .. is root, so
+    /// c -> b/.. would be root's parent although it looks like root/a.
+    #[test]
+    fn a_symlink_chain_cannot_climb_out() {
+        let entries = [
+            (0, Entry::Dir("a")),
+            (1, Entry::Symlink("b", "..".into())),
+            (1, Entry::Symlink("c", "b/..".into())),
+        ];
+        check_tree(&entries, &[]).unwrap();
+        assert!(symlink_target(1, "b/..").is_err());
     }
 
     #[test]

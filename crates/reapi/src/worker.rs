@@ -274,11 +274,10 @@ async fn execute_lease(
     };
     let input_root = action_digest(action.input_root_digest.as_ref(), "input root")?;
     fetch_tree(client, &input_root, root.path()).await?;
-    let cwd = paths::real_dir(root.path(), &cwd_components, true)?
-        .context("the working directory was not created")?;
+    let cwd = paths::make_dirs(root.path(), &cwd_components)?;
     // The API makes the worker create every output's parent directory.
     for output in &every_output {
-        paths::real_dir(root.path(), &output[..output.len() - 1], true)?;
+        paths::make_dirs(root.path(), &output[..output.len() - 1])?;
     }
     let (program, args) = command
         .arguments
