@@ -437,11 +437,12 @@ impl Client {
         .await?;
         for r in response.responses {
             if let Some(status) = r.status.filter(|s| s.code != 0) {
-                bail!(
-                    "uploading blob {:?} failed: {}",
-                    r.digest.map(|d| d.hash),
-                    status.message
-                );
+                let hash = r.digest.map(|d| d.hash).unwrap_or_default();
+                return Err(call_failed(
+                    &format!("uploading blob {hash}"),
+                    tonic::Code::from(status.code),
+                    &status.message,
+                ));
             }
         }
         Ok(())
@@ -543,7 +544,11 @@ impl Client {
             .find(|r| r.digest.as_ref() == Some(&wanted))
             .with_context(|| format!("BatchReadBlobs did not return blob {digest}"))?;
         if let Some(status) = r.status.filter(|s| s.code != 0) {
-            bail!("reading blob {digest} failed: {}", status.message);
+            return Err(call_failed(
+                &format!("reading blob {digest}"),
+                tonic::Code::from(status.code),
+                &status.message,
+            ));
         }
         Ok(r.data)
     }
