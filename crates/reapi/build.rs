@@ -7,7 +7,8 @@ fn main() {
     ];
     let descriptors = protox::compile(files, ["proto"]).expect("the vendored protos must compile");
     tonic_prost_build::configure()
-        .build_server(false)
+        // Servers too: the tests run the client and the worker against hostile fake servers.
+        .build_server(true)
         .compile_fds(descriptors)
         .expect("code generation from the protos failed");
     println!("cargo:rerun-if-changed=proto");

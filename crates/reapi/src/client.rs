@@ -6,7 +6,7 @@ use crate::action::{ActionSpec, Blob, BlobData};
 use crate::digest::Digest;
 use crate::proto::build::bazel::remote::execution::v2 as re;
 use crate::proto::google::bytestream as bs;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -130,6 +130,19 @@ impl std::fmt::Display for RemoteError {
     }
 }
 
+impl RemoteError {
+    /// Whether running the action again may succeed: true unless the server refused a call
+    /// with a code that says the request itself is wrong (INVALID_ARGUMENT, NOT_FOUND, ...),
+    /// which it would refuse again. Failures without a status (a damaged blob, a dropped
+    /// stream) count as transient.
+    pub fn is_transient(&self) -> bool {
+        let RemoteError::Infrastructure(err) = self;
+        err.chain()
+            .filter_map(|e| e.downcast_ref::<CallFailed>())
+            .all(|failed| is_transient(failed.code))
+    }
+}
+
 impl From<anyhow::Error> for RemoteError {
     fn from(e: anyhow::Error) -> Self {
         RemoteError::Infrastructure(e)
@@ -157,8 +170,93 @@ pub struct Client {
     bytes_uploaded: AtomicU64,
 }
 
+/// A call the server answered with an error status, kept as a type (not only as text) so that
+/// [`RemoteError::is_transient`] can tell from its code whether to try again.
+#[derive(Debug)]
+pub struct CallFailed {
+    pub what: String,
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {} ({:?})", self.what, self.message, self.code)
+    }
+}
+
+impl std::error::Error for CallFailed {}
+
+fn call_failed(what: &str, code: tonic::Code, message: &str) -> anyhow::Error {
+    CallFailed {
+        what: what.to_string(),
+        code,
+        message: message.to_string(),
+    }
+    .into()
+}
+
 fn status_err(what: &str, status: tonic::Status) -> anyhow::Error {
-    anyhow!("{what}: {} ({:?})", status.message(), status.code())
+    call_failed(what, status.code(), status.message())
+}
+
+/// Whether a call that failed with `code` may succeed if sent again unchanged: the server was
+/// busy ("Concurrent RPC limit exceeded" is RESOURCE_EXHAUSTED in BuildGrid), unreachable for a
+/// moment, or gave up. Anything else (INVALID_ARGUMENT, NOT_FOUND, ...) says the request itself
+/// is wrong, and sending it again only delays the error.
+pub fn is_transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+    )
+}
+
+/// Attempts of one call before a transient failure becomes an error.
+const CALL_ATTEMPTS: u32 = 5;
+
+/// Runs `call` until it succeeds, fails for good, or has failed transiently `CALL_ATTEMPTS`
+/// times, sleeping 100 ms, 200 ms, ... in between. `call` builds its request afresh each time
+/// because a sent request is consumed.
+async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(status) if is_transient(status.code()) && attempt < CALL_ATTEMPTS => {
+                tracing::debug!(
+                    "{what} failed ({:?}: {}); retrying in {delay:?}",
+                    status.code(),
+                    status.message()
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(status) => return Err(status_err(what, status)),
+        }
+    }
+}
+
+/// Turns the first transient per-blob status of a batch response into the error of the whole
+/// call, so that [`with_retries`] sends the batch again.
+fn transient_blob_status<'a>(
+    statuses: impl IntoIterator<Item = Option<&'a crate::proto::google::rpc::Status>>,
+) -> std::result::Result<(), tonic::Status> {
+    for status in statuses.into_iter().flatten() {
+        let code = tonic::Code::from(status.code);
+        if is_transient(code) {
+            return Err(tonic::Status::new(code, status.message.clone()));
+        }
+    }
+    Ok(())
 }
 
 impl Client {
@@ -253,27 +351,35 @@ impl Client {
         Ok(())
     }
 
+    fn cas(
+        &self,
+    ) -> re::content_addressable_storage_client::ContentAddressableStorageClient<Channel> {
+        re::content_addressable_storage_client::ContentAddressableStorageClient::new(
+            self.channel.clone(),
+        )
+    }
+
     async fn find_missing<'a>(
         &self,
         digests: impl Iterator<Item = &'a Digest>,
     ) -> Result<std::collections::HashSet<Digest>> {
-        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(
-            self.channel.clone(),
-        );
         let request = re::FindMissingBlobsRequest {
             instance_name: self.config.instance.clone(),
             blob_digests: digests.map(Digest::to_proto).collect(),
             digest_function: re::digest_function::Value::Sha256 as i32,
         };
-        let response = cas
-            .find_missing_blobs(self.config.request(request, self.config.timeout))
-            .await
-            .map_err(|s| status_err("FindMissingBlobs", s))?
-            .into_inner();
+        let response = with_retries("FindMissingBlobs", || {
+            let mut cas = self.cas();
+            let request = self.config.request(request.clone(), self.config.timeout);
+            async move { cas.find_missing_blobs(request).await }
+        })
+        .await?
+        .into_inner();
+        // Only membership matters: a malformed digest matches none of ours and is ignored.
         Ok(response
             .missing_blob_digests
             .iter()
-            .map(Digest::from_proto)
+            .filter_map(|d| Digest::parse(d).ok())
             .collect())
     }
 
@@ -314,26 +420,29 @@ impl Client {
         &self,
         requests: Vec<re::batch_update_blobs_request::Request>,
     ) -> Result<()> {
-        let mut cas = re::content_addressable_storage_client::ContentAddressableStorageClient::new(
-            self.channel.clone(),
-        );
         let request = re::BatchUpdateBlobsRequest {
             instance_name: self.config.instance.clone(),
             requests,
             digest_function: re::digest_function::Value::Sha256 as i32,
         };
-        let response = cas
-            .batch_update_blobs(self.config.request(request, self.config.timeout))
-            .await
-            .map_err(|s| status_err("BatchUpdateBlobs", s))?
-            .into_inner();
+        let response = with_retries("BatchUpdateBlobs", || {
+            let mut cas = self.cas();
+            let request = self.config.request(request.clone(), self.config.timeout);
+            async move {
+                let response = cas.batch_update_blobs(request).await?.into_inner();
+                transient_blob_status(response.responses.iter().map(|r| r.status.as_ref()))?;
+                Ok(response)
+            }
+        })
+        .await?;
         for r in response.responses {
             if let Some(status) = r.status.filter(|s| s.code != 0) {
-                bail!(
-                    "uploading blob {:?} failed: {}",
-                    r.digest.map(|d| d.hash),
-                    status.message
-                );
+                let hash = r.digest.map(|d| d.hash).unwrap_or_default();
+                return Err(call_failed(
+                    &format!("uploading blob {hash}"),
+                    tonic::Code::from(status.code),
+                    &status.message,
+                ));
             }
         }
         Ok(())
@@ -376,15 +485,15 @@ impl Client {
                 break;
             }
         }
-        let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
-        let response = client
-            .write(
-                self.config
-                    .request(tokio_stream::iter(requests), self.config.timeout),
-            )
-            .await
-            .map_err(|s| status_err("ByteStream.Write", s))?
-            .into_inner();
+        let response = with_retries("ByteStream.Write", || {
+            let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
+            let request = self
+                .config
+                .request(tokio_stream::iter(requests.clone()), self.config.timeout);
+            async move { client.write(request).await }
+        })
+        .await?
+        .into_inner();
         if response.committed_size != total as i64 {
             bail!(
                 "ByteStream.Write of {digest} committed {} of {total} bytes",
@@ -394,67 +503,90 @@ impl Client {
         Ok(())
     }
 
-    /// Reads a blob from the CAS.
+    /// Reads a blob from the CAS and checks its size and hash against `digest`. The digest's
+    /// size usually comes from the server too, so it only bounds the read: nothing is reserved
+    /// for it, and a stream that runs past it is cut off.
     pub async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
-        if digest.size == 0 {
-            return Ok(Vec::new());
-        }
-        if (digest.size as usize) + 1024 <= self.max_batch_bytes {
-            let mut cas =
-                re::content_addressable_storage_client::ContentAddressableStorageClient::new(
-                    self.channel.clone(),
-                );
-            let request = re::BatchReadBlobsRequest {
-                instance_name: self.config.instance.clone(),
-                digests: vec![digest.to_proto()],
-                digest_function: re::digest_function::Value::Sha256 as i32,
-            };
-            let response = cas
-                .batch_read_blobs(self.config.request(request, self.config.timeout))
-                .await
-                .map_err(|s| status_err("BatchReadBlobs", s))?
-                .into_inner();
-            let r = response
-                .responses
-                .into_iter()
-                .next()
-                .context("BatchReadBlobs returned nothing")?;
-            if let Some(status) = r.status.filter(|s| s.code != 0) {
-                bail!("reading blob {digest} failed: {}", status.message);
+        let Ok(size) = u64::try_from(digest.size) else {
+            bail!("cannot read blob {digest}: negative size");
+        };
+        let data = if size == 0 {
+            Vec::new()
+        } else if size.saturating_add(1024) <= self.max_batch_bytes as u64 {
+            self.batch_read(digest).await?
+        } else {
+            self.bytestream_read(digest, size).await?
+        };
+        digest.verify(&data)?;
+        Ok(data)
+    }
+
+    async fn batch_read(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let request = re::BatchReadBlobsRequest {
+            instance_name: self.config.instance.clone(),
+            digests: vec![digest.to_proto()],
+            digest_function: re::digest_function::Value::Sha256 as i32,
+        };
+        let response = with_retries("BatchReadBlobs", || {
+            let mut cas = self.cas();
+            let request = self.config.request(request.clone(), self.config.timeout);
+            async move {
+                let response = cas.batch_read_blobs(request).await?.into_inner();
+                transient_blob_status(response.responses.iter().map(|r| r.status.as_ref()))?;
+                Ok(response)
             }
-            return Ok(r.data);
+        })
+        .await?;
+        let wanted = digest.to_proto();
+        let r = response
+            .responses
+            .into_iter()
+            .find(|r| r.digest.as_ref() == Some(&wanted))
+            .with_context(|| format!("BatchReadBlobs did not return blob {digest}"))?;
+        if let Some(status) = r.status.filter(|s| s.code != 0) {
+            return Err(call_failed(
+                &format!("reading blob {digest}"),
+                tonic::Code::from(status.code),
+                &status.message,
+            ));
         }
+        Ok(r.data)
+    }
+
+    async fn bytestream_read(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         let resource = format!(
             "{}blobs/{}/{}",
             self.resource_prefix(),
             digest.hash,
             digest.size
         );
-        let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
-        let mut stream = client
-            .read(self.config.request(
+        with_retries("ByteStream.Read", || {
+            let mut client = bs::byte_stream_client::ByteStreamClient::new(self.channel.clone());
+            let request = self.config.request(
                 bs::ReadRequest {
-                    resource_name: resource,
+                    resource_name: resource.clone(),
                     read_offset: 0,
                     read_limit: 0,
                 },
                 self.config.timeout,
-            ))
-            .await
-            .map_err(|s| status_err("ByteStream.Read", s))?
-            .into_inner();
-        let mut data = Vec::with_capacity(digest.size as usize);
-        while let Some(chunk) = stream.next().await {
-            data.extend(chunk.map_err(|s| status_err("ByteStream.Read", s))?.data);
-        }
-        if Digest::of_bytes(&data) != *digest {
-            bail!("blob {digest} arrived damaged");
-        }
-        Ok(data)
+            );
+            async move {
+                let mut stream = client.read(request).await?.into_inner();
+                let mut data = Vec::new();
+                // Stop once past the size: the caller's check reports the excess.
+                while data.len() as u64 <= size {
+                    match stream.next().await {
+                        Some(chunk) => data.extend(chunk?.data),
+                        None => break,
+                    }
+                }
+                Ok(data)
+            }
+        })
+        .await
     }
 
     pub async fn get_action_result(&self, action: &Digest) -> Result<Option<re::ActionResult>> {
-        let mut ac = re::action_cache_client::ActionCacheClient::new(self.channel.clone());
         let request = re::GetActionResultRequest {
             instance_name: self.config.instance.clone(),
             action_digest: Some(action.to_proto()),
@@ -462,14 +594,18 @@ impl Client {
             inline_stderr: true,
             digest_function: re::digest_function::Value::Sha256 as i32,
         };
-        match ac
-            .get_action_result(self.config.request(request, self.config.timeout))
-            .await
-        {
-            Ok(r) => Ok(Some(r.into_inner())),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(status_err("GetActionResult", s)),
-        }
+        with_retries("GetActionResult", || {
+            let mut ac = re::action_cache_client::ActionCacheClient::new(self.channel.clone());
+            let request = self.config.request(request.clone(), self.config.timeout);
+            async move {
+                match ac.get_action_result(request).await {
+                    Ok(r) => Ok(Some(r.into_inner())),
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                    Err(s) => Err(s),
+                }
+            }
+        })
+        .await
     }
 
     /// Runs an Execute, following its operation stream to the end and reconnecting with
@@ -531,10 +667,10 @@ impl Client {
         self.upload(&built.blobs).await?;
         let response = self.execute(&built.action_digest).await?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
-            return Err(RemoteError::Infrastructure(anyhow!(
-                "the server could not run the action: {} (code {})",
-                status.message,
-                status.code
+            return Err(RemoteError::Infrastructure(call_failed(
+                "the server could not run the action",
+                tonic::Code::from(status.code),
+                &status.message,
             )));
         }
         let result = response
@@ -545,22 +681,21 @@ impl Client {
 
     async fn outcome(&self, result: re::ActionResult, cached: bool) -> Result<RemoteOutcome> {
         let stdout = match (&result.stdout_digest, result.stdout_raw.is_empty()) {
-            (Some(d), true) => self.read_blob(&Digest::from_proto(d)).await?,
+            (Some(d), true) => self.read_blob(&Digest::parse(d)?).await?,
             _ => result.stdout_raw.clone(),
         };
         let stderr = match (&result.stderr_digest, result.stderr_raw.is_empty()) {
-            (Some(d), true) => self.read_blob(&Digest::from_proto(d)).await?,
+            (Some(d), true) => self.read_blob(&Digest::parse(d)?).await?,
             _ => result.stderr_raw.clone(),
         };
-        let outputs = result
-            .output_files
-            .iter()
-            .filter_map(|f| {
-                f.digest
-                    .as_ref()
-                    .map(|d| (f.path.clone(), Digest::from_proto(d)))
-            })
-            .collect();
+        let mut outputs = Vec::new();
+        for file in &result.output_files {
+            if let Some(d) = &file.digest {
+                let digest = Digest::parse(d)
+                    .with_context(|| format!("output {} of the action result", file.path))?;
+                outputs.push((file.path.clone(), digest));
+            }
+        }
         Ok(RemoteOutcome {
             exit_code: result.exit_code,
             stdout,
@@ -579,12 +714,11 @@ fn decode_operation(
         Some(OpResult::Response(any)) => {
             re::ExecuteResponse::decode(any.value.as_slice()).context("undecodable ExecuteResponse")
         }
-        Some(OpResult::Error(status)) => bail!(
-            "operation {} failed: {} (code {})",
-            op.name,
-            status.message,
-            status.code
-        ),
+        Some(OpResult::Error(status)) => Err(call_failed(
+            &format!("operation {}", op.name),
+            tonic::Code::from(status.code),
+            &status.message,
+        )),
         None => bail!(
             "operation {} finished with neither a response nor an error",
             op.name

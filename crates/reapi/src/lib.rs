@@ -4,9 +4,10 @@
 pub mod action;
 pub mod client;
 pub mod digest;
+mod paths;
 pub mod proto;
 pub mod worker;
 
 pub use action::{ActionSpec, InputFile};
-pub use client::{Client, RemoteConfig, RemoteError, RemoteOutcome};
+pub use client::{CallFailed, Client, RemoteConfig, RemoteError, RemoteOutcome};
 pub use digest::Digest;

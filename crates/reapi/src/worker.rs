@@ -3,11 +3,14 @@
 //! (the payload is an Action or its Digest), fetches the input tree from the CAS into a fresh
 //! directory, runs the command with exactly the Command's environment, uploads the outputs,
 //! stdout and stderr, and reports the ActionResult in the lease. A command's non-zero exit is an
-//! ordinary result; only the bot's own failures are reported with an error status.
+//! ordinary result; only the bot's own failures are reported with an error status, and actions
+//! that name anything outside their lease directory (see [`crate::paths`]) with
+//! INVALID_ARGUMENT, before anything runs.
 
 use crate::action::{Blob, BlobData};
 use crate::client::{Client, RemoteConfig};
 use crate::digest::Digest;
+use crate::paths::{self, is_invalid_action, InvalidAction};
 use crate::proto::build::bazel::remote::execution::v2 as re;
 use crate::proto::google::devtools::remoteworkers::v1test2 as rw;
 use crate::proto::google::rpc::Status;
@@ -126,7 +129,8 @@ async fn bot_loop(
                             }
                             Err(err) => {
                                 tracing::warn!("bot {bot_id}: lease {id} failed: {err:#}");
-                                lease.status = Some(Status { code: tonic::Code::Internal as i32, message: format!("{err:#}"), details: vec![] });
+                                let code = if is_invalid_action(&err) { tonic::Code::InvalidArgument } else { tonic::Code::Internal };
+                                lease.status = Some(Status { code: code as i32, message: format!("{err:#}"), details: vec![] });
                             }
                         }
                     }
@@ -237,43 +241,43 @@ async fn execute_lease(
     {
         let digest = re::Digest::decode(payload.value.as_slice())
             .context("undecodable Digest in the lease")?;
-        let bytes = client.read_blob(&Digest::from_proto(&digest)).await?;
+        let bytes = client
+            .read_blob(&action_digest(Some(&digest), "lease payload")?)
+            .await?;
         re::Action::decode(bytes.as_slice()).context("undecodable Action blob")?
     } else {
         bail!("lease payload of unknown type {}", payload.type_url);
     };
-    let command_digest = action
-        .command_digest
-        .as_ref()
-        .context("the Action has no command digest")?;
-    let command = re::Command::decode(
-        client
-            .read_blob(&Digest::from_proto(command_digest))
-            .await?
-            .as_slice(),
-    )
-    .context("undecodable Command blob")?;
+    let command_digest = action_digest(action.command_digest.as_ref(), "command")?;
+    let command = re::Command::decode(client.read_blob(&command_digest).await?.as_slice())
+        .context("undecodable Command blob")?;
+    // Every path the Command names is checked before anything is fetched or run.
+    let cwd_components = paths::relative_path(&command.working_directory)?;
+    let every_output = command
+        .output_files
+        .iter()
+        .chain(&command.output_directories)
+        .chain(&command.output_paths)
+        .map(|o| output_components(&cwd_components, o))
+        .collect::<Result<Vec<_>>>()?;
+    // The files to collect: output_paths, or output_files from clients older than v2.1.
+    let outputs = if command.output_paths.is_empty() {
+        &command.output_files
+    } else {
+        &command.output_paths
+    };
     let root = match &work_dir {
         Some(dir) => tempfile::Builder::new().prefix("lease-").tempdir_in(dir)?,
         None => tempfile::Builder::new()
             .prefix("thindist-lease-")
             .tempdir()?,
     };
-    let input_root = action
-        .input_root_digest
-        .as_ref()
-        .context("the Action has no input root")?;
-    fetch_tree(client, &Digest::from_proto(input_root), root.path()).await?;
-    let cwd = root.path().join(&command.working_directory);
-    let outputs: Vec<String> = if command.output_paths.is_empty() {
-        command.output_files.clone()
-    } else {
-        command.output_paths.clone()
-    };
-    for output in &outputs {
-        if let Some(parent) = cwd.join(output).parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
+    let input_root = action_digest(action.input_root_digest.as_ref(), "input root")?;
+    fetch_tree(client, &input_root, root.path()).await?;
+    let cwd = paths::make_dirs(root.path(), &cwd_components)?;
+    // The API makes the worker create every output's parent directory.
+    for output in &every_output {
+        paths::make_dirs(root.path(), &output[..output.len() - 1])?;
     }
     let (program, args) = command
         .arguments
@@ -305,11 +309,10 @@ async fn execute_lease(
     };
     let mut blobs = Vec::new();
     let mut output_files = Vec::new();
-    for path in &outputs {
-        let file = cwd.join(path);
-        if let Ok(bytes) = tokio::fs::read(&file).await {
+    for path in outputs {
+        let components = output_components(&cwd_components, path)?;
+        if let Some((bytes, executable)) = paths::read_output(root.path(), &components)? {
             let digest = Digest::of_bytes(&bytes);
-            let executable = is_executable(&file);
             output_files.push(re::OutputFile {
                 path: path.clone(),
                 digest: Some(digest.to_proto()),
@@ -351,26 +354,46 @@ async fn execute_lease(
     })
 }
 
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+/// An output path's components from the lease root: it is relative to the working directory.
+fn output_components<'a>(cwd: &[&'a str], output: &'a str) -> Result<Vec<&'a str>> {
+    let components = paths::relative_path(output)?;
+    if components.is_empty() {
+        return Err(InvalidAction(format!("output {output:?} names the working directory")).into());
+    }
+    Ok(cwd.iter().copied().chain(components).collect())
 }
 
-/// Writes the Directory tree `digest` (and every file in it) below `dest`.
+/// The digest of `what` as the action names it: missing or malformed, the action is invalid.
+fn action_digest(digest: Option<&re::Digest>, what: &str) -> Result<Digest> {
+    let digest = digest.ok_or_else(|| InvalidAction(format!("{what} has no digest")))?;
+    Digest::parse(digest).map_err(|e| InvalidAction(format!("{what}: {e:#}")).into())
+}
+
+/// Writes the Directory tree `digest` (and every file in it) below `dest`. Each name must be a
+/// plain component, unique in its Directory (so no write goes through a symlink or lands on
+/// another entry), and each symlink must lead inside `dest`.
 async fn fetch_tree(client: &Client, digest: &Digest, dest: &Path) -> Result<()> {
-    let mut pending = vec![(digest.clone(), dest.to_path_buf())];
-    while let Some((digest, dir)) = pending.pop() {
+    let mut pending = vec![(digest.clone(), dest.to_path_buf(), 0usize)];
+    while let Some((digest, dir, depth)) = pending.pop() {
         let directory = re::Directory::decode(client.read_blob(&digest).await?.as_slice())
             .context("undecodable Directory blob")?;
-        tokio::fs::create_dir_all(&dir).await?;
-        for file in &directory.files {
-            if file.name.contains('/') || file.name == ".." {
-                bail!("input file name {:?} escapes its directory", file.name);
+        let mut names = std::collections::HashSet::new();
+        let entries = directory
+            .files
+            .iter()
+            .map(|f| &f.name)
+            .chain(directory.directories.iter().map(|d| &d.name))
+            .chain(directory.symlinks.iter().map(|s| &s.name));
+        for name in entries {
+            if !names.insert(paths::entry_name(name)?) {
+                return Err(InvalidAction(format!(
+                    "{name:?} appears twice in the input directory {digest}"
+                ))
+                .into());
             }
-            let file_digest =
-                Digest::from_proto(file.digest.as_ref().context("a FileNode has no digest")?);
+        }
+        for file in &directory.files {
+            let file_digest = action_digest(file.digest.as_ref(), &file.name)?;
             let path = dir.join(&file.name);
             tokio::fs::write(&path, client.read_blob(&file_digest).await?).await?;
             if file.is_executable {
@@ -378,17 +401,17 @@ async fn fetch_tree(client: &Client, digest: &Digest, dest: &Path) -> Result<()>
                 tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).await?;
             }
         }
+        for link in &directory.symlinks {
+            paths::symlink_target(depth, &link.target)?;
+            tokio::fs::symlink(&link.target, dir.join(&link.name)).await?;
+        }
         for sub in &directory.directories {
-            if sub.name.contains('/') || sub.name == ".." {
-                bail!("input directory name {:?} escapes its directory", sub.name);
-            }
+            let path = dir.join(&sub.name);
+            tokio::fs::create_dir(&path).await?;
             pending.push((
-                Digest::from_proto(
-                    sub.digest
-                        .as_ref()
-                        .context("a DirectoryNode has no digest")?,
-                ),
-                dir.join(&sub.name),
+                action_digest(sub.digest.as_ref(), &sub.name)?,
+                path,
+                depth + 1,
             ));
         }
     }

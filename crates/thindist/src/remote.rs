@@ -238,17 +238,17 @@ impl Executor for RemoteExecutor {
             }
         };
         let mut delay = Duration::from_millis(250);
-        let mut last_error = String::new();
-        for attempt in 1..=3 {
+        let mut attempt = 0;
+        let last_error = loop {
+            attempt += 1;
             match self
                 .runtime
                 .block_on(self.attempt(client, &spec, job, started))
             {
                 Ok(outcome) => return outcome,
                 Err(err) => {
-                    last_error = err.to_string();
                     tracing::debug!(
-                        "remote attempt {attempt} for {} failed: {last_error}",
+                        "remote attempt {attempt} for {} failed: {err}",
                         job.module.display()
                     );
                     if crate::exec::interrupts()
@@ -257,14 +257,19 @@ impl Executor for RemoteExecutor {
                     {
                         return fail("interrupted".into());
                     }
+                    // A server that refused the action (by its status code) would refuse it
+                    // again.
+                    if attempt == 3 || !err.is_transient() {
+                        break err.to_string();
+                    }
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
             }
-        }
+        };
         if self.settings.remote_only {
             return fail(format!(
-                "remote execution failed after 3 attempts: {last_error}"
+                "remote execution failed after {attempt} attempt(s): {last_error}"
             ));
         }
         eprintln!(
