@@ -221,6 +221,54 @@ fn excerpt(list: &[&String]) -> String {
     s
 }
 
+/// `paths` sorted into what issue #10 names (link directories `OUTPUT.thindist/`, native objects
+/// `X.thinlto-native.o`, temporary files `*.thindist-tmp*`) and the rest, shown in full.
+fn classify(paths: &[&String]) -> String {
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    let mut in_dirs = 0;
+    let mut native: Vec<&String> = Vec::new();
+    let mut temporary: Vec<&String> = Vec::new();
+    let mut other: Vec<&String> = Vec::new();
+    for p in paths {
+        if let Some(i) = p.find(".thindist/") {
+            dirs.insert(p[..i + ".thindist/".len()].to_string());
+            in_dirs += 1;
+        } else if p.contains("thindist-tmp") {
+            temporary.push(p);
+        } else if p.ends_with(".thinlto-native.o") {
+            native.push(p);
+        } else {
+            other.push(p);
+        }
+    }
+    let mut s = String::new();
+    if !dirs.is_empty() {
+        let dirs: Vec<String> = dirs.into_iter().collect();
+        let dirs: Vec<&String> = dirs.iter().collect();
+        s += &format!(
+            "\n   {in_dirs} in {} OUTPUT.thindist/ directories:{}",
+            dirs.len(),
+            excerpt(&dirs)
+        );
+    }
+    if !native.is_empty() {
+        s += &format!("\n   {} native objects X.thinlto-native.o:{}", native.len(), excerpt(&native[..native.len().min(5)]));
+        if native.len() > 5 {
+            s += &format!("\n    ... and {} more", native.len() - 5);
+        }
+    }
+    if !temporary.is_empty() {
+        s += &format!("\n   {} temporary files:{}", temporary.len(), excerpt(&temporary[..temporary.len().min(5)]));
+        if temporary.len() > 5 {
+            s += &format!("\n    ... and {} more", temporary.len() - 5);
+        }
+    }
+    if !other.is_empty() {
+        s += &format!("\n   {} other paths:{}", other.len(), excerpt(&other));
+    }
+    s
+}
+
 /// (d): the differences between the two trees that are not `thindist cc` records.
 fn compare_trees(in_process: &BTreeSet<String>, thindist: &BTreeSet<String>) -> Option<String> {
     let mut extra = Vec::new();
@@ -238,7 +286,7 @@ fn compare_trees(in_process: &BTreeSet<String>, thindist: &BTreeSet<String>) -> 
     }
     let mut msg = String::from("(d) the tree after the thindist build differs from the in-process one:");
     if !extra.is_empty() {
-        msg += &format!("\n  {} path(s) only after thindist:{}", extra.len(), excerpt(&extra));
+        msg += &format!("\n  {} path(s) only after thindist:{}", extra.len(), classify(&extra));
     }
     if !orphan_records.is_empty() {
         msg += &format!(
@@ -331,7 +379,7 @@ fn corpus_project(project: &'static str, package: &str) {
             failures.push(format!(
                 "(c) the thindist {step} left {} new path(s) in TMPDIR:{}",
                 left.len(),
-                excerpt(&left)
+                classify(&left)
             ));
         }
         tmp_seen.extend(all_left.iter().cloned());
