@@ -384,8 +384,15 @@ fn corpus_project(project: &'static str, package: &str) {
         }
         tmp_seen.extend(all_left.iter().cloned());
         if !r.ok {
+            let hint = if failures.iter().any(|f| f.starts_with("(b)")) {
+                " (/dev/null was replaced during the build: a process that opened it while it \
+                 was missing fails, e.g. `cannot run the linker ld.lld-22: No such file or \
+                 directory`)"
+            } else {
+                ""
+            };
             failures.push(format!(
-                "(a) the thindist {step} failed (log {}):\n{}",
+                "(a) the thindist {step} failed{hint} (log {}):\n{}",
                 r.log.display(),
                 tail(&r.text)
             ));
