@@ -439,9 +439,9 @@ fn corpus_project(project: &'static str, package: &str) {
         tmp_seen.extend(all_left.iter().cloned());
         if !r.ok {
             let hint = if failures.iter().any(|f| f.starts_with("(b)")) {
-                " (/dev/null was replaced during the build: a process that opened it while it \
-                 was missing fails, e.g. `cannot run the linker ld.lld-22: No such file or \
-                 directory`)"
+                " (after /dev/null was replaced, which alone can fail it: a test suite that checks \
+                 /dev/null, like zstd's, or a process opening it while it is missing, e.g. \
+                 `cannot run the linker ld.lld-22: No such file or directory`)"
             } else {
                 ""
             };
