@@ -7,7 +7,9 @@
 #   ci/buildgrid.sh stop DIR
 set -euo pipefail
 
-venv=${THINDIST_BUILDGRID_VENV:-$HOME/.cache/thindist/buildgrid-venv}
+# Outside thindist's own cache directory ($XDG_CACHE_HOME/thindist), which `thindist cache clear`
+# empties and the tests must never touch.
+venv=${THINDIST_BUILDGRID_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/thindist-buildgrid-venv}
 pg_bin=/usr/lib/postgresql/15/bin
 
 die() { echo "buildgrid.sh: error: $*" >&2; exit 1; }
