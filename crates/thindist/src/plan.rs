@@ -75,8 +75,9 @@ pub fn native_name(module: &Path) -> PathBuf {
 /// livepatch tools and `thindist explain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeepNatives {
-    /// In a kbuild tree (the module's flags came from its `.NAME.o.cmd`), as the kernel's own
-    /// distributed mode does; nowhere else.
+    /// In a kbuild tree (the module's flags came from its `.NAME.o.cmd`, or from the shell
+    /// command that compiled it right before this link, as kbuild does for single-object
+    /// modules), as the kernel's own distributed mode does; nowhere else.
     Kbuild,
     /// For every module the user built (`--keep-natives`).
     Always,
@@ -95,7 +96,9 @@ fn publishes(
     let abs = crate::fsutil::normalize(&cwd.join(module));
     let temporary =
         abs.starts_with(work_dir) || abs.parent() == Some(std::env::temp_dir().as_path());
-    !temporary && (keep == KeepNatives::Always || matches!(source, FlagsSource::KbuildCmd(_)))
+    !temporary
+        && (keep == KeepNatives::Always
+            || matches!(source, FlagsSource::KbuildCmd(_) | FlagsSource::ParentShell))
 }
 
 pub fn plan(
