@@ -17,7 +17,7 @@ fn project() -> SmallProject {
 
 /// Links with lld's DTLTO, thindist as the distributor, extra `distributor_args` for it.
 fn link_dtlto(p: &SmallProject, output: &str, distributor_args: &[String]) -> std::process::Output {
-    let mut cmd = Command::new("clang-22");
+    let mut cmd = p.cmd("clang-22");
     cmd.args(["-flto=thin", "-fuse-ld=lld", "-O2"])
         .arg(format!("-fthinlto-distributor={}", thindist()))
         .arg("-Xthinlto-distributor=distribute");
@@ -46,7 +46,7 @@ fn dtlto_link_equals_in_process_link() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("thindist: 3 modules"));
-    let inproc = Command::new("clang-22")
+    let inproc = p.cmd("clang-22")
         .args([
             "-flto=thin",
             "-fuse-ld=lld",

@@ -185,7 +185,7 @@ fn non_bitcode_module_in_dtlto_job_file_is_reported() {
         "jobs": [{"args": ["fake.o", "-fthinlto-index=fake.o.thinlto.bc", "-o", "fake.native.o"],
                   "inputs": ["fake.o", "fake.o.thinlto.bc"], "outputs": ["fake.native.o"]}]});
     std::fs::write(p.path("jobs.json"), job.to_string()).unwrap();
-    let out = Command::new(thindist())
+    let out = p.cmd(thindist())
         .args(["distribute", "jobs.json"])
         .current_dir(p.dir())
         .output()
@@ -196,7 +196,7 @@ fn non_bitcode_module_in_dtlto_job_file_is_reported() {
     assert!(!p.path("fake.native.o").exists());
 
     std::fs::write(p.path("bad.json"), "{\"common\": {}}").unwrap();
-    let out = Command::new(thindist())
+    let out = p.cmd(thindist())
         .args(["distribute", "bad.json"])
         .current_dir(p.dir())
         .output()
@@ -371,7 +371,7 @@ fn truncated_or_missing_shard_is_reported() {
     let file = serde_json::json!({"common": {"linker_output": "prog", "args": ["clang-22", "-c", "-O2"]},
         "jobs": [job("a.o", "idx/a.o.thinlto.bc"), job("b.o", "idx/missing.thinlto.bc")]});
     std::fs::write(p.path("jobs.json"), file.to_string()).unwrap();
-    let out = Command::new(thindist())
+    let out = p.cmd(thindist())
         .args(["distribute", "--keep-going", "jobs.json"])
         .current_dir(p.dir())
         .output()
