@@ -8,8 +8,9 @@ use crate::exec::{self, Executor, Slots};
 use crate::flags::FlagSources;
 use crate::fsutil;
 use crate::job::BackendJob;
-use crate::linkargs::{LinkArgs, LtoOpt};
-use crate::plan::{self, LinkCodegen};
+use crate::linkargs::LinkArgs;
+use crate::ltoopts::{LinkCodegen, LtoOpt};
+use crate::plan;
 use crate::report::{ConsoleReporter, Tally};
 use crate::runner::JobRunner;
 use crate::thinlink;
@@ -196,6 +197,18 @@ pub fn run_ld(
     if !link.has_bitcode() {
         return pass_through(&invocation.linker, &invocation.args);
     }
+    // The link's code-generation options, refused now if no back end could apply them.
+    let codegen = LinkCodegen::from_link(
+        &link.args,
+        settings
+            .compiler
+            .clone()
+            .unwrap_or_else(|| default_compiler(&invocation)),
+    )?;
+    codegen.check_compiler()?;
+    for warning in &codegen.warnings {
+        eprintln!("thindist: warning: {warning}");
+    }
     let mut session = Session::new(settings, extra_reporters);
 
     // Thin link.
@@ -216,13 +229,6 @@ pub fn run_ld(
         parent_shell_commands(),
         &cwd,
     )?;
-    let codegen = LinkCodegen::from_link(
-        &link.args,
-        settings
-            .compiler
-            .clone()
-            .unwrap_or_else(|| default_compiler(&invocation)),
-    );
     let plan = plan::plan(&thin.modules, &link.work_dir, &cwd, &sources, &codegen)?;
     warn_about_flags(&plan.problems, &plan.without_flags);
 

@@ -357,7 +357,8 @@ pub fn backend_options(saved: &[String]) -> Result<(String, Vec<String>)> {
     Ok((compiler.clone(), kept))
 }
 
-/// Files a back-end compile reads because of its options (profiles, section lists).
+/// Files a back-end compile reads because of its options (profiles, section lists, pass
+/// plugins).
 pub fn option_inputs(options: &[String]) -> Vec<PathBuf> {
     options
         .iter()
@@ -365,6 +366,7 @@ pub fn option_inputs(options: &[String]) -> Vec<PathBuf> {
             o.strip_prefix("-fprofile-sample-use=")
                 .or_else(|| o.strip_prefix("-fprofile-use="))
                 .or_else(|| o.strip_prefix("-fprofile-instr-use="))
+                .or_else(|| o.strip_prefix("-fpass-plugin="))
                 .or_else(|| {
                     o.strip_prefix("-fbasic-block-sections=")
                         .filter(|v| !matches!(*v, "all" | "labels" | "none"))
