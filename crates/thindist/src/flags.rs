@@ -369,7 +369,7 @@ pub fn option_inputs(options: &[String]) -> Vec<PathBuf> {
                 .or_else(|| o.strip_prefix("-fpass-plugin="))
                 .or_else(|| {
                     o.strip_prefix("-fbasic-block-sections=")
-                        .filter(|v| !matches!(*v, "all" | "labels" | "none"))
+                        .and_then(|v| v.strip_prefix("list="))
                 })
         })
         .map(PathBuf::from)

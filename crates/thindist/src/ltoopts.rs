@@ -123,8 +123,8 @@ const LLD_OPTIONS: &[Row] = &[
     (Key::PluginPrefix("sample-profile="), |v| {
         LtoOpt::SampleProfile(v.into())
     }),
-    // Propeller: `-fbasic-block-sections=X`; `labels` is lld's deprecated spelling of the
-    // address map, `-fbasic-block-address-map`.
+    // Propeller: `-fbasic-block-sections=all|none|list=FILE` (clang's spelling of a cluster
+    // file); `labels`, lld's deprecated spelling of the address map, does nothing in lld 22.
     (Key::Name("lto-basic-block-sections"), |v| {
         LtoOpt::BasicBlockSections(v.into())
     }),
@@ -419,8 +419,13 @@ fn basic_block_sections(value: &str) -> Result<Mapped, String> {
              so do the back ends; use --lto-basic-block-address-map",
         ));
     }
+    // clang spells a cluster file `list=FILE`, lld just `FILE`.
+    let clang_value = match value {
+        "all" | "none" => value.to_string(),
+        file => format!("list={file}"),
+    };
     Ok(Mapped::Options(vec![format!(
-        "-fbasic-block-sections={value}"
+        "-fbasic-block-sections={clang_value}"
     )]))
 }
 
@@ -669,7 +674,7 @@ mod tests {
                 "-import-instr-limit=5",
                 "-O3",
                 "-fprofile-sample-use=p.afdo",
-                "-fbasic-block-sections=bb.txt"
+                "-fbasic-block-sections=list=bb.txt"
             ]
         );
         assert_eq!(
