@@ -657,6 +657,7 @@ pub fn clang_major(compiler: &str) -> Result<u32> {
 mod tests {
     use super::*;
     use crate::flags;
+    use proptest::prelude::*;
     use std::path::PathBuf;
 
     fn codegen(line: &str) -> Result<LinkCodegen> {
@@ -768,5 +769,31 @@ mod tests {
             }
         );
         assert_eq!(LlvmOpt::parse("-x").to_string(), "-x");
+    }
+
+    proptest! {
+        /// lld's four spellings of an LLVM option parse to the same typed value, split as
+        /// LLVM splits it.
+        #[test]
+        fn llvm_option_spellings_parse_alike(
+            name in "[a-z][a-z0-9-]{0,20}",
+            value in proptest::option::of("[a-zA-Z0-9./]{1,8}"),
+        ) {
+            let text = match &value {
+                Some(v) => format!("-{name}={v}"),
+                None => format!("-{name}"),
+            };
+            let expected = vec![LtoOpt::Llvm(LlvmOpt { name: name.clone(), value: value.clone() })];
+            for tokens in [
+                vec!["-mllvm".to_string(), text.clone()],
+                vec![format!("--mllvm={text}")],
+                vec![format!("-plugin-opt={text}")],
+                vec![format!("--plugin-opt={text}")],
+            ] {
+                let args = LinkArgs::parse(&tokens).unwrap();
+                let parsed: Vec<LtoOpt> = args.lto_options().cloned().collect();
+                prop_assert_eq!(&parsed, &expected, "{:?}", tokens);
+            }
+        }
     }
 }
