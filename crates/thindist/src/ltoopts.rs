@@ -392,6 +392,18 @@ const LLD_CODEGEN_FLAGS: &[FlagRow] = &[
             &["-fno-partition-static-data-sections"],
         )
     }),
+    // The driver's -ggdb, -glldb, -gsce: cc1's spelling (the driver's would turn debug
+    // information on; the tuning only shapes what the bitcode already has).
+    ("debugger-tune", |v| {
+        v.map(|tuning| {
+            Mapped::Options(vec!["-Xclang".into(), format!("-debugger-tuning={tuning}")])
+        })
+        .ok_or_else(|| "it needs a value".to_string())
+    }),
+    // The driver's -mtls-dialect=gnu2 (x86's name for TLS descriptors).
+    ("enable-tlsdesc", |v| {
+        boolean(v, &["-mtls-dialect=gnu2"], &["-mtls-dialect=gnu"])
+    }),
     // The driver's -fjmc. cc1's spelling, because the driver drops -fjmc without -g on its
     // own command line, while the bitcode's debug info is what the pass looks at.
     ("enable-jmc-instrument", |v| {
@@ -613,9 +625,10 @@ impl LinkCodegen {
             .llvm
             .iter()
             .filter(|l| {
+                // LLVM names an unknown option as given, and one with a bad value as `--NAME`.
                 let name = l.option.split('=').next().unwrap_or(&l.option);
                 text.contains(&format!("Unknown command line argument '{name}"))
-                    || text.contains(&format!("for the {} option", &name[1..]))
+                    || text.contains(&format!("-{} option:", name.trim_start_matches('-')))
             })
             .map(|l| format!("`{}`", l.from))
             .collect();
@@ -623,10 +636,11 @@ impl LinkCodegen {
             bail!("{compiler} rejects the link's LLVM options (nothing was compiled):\n{text}");
         }
         bail!(
-            "the back-end compiler {compiler} does not take the LLVM option(s) {} given to the \
-             linker (ld.lld registers them, clang does not, and thindist knows no clang option \
-             with their effect); nothing was compiled. Remove them from the link, or compile \
-             the modules with the clang options that have their effect.\n{text}",
+            "the back-end compiler {compiler} rejects the link's LLVM option(s) {}, so no back \
+             end could apply them (nothing was compiled). An option that ld.lld registers and \
+             clang does not (one of LLVM's code-generation flags) and that thindist knows no \
+             clang option for belongs in the modules' compile flags as its clang option; remove \
+             it from the link.\n{text}",
             rejected.join(", ")
         )
     }

@@ -242,6 +242,14 @@ const CASES: &[Case] = &[
         ],
         expect: &[(".text.g", true)],
     },
+    // The driver's -ggdb and -mtls-dialect=gnu2 (no effect on a relocatable link's code).
+    Case {
+        link: &[
+            "-plugin-opt=-debugger-tune=gdb",
+            "-plugin-opt=-enable-tlsdesc",
+        ],
+        expect: &[(".text.g", true)],
+    },
 ];
 
 #[test]
@@ -428,10 +436,20 @@ fn options_no_back_end_takes_stop_the_link_before_any_job() {
     for (link, says) in [
         (
             &["-plugin-opt=-relocation-model=pic"][..],
-            &["`-plugin-opt=-relocation-model=pic`", "does not take"][..],
+            &[
+                "`-plugin-opt=-relocation-model=pic`",
+                "rejects the link's LLVM option",
+            ][..],
         ),
         (&["--lto-emit-asm"], &["`--lto-emit-asm`", "assembly"]),
         (&["--lto-CGO1"], &["`--lto-CGO1`", "--lto-O"]),
+        (
+            &["-mllvm", "-import-instr-limit=many"],
+            &[
+                "`-mllvm -import-instr-limit=many`",
+                "rejects the link's LLVM option",
+            ],
+        ),
         (
             &["-mllvm", "-always-rename-promoted-locals=false"],
             &[
