@@ -95,6 +95,10 @@ make "${make_args[@]}" bzImage modules
 end=$(date +%s.%N)
 echo "== build took $(echo "$end - $start" | bc) s"
 
+# Not `llvm-readelf | grep -q` below: under pipefail, grep's early exit can fail readelf with
+# SIGPIPE on vmlinux.o's long section list.
+sections=$(llvm-readelf-22 -S --wide vmlinux.o)
+
 if [ "$mode" = thindist ]; then
     natives=$(find . -name '*.thinlto-native.o' -not -path './vmlinux.o.thindist/*' | wc -l)
     [ "$natives" -gt 100 ] || die "only $natives native objects beside the bitcode: vmlinux.o was not linked by thindist"
@@ -102,7 +106,7 @@ if [ "$mode" = thindist ]; then
     echo "== vmlinux.o: $(wc -l < vmlinux.o.thindist/modules.list) modules compiled by thindist, $natives native objects kept"
     # kbuild runs objtool (--ibt --static-call) on vmlinux.o right after linking it; the
     # sections it writes prove that it ran on thindist's output.
-    llvm-readelf-22 -S --wide vmlinux.o | grep -q '\.ibt_endbr_seal' || die "vmlinux.o has no .ibt_endbr_seal section: objtool did not run"
+    grep -q '\.ibt_endbr_seal' <<<"$sections" || die "vmlinux.o has no .ibt_endbr_seal section: objtool did not run"
     grep -q 'objtool' .vmlinux.o.cmd || die ".vmlinux.o.cmd does not record objtool"
 fi
 
@@ -110,7 +114,7 @@ if [ "$autofdo_propeller" = 1 ]; then
     grep -q -- '--lto-sample-profile=.*-plugin-opt=-split-machine-functions --lto-basic-block-address-map' .vmlinux.o.cmd \
         || die ".vmlinux.o.cmd does not show the AutoFDO and Propeller link options"
     # The Propeller address map reached vmlinux.o's code generation.
-    llvm-readelf-22 -S --wide vmlinux.o | grep -q '\.llvm_bb_addr_map' || die "vmlinux.o has no .llvm_bb_addr_map section"
+    grep -q '\.llvm_bb_addr_map' <<<"$sections" || die "vmlinux.o has no .llvm_bb_addr_map section"
     echo "== vmlinux.o was linked with the AutoFDO and Propeller link options"
 fi
 
