@@ -7,6 +7,9 @@
 #   kernel/build-and-boot.sh --mode thindist --thindist target/release/thindist
 #   kernel/build-and-boot.sh --mode inprocess --tree /tmp/linux-inprocess --skip-boot
 #
+# --autofdo-propeller adds Linux 7.x's AutoFDO (with a small text profile) and Propeller link
+# options to every link (kernel/autofdo-propeller.mk) and checks that vmlinux.o got them.
+#
 # Exits 0 only when the build succeeds and (unless --skip-boot) both markers reach the console.
 set -euo pipefail
 
@@ -15,6 +18,7 @@ tree=""
 thindist=""
 jobs=2
 skip_boot=0
+autofdo_propeller=0
 source_tarball=/usr/src/linux-source-6.12.tar.xz
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -31,6 +35,7 @@ while [ $# -gt 0 ]; do
         --jobs) jobs=$2; shift 2 ;;
         --jobs=*) jobs=${1#*=}; shift ;;
         --skip-boot) skip_boot=1; shift ;;
+        --autofdo-propeller) autofdo_propeller=1; shift ;;
         *) die "unknown argument $1 (see the comment at the top of $0)" ;;
     esac
 done
@@ -75,11 +80,24 @@ if [ ! -f .config ] || ! grep -q '^CONFIG_LTO_CLANG_THIN=y' .config; then
     grep -q '^CONFIG_CRC7=m' .config || die "CONFIG_CRC7 is not a module in $tree/.config"
 fi
 
+if [ "$autofdo_propeller" = 1 ]; then
+    # 6.12 has no Makefile.autofdo or Makefile.propeller: include their link options from the
+    # end of the top Makefile (once), and give them a profile of two kernel functions.
+    grep -q 'autofdo-propeller.mk' Makefile || echo "include $here/autofdo-propeller.mk" >> Makefile
+    profile="$tree.autofdo.txt"
+    printf 'start_kernel:1000:1\n 0: 1\n 1: 1\nkernel_init:100:1\n 0: 1\n' > "$profile"
+    make_args+=(CLANG_AUTOFDO_PROFILE="$profile")
+fi
+
 echo "== building bzImage and modules ($mode, -j$jobs)"
 start=$(date +%s.%N)
 make "${make_args[@]}" bzImage modules
 end=$(date +%s.%N)
 echo "== build took $(echo "$end - $start" | bc) s"
+
+# Not `llvm-readelf | grep -q` below: under pipefail, grep's early exit can fail readelf with
+# SIGPIPE on vmlinux.o's long section list.
+sections=$(llvm-readelf-22 -S --wide vmlinux.o)
 
 if [ "$mode" = thindist ]; then
     natives=$(find . -name '*.thinlto-native.o' | wc -l)
@@ -87,8 +105,16 @@ if [ "$mode" = thindist ]; then
     echo "== $natives native objects kept beside their bitcode"
     # kbuild runs objtool (--ibt --static-call) on vmlinux.o right after linking it; the
     # sections it writes prove that it ran on thindist's output.
-    llvm-readelf-22 -S --wide vmlinux.o | grep -q '\.ibt_endbr_seal' || die "vmlinux.o has no .ibt_endbr_seal section: objtool did not run"
+    grep -q '\.ibt_endbr_seal' <<<"$sections" || die "vmlinux.o has no .ibt_endbr_seal section: objtool did not run"
     grep -q 'objtool' .vmlinux.o.cmd || die ".vmlinux.o.cmd does not record objtool"
+fi
+
+if [ "$autofdo_propeller" = 1 ]; then
+    grep -q -- '--lto-sample-profile=.*-plugin-opt=-split-machine-functions --lto-basic-block-address-map' .vmlinux.o.cmd \
+        || die ".vmlinux.o.cmd does not show the AutoFDO and Propeller link options"
+    # The Propeller address map reached vmlinux.o's code generation.
+    grep -q '\.llvm_bb_addr_map' <<<"$sections" || die "vmlinux.o has no .llvm_bb_addr_map section"
+    echo "== vmlinux.o was linked with the AutoFDO and Propeller link options"
 fi
 
 [ "$skip_boot" = 1 ] && exit 0

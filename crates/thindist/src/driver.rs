@@ -8,8 +8,9 @@ use crate::exec::{self, Executor, Slots};
 use crate::flags::FlagSources;
 use crate::fsutil;
 use crate::job::BackendJob;
-use crate::linkargs::{LinkArgs, LtoOpt};
-use crate::plan::{self, KeepNatives, LinkCodegen};
+use crate::linkargs::LinkArgs;
+use crate::ltoopts::{LinkCodegen, LtoOpt};
+use crate::plan::{self, KeepNatives};
 use crate::workdir::WorkDir;
 use crate::report::{ConsoleReporter, Tally};
 use crate::runner::JobRunner;
@@ -223,6 +224,18 @@ pub fn run_ld(
         drop(work);
         return pass_through(&invocation.linker, &invocation.args);
     }
+    // The link's code-generation options, refused now if no back end could apply them.
+    let codegen = LinkCodegen::from_link(
+        &link.args,
+        settings
+            .compiler
+            .clone()
+            .unwrap_or_else(|| default_compiler(&invocation)),
+    )?;
+    codegen.check_compiler()?;
+    for warning in &codegen.warnings {
+        eprintln!("thindist: warning: {warning}");
+    }
     // A compile-and-link command (every bitcode input is a temporary of the clang driver) is
     // as quiet as lld: configure probes may judge a compiler by whether it printed anything.
     let quiet = link.bitcode_is_all_temporary();
@@ -248,13 +261,6 @@ pub fn run_ld(
         &cwd,
     )?
     .with_records(cache.as_ref().map(DiskCache::records_dir));
-    let codegen = LinkCodegen::from_link(
-        &link.args,
-        settings
-            .compiler
-            .clone()
-            .unwrap_or_else(|| default_compiler(&invocation)),
-    );
     let plan = plan::plan(
         &thin.modules,
         &link.work_dir,

@@ -416,7 +416,9 @@ const INPUT_FILE_OPTIONS: &[&str] = &[
     "-fprofile-use=",
     "-fprofile-instr-use=",
     "-fprofile-remapping-file=",
-    "-fbasic-block-sections=",
+    // clang 22 takes a basic-block sections file only as `list=FILE`.
+    "-fbasic-block-sections=list=",
+    "-fpass-plugin=",
 ];
 
 /// Other joined options whose value names a file or directory (the joined forms of the
@@ -437,10 +439,7 @@ const OTHER_PATH_OPTIONS: &[&str] = &[
 fn joined_path<'a>(arg: &'a str, options: &[&'static str]) -> Option<(&'static str, &'a str)> {
     options.iter().find_map(|option| {
         let value = arg.strip_prefix(option)?;
-        // Not paths: the keywords of -fbasic-block-sections=, and an empty value.
-        let keyword =
-            *option == "-fbasic-block-sections=" && matches!(value, "all" | "labels" | "none");
-        (!value.is_empty() && !keyword).then_some((*option, value))
+        (!value.is_empty()).then_some((*option, value))
     })
 }
 
@@ -552,7 +551,8 @@ pub fn backend_options(saved: &SavedCompile, build_dir: &Path) -> Result<(String
     Ok((compiler.clone(), kept))
 }
 
-/// Files a back-end compile reads because of its options (profiles, section lists).
+/// Files a back-end compile reads because of its options (profiles, section lists, pass
+/// plugins).
 pub fn option_inputs(options: &[String]) -> Vec<PathBuf> {
     options
         .iter()

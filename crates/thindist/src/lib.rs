@@ -1,8 +1,8 @@
 //! thindist: distributed ThinLTO for Clang builds.
 //!
-//! The flow runs one way, a module per stage: link arguments ([`linkargs`]) -> inputs
-//! ([`inputs`]) -> thin link ([`thinlink`]) -> job plan ([`plan`], with [`flags`]) -> executor
-//! ([`exec`]) -> final link ([`driver`]) -> report ([`report`], fed by [`events`]).
+//! The flow runs one way, a module per stage: link arguments ([`linkargs`], their LTO options
+//! in [`ltoopts`]) -> inputs ([`inputs`]) -> thin link ([`thinlink`]) -> job plan ([`plan`],
+//! with [`flags`]) -> executor ([`exec`]) -> final link ([`driver`]) -> report ([`report`], fed by [`events`]).
 
 pub mod buildlog;
 pub mod cache;
@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod inputs;
 pub mod job;
 pub mod linkargs;
+pub mod ltoopts;
 pub mod plan;
 pub mod remote;
 pub mod report;

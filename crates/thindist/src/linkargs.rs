@@ -5,6 +5,7 @@
 //! back out with some items replaced (archives by member lists, bitcode by native objects) and
 //! the rest exactly as the user wrote it.
 
+use crate::ltoopts::{self, LtoOpt};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -13,8 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum Item {
     /// An option with its value tokens, kept verbatim.
     Opt(Vec<String>),
-    /// An option that only matters to LTO: used for the thin link and the back ends, dropped from
-    /// the final link of native objects.
+    /// An option that only matters to LTO ([`ltoopts`] says what it means): used for the thin
+    /// link and the back ends, dropped from the final link of native objects.
     Lto(LtoOpt, Vec<String>),
     /// `-o FILE`.
     Output(Vec<String>, String),
@@ -34,24 +35,6 @@ pub struct Input {
     pub whole_archive: bool,
     /// Inside `--start-lib ... --end-lib`: loaded lazily, as if an archive member.
     pub lazy: bool,
-}
-
-/// What an LTO-only option means for the back-end compiles.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LtoOpt {
-    /// `-mllvm X`, `-plugin-opt=-X`: an LLVM option for code generation.
-    Mllvm(String),
-    /// `--lto-O3`, `-plugin-opt=O3`.
-    OptLevel(String),
-    /// `--lto-sample-profile=F`: becomes `-fprofile-sample-use=F`.
-    SampleProfile(String),
-    /// `--lto-basic-block-sections=X`: becomes `-fbasic-block-sections=X`.
-    BasicBlockSections(String),
-    /// Options that steer distribution itself (`--thinlto-index-only`, a distributor): a link
-    /// carrying them is already distributed and is passed through.
-    AlreadyDistributed,
-    /// Everything else LTO-only (`--thinlto-jobs`, cache options, `--save-temps`, plugin names).
-    Other,
 }
 
 /// A parsed linker command line (response files already expanded).
@@ -239,7 +222,7 @@ impl LinkArgs {
             let item = match short {
                 "o" | "output" => Item::Output(consumed, value),
                 "l" | "library" => Item::Library(consumed),
-                _ => match classify_lto(short, &value) {
+                _ => match ltoopts::classify(short, &value) {
                     Some(lto) => Item::Lto(lto, consumed),
                     None => Item::Opt(consumed),
                 },
@@ -394,49 +377,6 @@ fn find_library(dirs: &[PathBuf], name: &str, static_only: bool, cwd: &Path) -> 
     None
 }
 
-/// Recognizes options that only LTO uses, with what they mean for back-end compiles.
-fn classify_lto(name: &str, value: &str) -> Option<LtoOpt> {
-    if name == "mllvm" {
-        return Some(LtoOpt::Mllvm(value.to_string()));
-    }
-    if name == "plugin-opt" {
-        return Some(classify_plugin_opt(value));
-    }
-    if name == "plugin" {
-        return Some(LtoOpt::Other);
-    }
-    if let Some(level) = name.strip_prefix("lto-O") {
-        return Some(LtoOpt::OptLevel(level.to_string()));
-    }
-    match name {
-        "lto-sample-profile" => Some(LtoOpt::SampleProfile(value.to_string())),
-        "lto-basic-block-sections" => Some(LtoOpt::BasicBlockSections(value.to_string())),
-        "thinlto-index-only" | "thinlto-distributor" | "thinlto-emit-index-files" => {
-            Some(LtoOpt::AlreadyDistributed)
-        }
-        "save-temps" => Some(LtoOpt::Other),
-        _ if name.starts_with("lto-") || name.starts_with("thinlto-") => Some(LtoOpt::Other),
-        _ => None,
-    }
-}
-
-/// `-plugin-opt=X` is how a GCC-style driver passes LTO options; lld maps them to its own.
-fn classify_plugin_opt(value: &str) -> LtoOpt {
-    if value.starts_with('-') {
-        return LtoOpt::Mllvm(value.to_string());
-    }
-    if let Some(level) = value.strip_prefix('O') {
-        return LtoOpt::OptLevel(level.to_string());
-    }
-    if let Some(profile) = value.strip_prefix("sample-profile=") {
-        return LtoOpt::SampleProfile(profile.to_string());
-    }
-    if value.starts_with("thinlto-index-only") {
-        return LtoOpt::AlreadyDistributed;
-    }
-    LtoOpt::Other
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,7 +406,9 @@ mod tests {
         assert!(args.is_relocatable());
         assert_eq!(
             args.lto_options().collect::<Vec<_>>(),
-            vec![&LtoOpt::Mllvm("-import-instr-limit=5".into())]
+            vec![&LtoOpt::Llvm(ltoopts::LlvmOpt::parse(
+                "-import-instr-limit=5"
+            ))]
         );
     }
 
@@ -493,11 +435,11 @@ mod tests {
         assert_eq!(
             lto,
             vec![
-                LtoOpt::Other,
+                LtoOpt::NoEffect,
                 LtoOpt::OptLevel("2".into()),
-                LtoOpt::Other,
+                LtoOpt::NoEffect,
                 LtoOpt::OptLevel("3".into()),
-                LtoOpt::Mllvm("-function-sections=1".into())
+                LtoOpt::Llvm(ltoopts::LlvmOpt::parse("-function-sections=1"))
             ]
         );
     }
@@ -511,7 +453,7 @@ mod tests {
             vec![
                 LtoOpt::SampleProfile("p.afdo".into()),
                 LtoOpt::BasicBlockSections("bb.txt".into()),
-                LtoOpt::Other
+                LtoOpt::NoEffect
             ]
         );
         assert!(parse("--thinlto-index-only=x a.o")

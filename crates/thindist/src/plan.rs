@@ -3,57 +3,10 @@
 
 use crate::flags::{self, FlagSources, FlagsProblem};
 use crate::job::{BackendJob, FlagsSource};
-use crate::linkargs::{LinkArgs, LtoOpt};
+use crate::ltoopts::LinkCodegen;
 use crate::thinlink;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
-
-/// What the link contributes to every back-end compile.
-pub struct LinkCodegen {
-    /// Added to every job: `-mllvm` options, sample profiles, basic-block sections.
-    pub all_jobs: Vec<String>,
-    /// Used instead of saved flags for modules that have none.
-    pub derived: Vec<String>,
-    /// Compiler for modules without saved flags.
-    pub default_compiler: String,
-}
-
-impl LinkCodegen {
-    /// Turns the link's LTO options into back-end compile options, as lld would apply them
-    /// in-process.
-    pub fn from_link(args: &LinkArgs, default_compiler: String) -> Self {
-        let mut all_jobs = Vec::new();
-        let mut opt_level = "2".to_string();
-        for opt in args.lto_options() {
-            match opt {
-                LtoOpt::Mllvm(x) => all_jobs.extend(["-mllvm".to_string(), x.clone()]),
-                LtoOpt::SampleProfile(f) => all_jobs.push(format!("-fprofile-sample-use={f}")),
-                LtoOpt::BasicBlockSections(x) => {
-                    all_jobs.push(format!("-fbasic-block-sections={x}"))
-                }
-                LtoOpt::OptLevel(l) => opt_level = l.clone(),
-                LtoOpt::AlreadyDistributed | LtoOpt::Other => {}
-            }
-        }
-        // lld always emits a section per function and per data object for LTO code.
-        let mut derived = vec![
-            format!("-O{opt_level}"),
-            "-ffunction-sections".into(),
-            "-fdata-sections".into(),
-        ];
-        let pic = args.items.iter().any(|i| matches!(i, crate::linkargs::Item::Opt(t) if matches!(t[0].as_str(), "-pie" | "--pie" | "-shared" | "--shared" | "-Bshareable")));
-        if pic {
-            derived.push("-fPIC".into());
-        } else if !args.is_relocatable() {
-            derived.push("-fno-pic".into());
-        }
-        LinkCodegen {
-            all_jobs,
-            derived,
-            default_compiler,
-        }
-    }
-}
 
 /// The planned jobs and what planning found wanting.
 pub struct Plan {
@@ -195,33 +148,6 @@ mod tests {
         assert_eq!(
             native_name(Path::new("x.bc")),
             PathBuf::from("x.bc.thinlto-native.o")
-        );
-    }
-
-    #[test]
-    fn link_options_become_compile_options() {
-        let tokens: Vec<String> = "-mllvm -import-instr-limit=5 --lto-O3 --lto-sample-profile=p.afdo --lto-basic-block-sections=bb.txt -pie -o x a.o"
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        let args = LinkArgs::parse(&tokens).unwrap();
-        let cg = LinkCodegen::from_link(&args, "clang".into());
-        assert_eq!(
-            cg.all_jobs,
-            vec![
-                "-mllvm",
-                "-import-instr-limit=5",
-                "-fprofile-sample-use=p.afdo",
-                "-fbasic-block-sections=bb.txt"
-            ]
-        );
-        assert_eq!(
-            cg.derived,
-            vec!["-O3", "-ffunction-sections", "-fdata-sections", "-fPIC"]
-        );
-        assert_eq!(
-            flags::option_inputs(&cg.all_jobs),
-            vec![PathBuf::from("p.afdo"), PathBuf::from("bb.txt")]
         );
     }
 }

@@ -1,6 +1,7 @@
 //! A real Linux kernel (Debian's linux-source-6.12, tinyconfig + ThinLTO + modules) built with
-//! thindist as the linker, booted under qemu, and put through bad input and an interrupted
-//! build. Takes several minutes; set THINDIST_SKIP_KERNEL=1 to skip it on purpose.
+//! thindist as the linker, with Linux 7.x's AutoFDO and Propeller link options on every link,
+//! booted under qemu, and put through bad input and an interrupted build. Takes several
+//! minutes; set THINDIST_SKIP_KERNEL=1 to skip it on purpose.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ fn build_and_boot(tree: &Path, extra_env: &[(&str, &str)]) -> std::process::Outp
         "thindist",
         "--thindist",
         env!("CARGO_BIN_EXE_thindist"),
+        "--autofdo-propeller",
         "--tree",
     ])
     .arg(tree);
@@ -73,12 +75,16 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
         ("TMPDIR", tmp.to_str().unwrap()),
     ];
 
-    // 1. A clean build with thindist, booted.
+    // 1. A clean build with thindist and the AutoFDO and Propeller link options, booted.
     let text = assert_ok(
         &build_and_boot(&tree, &cache_env),
         "the thindist kernel build and boot",
     );
     assert!(text.contains("THINDIST-MODULE-OK: crc7 loaded"), "{text}");
+    assert!(
+        text.contains("vmlinux.o was linked with the AutoFDO and Propeller link options"),
+        "{text}"
+    );
     assert!(
         tree.join("init/main.thinlto-native.o").exists(),
         "native objects are kept beside the bitcode"
@@ -128,6 +134,7 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
             "--skip-boot",
             "--thindist",
             env!("CARGO_BIN_EXE_thindist"),
+            "--autofdo-propeller",
             "--tree",
         ])
         .arg(&tree)
