@@ -409,14 +409,16 @@ fn every_driver_codegen_option_links_through_thindist_ld_as_in_process() {
                 .args(["-o", "prog-thindist"])
                 .args(OBJECTS)
                 .env("THINDIST_LINKER", "ld.lld-22")
+                .env("THINDIST_KEEP_NATIVES", "1")
                 .output()
                 .unwrap(),
             &format!("clang-22 --ld-path=thindist-ld with {what}"),
         );
         assert!(
-            p.path("prog-thindist.thindist").is_dir(),
+            p.path("main.thinlto-native.o").is_file(),
             "thindist linked it"
         );
+        std::fs::remove_file(p.path("main.thinlto-native.o")).unwrap();
         let inproc = facts(&p.path("prog-inproc"));
         let dist = facts(&p.path("prog-thindist"));
         assert_eq!(inproc, dist, "with {what}");
@@ -461,7 +463,7 @@ fn options_no_back_end_takes_stop_the_link_before_any_job() {
     ] {
         let out = p
             .cmd(thindist())
-            .args(["ld", "--no-cache", "--", "ld.lld-22", "-r", "-o", "out.o"])
+            .args(["ld", "--no-cache", "--keep-natives", "--", "ld.lld-22", "-r", "-o", "out.o"])
             .args(link)
             .args(OBJECTS)
             .output()
@@ -518,7 +520,7 @@ fn link_options_win_over_module_flags_where_they_speak() {
         args.extend(options);
         args.extend(["vec.o", "split.o", "plain.o"]);
         let err = ok(
-            p.ld_with(&["--no-cache"], &args),
+            p.ld_with(&["--no-cache", "--keep-natives"], &args),
             &format!("link with {options:?}"),
         );
         assert!(!err.contains("no saved flags"), "{err}");
