@@ -2,11 +2,6 @@
 # Its CMakeLists adds -ffunction-sections -fdata-sections to the C flags, which reach the link.
 # Sourced by run.sh.
 build() {
-    # CORPUS_NO_SECTIONS=1 drops those two flags from json-c's CMakeLists (in both modes), to
-    # check the rest while thindist fails on the -plugin-opt=-function-sections=1 they cause.
-    if [ -n "${CORPUS_NO_SECTIONS-}" ]; then
-        sed -i 's/ -ffunction-sections -fdata-sections//' CMakeLists.txt
-    fi
     # lld 22 defaults to --no-undefined-version, which json-c's version script fails (in-process
     # too); clang 22's deprecation warnings would be errors without DISABLE_WERROR.
     cmake -G Ninja -S . -B build \
