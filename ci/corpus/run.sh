@@ -65,6 +65,9 @@ remove_link_outputs() {
 
 # shellcheck source=/dev/null
 . "$here/$project.sh"
+# A relink is checked by thindist's summary lines, which the link of a compile-and-link command
+# (zstd's datagen) prints only with -v.
+[ "$step" = relink ] && export THINDIST_VERBOSE=1
 case $step in
 build | check | relink) "$step" ;;
 *)
