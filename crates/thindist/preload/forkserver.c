@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -33,6 +34,27 @@
 typedef int (*main_fn)(int, char **, char **);
 static main_fn compiler_main;
 extern char **environ;
+
+/* The server's own argument strings, which /proc/PID/cmdline shows: thindist starts it with a
+ * long blank argument so that each child can show its job's command there instead, for ps,
+ * pgrep -f and anyone who looks for a compile by its arguments. */
+static char *cmdline_area;
+static size_t cmdline_size;
+
+static void show_job(char **argv, uint32_t argc) {
+    size_t used = 0;
+    memset(cmdline_area, 0, cmdline_size);
+    for (uint32_t i = 0; i < argc && used + 1 < cmdline_size; i++) {
+        size_t len = strlen(argv[i]);
+        if (len > cmdline_size - 1 - used)
+            len = cmdline_size - 1 - used;
+        memcpy(cmdline_area + used, argv[i], len);
+        used += len + 1;
+    }
+    /* The name a process of this command would have (from the program it executed). */
+    const char *slash = strrchr(argv[0], '/');
+    prctl(PR_SET_NAME, slash ? slash + 1 : argv[0], 0, 0, 0);
+}
 
 static int write_all(int fd, const void *data, size_t len) {
     const char *p = data;
@@ -111,6 +133,7 @@ static void run_job(int sock, int fds[2], char *payload, uint32_t len, uint32_t 
             envp[i - argc] = p;
         p += strlen(p) + 1;
     }
+    show_job(argv, argc);
     if (chdir(cwd) != 0) {
         dprintf(2, "thindist fork server: cannot enter %s: %s\n", cwd, strerror(errno));
         _exit(127);
@@ -163,6 +186,8 @@ static int fork_server_main(int argc, char **argv, char **envp) {
     if (!fd)
         return compiler_main(argc, argv, envp);
     int sock = atoi(fd);
+    cmdline_area = argv[0];
+    cmdline_size = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
     /* thindist passes this library as fd 4 (LD_PRELOAD=/proc/self/fd/4): mapped now, and no job
      * may inherit it. */
     close(4);

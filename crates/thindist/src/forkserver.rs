@@ -34,6 +34,10 @@ static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libthindist-fo
 /// runs with no arguments, fails and closes the socket at once; this only bounds one that hangs.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Room in a server's command line for each child to show its job's command (longer commands
+/// are cut short there; only ps and pgrep see this).
+const CMDLINE_SPACE: usize = 32 * 1024;
+
 /// The fd on which a server finds its socket (THINDIST_FORK_SERVER_FD).
 const SERVER_FD: i32 = 3;
 /// The fd from which a server loads the preload library; it closes it once loaded.
@@ -250,6 +254,7 @@ impl Server {
         }
         let mut command = Command::new(compiler);
         command
+            .arg(" ".repeat(CMDLINE_SPACE))
             .env("LD_PRELOAD", preload)
             .env("THINDIST_FORK_SERVER_FD", SERVER_FD.to_string())
             .stdin(Stdio::null())
