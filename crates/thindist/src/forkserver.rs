@@ -69,9 +69,16 @@ impl Drop for Server {
     }
 }
 
-/// How a job sent to a server ended before its child existed: the server is unusable, but the
-/// job can still run as a process.
-struct NotStarted;
+/// How a job given to a server ended.
+enum Sent {
+    /// The job ran (or could not, as a process may not) and the server waits for the next.
+    Ran(io::Result<(ExitStatus, String)>),
+    /// The server died with the job's child started, or perhaps started: the job fails (a
+    /// process run now could race that child for the output), and the server goes.
+    Lost(io::Error),
+    /// No child was started: the job can still run as a process; the server goes.
+    NotStarted,
+}
 
 impl ForkServers {
     pub fn new(verbose: bool) -> ForkServers {
@@ -89,13 +96,15 @@ impl ForkServers {
         let compiler = resolve(&command[0], cwd)?;
         let mut server = self.take(&compiler)?;
         match server.run(command, cwd) {
-            Ok(result) => {
-                if let Pool::Usable(idle) = self.compilers.lock().unwrap().get_mut(&compiler)? {
+            Sent::Ran(result) => {
+                if let Some(Pool::Usable(idle)) = self.compilers.lock().unwrap().get_mut(&compiler)
+                {
                     idle.push(server);
                 }
                 Some(result)
             }
-            Err(NotStarted) => None,
+            Sent::Lost(e) => Some(Err(e)),
+            Sent::NotStarted => None,
         }
     }
 
@@ -316,16 +325,12 @@ impl Server {
 
     /// Runs one job: sends it, tracks the child for interrupts while it runs, and collects its
     /// exit status and output.
-    fn run(
-        &mut self,
-        command: &[String],
-        cwd: &Path,
-    ) -> Result<io::Result<(ExitStatus, String)>, NotStarted> {
+    fn run(&mut self, command: &[String], cwd: &Path) -> Sent {
         if let Err(e) = interrupts().check_running() {
-            return Ok(Err(e));
+            return Sent::Ran(Err(e));
         }
         let (Ok(mut stdout), Ok(mut stderr)) = (tempfile::tempfile(), tempfile::tempfile()) else {
-            return Err(NotStarted);
+            return Sent::NotStarted;
         };
         let mut payload = Vec::new();
         payload.extend_from_slice(cwd.as_os_str().as_bytes());
@@ -349,13 +354,18 @@ impl Server {
             [stdout.as_raw_fd(), stderr.as_raw_fd()],
         )
         .and_then(|()| (&self.stream).write_all(&payload));
+        if sent.is_err() {
+            return Sent::NotStarted;
+        }
+        let died = |e: io::Error| io::Error::other(format!("the compiler's fork server died: {e}"));
         let mut reply = [0u8; 4];
-        if sent.is_err() || (&self.stream).read_exact(&mut reply).is_err() {
-            return Err(NotStarted);
+        if let Err(e) = (&self.stream).read_exact(&mut reply) {
+            return Sent::Lost(died(e));
         }
         let pid = i32::from_ne_bytes(reply);
         if pid <= 0 {
-            return Err(NotStarted);
+            // fork failed (-errno): no child exists.
+            return Sent::NotStarted;
         }
         interrupts().track(pid as u32);
         let status = (&self.stream).read_exact(&mut reply);
@@ -363,18 +373,16 @@ impl Server {
         if let Err(e) = status {
             // SAFETY: the server died; its child must not outlive the job.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            return Ok(Err(io::Error::other(format!(
-                "the compiler's fork server died: {e}"
-            ))));
+            return Sent::Lost(died(e));
         }
         let status = ExitStatus::from_raw(i32::from_ne_bytes(reply));
         let mut output = Vec::new();
         for file in [&mut stdout, &mut stderr] {
             if let Err(e) = file.rewind().and_then(|_| file.read_to_end(&mut output)) {
-                return Ok(Err(e));
+                return Sent::Ran(Err(e));
             }
         }
-        Ok(Ok((status, String::from_utf8_lossy(&output).into_owned())))
+        Sent::Ran(Ok((status, String::from_utf8_lossy(&output).into_owned())))
     }
 }
 
