@@ -432,5 +432,10 @@ mod tests {
         std::fs::write(&script, "#!/bin/sh\nexec clang-22 \"$@\"\n").unwrap();
         assert_eq!(unsuitable(&script).as_deref(), Some("not an ELF program"));
         assert_eq!(unsuitable(Path::new("/bin/sh")), None);
+        // Debian's ldconfig is static-pie: no dynamic linker to load the preload.
+        assert_eq!(
+            unsuitable(Path::new("/sbin/ldconfig")).as_deref(),
+            Some("statically linked")
+        );
     }
 }
