@@ -156,7 +156,8 @@ impl ForkServers {
     }
 }
 
-/// The compiler a command runs, as exec would find it, with symbolic links resolved: one
+/// The compiler a command runs, as exec finds it (the first executable file on PATH, relative
+/// entries taken from `cwd`, where the process would start), with symbolic links resolved: one
 /// server serves every name of the same compiler.
 fn resolve(program: &str, cwd: &Path) -> Option<PathBuf> {
     let found = if program.contains('/') {
@@ -164,7 +165,11 @@ fn resolve(program: &str, cwd: &Path) -> Option<PathBuf> {
     } else {
         std::env::split_paths(&std::env::var_os("PATH")?)
             .map(|dir| cwd.join(dir).join(program))
-            .find(|p| p.is_file())
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
     };
     found?.canonicalize().ok()
 }
