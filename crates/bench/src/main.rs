@@ -2,6 +2,7 @@
 //! one run. Measures, never asserts.
 //!
 //!   cargo run --release -p thindist-bench -- core     # link: wall, CPU, peak memory, 2 sizes
+//!   cargo run --release -p thindist-bench -- forkserver # back ends forked vs as processes
 //!   cargo run --release -p thindist-bench -- cache    # no-change and one-file-change rebuilds
 //!   cargo run --release -p thindist-bench -- dtlto    # thindist ld against lld's DTLTO path
 //!   cargo run --release -p thindist-bench -- remote   # BuildGrid on loopback, 1 and 2 workers
@@ -146,6 +147,31 @@ fn core() {
             b.wall.as_secs_f64() - summed / JOBS as f64,
             b.wall.as_secs_f64(),
             summed
+        );
+    }
+}
+
+fn forkserver() {
+    println!("== back ends: compiler fork server against a compiler process per job (thindist ld -j{JOBS}, no caches)");
+    for modules in [200, 600] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = project(dir.path(), modules);
+        let mut processes = thindist_ld(&p, "prog-processes", &["--no-cache", "--no-fork-server"]);
+        measure(&mut processes); // warm the page cache once
+        let a = measure(&mut processes);
+        let b = measure(&mut thindist_ld(&p, "prog-forked", &["--no-cache"]));
+        let per_job = |m: &Measurement| {
+            let (jobs, summed) = summary(&m.stderr);
+            summed / jobs as f64 * 1000.0
+        };
+        println!("{modules} modules:");
+        row("processes", &a);
+        row("fork server", &b);
+        ratio("fork server / processes", &b, &a);
+        println!(
+            "  per-job time: {:.1} ms forked against {:.1} ms as a process",
+            per_job(&b),
+            per_job(&a)
         );
     }
 }
@@ -319,6 +345,9 @@ fn main() {
     let wants = |name: &str| all || which.iter().any(|w| w == name);
     if wants("core") {
         core();
+    }
+    if wants("forkserver") {
+        forkserver();
     }
     if wants("cache") {
         cache();

@@ -2,6 +2,7 @@
 //! that starts jobs largest first, never more at once than make's jobserver or `-j` allows.
 
 use crate::events::{Event, ExecutedBy, JobOutcome, Reporter};
+use crate::forkserver::ForkServers;
 use crate::job::BackendJob;
 use std::collections::HashSet;
 use std::path::Path;
@@ -42,6 +43,34 @@ impl Interrupts {
     }
     pub fn remove_temp(&self, path: &Path) {
         self.temp_files.lock().unwrap().remove(path);
+    }
+
+    /// An error once the run is interrupted: no new child may start then.
+    pub fn check_running(&self) -> std::io::Result<()> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a running child, to be stopped on interrupt; one that started while the
+    /// interrupt was stopping the others is stopped here.
+    pub fn track(&self, pid: u32) {
+        self.children.lock().unwrap().insert(pid);
+        if self.cancelled.load(Ordering::SeqCst) {
+            // SAFETY: kill(2) on a child that has not been reaped yet.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Forgets a child that has exited.
+    pub fn untrack(&self, pid: u32) {
+        self.children.lock().unwrap().remove(&pid);
     }
 
     /// The signal that interrupted the run, if one did.
@@ -88,29 +117,51 @@ pub fn install_interrupt_handler() {
 
 /// Runs a command, recording its pid so an interrupt can stop it. Returns (exit status, output).
 pub fn run_tracked(command: &mut Command) -> std::io::Result<(std::process::ExitStatus, String)> {
-    if interrupts().cancelled.load(Ordering::SeqCst) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::Interrupted,
-            "interrupted",
-        ));
-    }
+    interrupts().check_running()?;
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
     let pid = child.id();
-    interrupts().children.lock().unwrap().insert(pid);
+    interrupts().track(pid);
     let result = child.wait_with_output();
-    interrupts().children.lock().unwrap().remove(&pid);
+    interrupts().untrack(pid);
     let output = result?;
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     Ok((output.status, text))
 }
 
-/// Runs back-end compiles as processes on this machine.
-pub struct LocalExecutor;
+/// Runs back-end compiles on this machine: as forks of a compiler's fork server where one can
+/// run, else as processes.
+pub struct LocalExecutor {
+    fork_servers: Option<ForkServers>,
+}
+
+impl LocalExecutor {
+    /// `fork_server` false runs every compile as a process; `verbose` says once per compiler
+    /// whether it has a fork server.
+    pub fn new(fork_server: bool, verbose: bool) -> LocalExecutor {
+        if verbose && !fork_server {
+            eprintln!("thindist: fork server off; running compiler processes");
+        }
+        LocalExecutor {
+            fork_servers: fork_server.then(|| ForkServers::new(verbose)),
+        }
+    }
+
+    fn run(&self, job: &BackendJob) -> std::io::Result<(std::process::ExitStatus, String)> {
+        if let Some(result) =
+            (self.fork_servers.as_ref()).and_then(|servers| servers.run(&job.command, &job.cwd))
+        {
+            return result;
+        }
+        let mut command = Command::new(&job.command[0]);
+        command.args(&job.command[1..]).current_dir(&job.cwd);
+        run_tracked(&mut command)
+    }
+}
 
 impl Executor for LocalExecutor {
     fn execute(&self, job: &BackendJob) -> JobOutcome {
@@ -136,9 +187,7 @@ impl Executor for LocalExecutor {
                 );
             }
         }
-        let mut command = Command::new(&job.command[0]);
-        command.args(&job.command[1..]).current_dir(&job.cwd);
-        match run_tracked(&mut command) {
+        match self.run(job) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => failure(
                 format!(
                     "compiler {} not found ({})",

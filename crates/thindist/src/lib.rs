@@ -14,6 +14,7 @@ pub mod dtlto;
 pub mod events;
 pub mod exec;
 pub mod flags;
+pub mod forkserver;
 pub mod fsutil;
 pub mod inputs;
 pub mod job;

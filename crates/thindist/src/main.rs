@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use thindist::cache::{CacheConfig, DiskCache};
 use thindist::driver::{self, LdSettings};
-use thindist::plan::KeepNatives;
 use thindist::exec::{Executor, LocalExecutor, Slots};
+use thindist::plan::KeepNatives;
 use thindist::remote::{RemoteExecutor, RemoteSettings};
 use thindist::trace::TraceWriter;
 
@@ -207,6 +207,15 @@ struct RunOptions {
     /// native objects) and print where it is; lld's --save-temps on the link line does the same.
     #[arg(long, env = "THINDIST_KEEP_WORK", value_parser = BoolishValueParser::new())]
     keep_work: bool,
+    /// Run every back-end compile as a process of its own, not as a fork of a compiler fork
+    /// server (THINDIST_FORK_SERVER=0 does the same).
+    #[arg(
+        long = "no-fork-server",
+        env = "THINDIST_FORK_SERVER",
+        action = clap::ArgAction::SetFalse,
+        value_parser = BoolishValueParser::new()
+    )]
+    fork_server: bool,
 }
 
 /// Remote execution over the Bazel Remote Execution API v2.
@@ -300,17 +309,20 @@ impl RemoteOptions {
     }
 
     /// The executor these options ask for: remote when --remote is set, else local.
-    fn executor(&self, cpus: usize) -> Result<Box<dyn Executor>> {
+    fn executor(&self, cpus: usize, local: LocalExecutor) -> Result<Box<dyn Executor>> {
         let Some(endpoint) = &self.remote else {
-            return Ok(Box::new(LocalExecutor));
+            return Ok(Box::new(local));
         };
-        Ok(Box::new(RemoteExecutor::connect(RemoteSettings {
-            config: self.config(endpoint)?,
-            platform: pairs(&self.remote_platform, "--remote-platform")?,
-            compiler: self.remote_compiler.clone(),
-            remote_only: self.remote_only,
-            local_slots: cpus,
-        })?))
+        Ok(Box::new(RemoteExecutor::connect(
+            RemoteSettings {
+                config: self.config(endpoint)?,
+                platform: pairs(&self.remote_platform, "--remote-platform")?,
+                compiler: self.remote_compiler.clone(),
+                remote_only: self.remote_only,
+                local_slots: cpus,
+            },
+            local,
+        )?))
     }
 }
 
@@ -467,7 +479,8 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let executor = options.remote.executor(cpus)?;
+    let local = LocalExecutor::new(options.fork_server, options.verbose);
+    let executor = options.remote.executor(cpus, local)?;
     let mut trace = options.trace.as_ref().map(|_| TraceWriter::new());
     let mut extra: driver::ExtraReporters = Vec::new();
     if let Some(trace) = trace.as_mut() {

@@ -106,8 +106,8 @@ pub fn plan(
         options.extend(codegen.all_jobs.iter().cloned());
         let extra_inputs = flags::option_inputs(&options);
         let native = thinlink::native_path(work_dir, module);
-        let published = publishes(keep, module, cwd, work_dir, &flags_source)
-            .then(|| native_name(module));
+        let published =
+            publishes(keep, module, cwd, work_dir, &flags_source).then(|| native_name(module));
         let mut command = vec![compiler];
         command.extend(options);
         command.extend(flags::BACKEND_MODE.map(String::from));

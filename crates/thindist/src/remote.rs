@@ -42,8 +42,8 @@ pub struct RemoteExecutor {
 
 impl RemoteExecutor {
     /// Connects to the server. If it cannot be reached, every job runs locally (with one
-    /// warning) unless remote-only is set, which makes that an error.
-    pub fn connect(settings: RemoteSettings) -> Result<RemoteExecutor> {
+    /// warning) unless remote-only is set, which makes that an error. Local jobs run on `local`.
+    pub fn connect(settings: RemoteSettings, local: LocalExecutor) -> Result<RemoteExecutor> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -65,7 +65,7 @@ impl RemoteExecutor {
             runtime,
             client,
             settings,
-            local: LocalExecutor,
+            local,
             local_free,
             local_freed: Condvar::new(),
             input_bytes: Default::default(),
@@ -83,7 +83,10 @@ impl RemoteExecutor {
 
     fn spec(&self, job: &BackendJob) -> Result<ActionSpec> {
         if let Some(work) = &job.work_dir {
-            if std::iter::once(&job.module).chain(&job.imports).any(|m| m.starts_with(work)) {
+            if std::iter::once(&job.module)
+                .chain(&job.imports)
+                .any(|m| m.starts_with(work))
+            {
                 // The shard names such members by their absolute path on this machine.
                 bail!("it is or imports a member extracted from a regular archive");
             }
@@ -117,7 +120,10 @@ impl RemoteExecutor {
             Some(work) => {
                 let prefix = format!("{}/", work.display());
                 let mapped = format!("{WORK_IN_ROOT}/");
-                job.command.iter().map(|a| a.replace(&prefix, &mapped)).collect()
+                job.command
+                    .iter()
+                    .map(|a| a.replace(&prefix, &mapped))
+                    .collect()
             }
             None => job.command.clone(),
         };
@@ -205,7 +211,11 @@ const WORK_IN_ROOT: &str = ".thindist-work";
 /// module whose summary names absolute paths would not find them on the worker).
 fn in_root(job: &BackendJob, path: &Path) -> Result<String> {
     let path = crate::fsutil::normalize(path);
-    if let Some(rest) = job.work_dir.as_ref().and_then(|w| path.strip_prefix(w).ok()) {
+    if let Some(rest) = job
+        .work_dir
+        .as_ref()
+        .and_then(|w| path.strip_prefix(w).ok())
+    {
         return Ok(format!("{WORK_IN_ROOT}/{}", rest.display()));
     }
     if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {

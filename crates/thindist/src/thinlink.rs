@@ -218,9 +218,12 @@ impl PreparedLink {
         let list = cwd.join(self.work_dir.join("modules.list"));
         let _ = std::fs::remove_file(&list);
         // Tracked, so that Ctrl-C stops the thin link too.
-        let (status, text) =
-            crate::exec::run_tracked(Command::new(&command[0]).args(&command[1..]).current_dir(cwd))
-                .with_context(|| format!("cannot run the linker {}", command[0]))?;
+        let (status, text) = crate::exec::run_tracked(
+            Command::new(&command[0])
+                .args(&command[1..])
+                .current_dir(cwd),
+        )
+        .with_context(|| format!("cannot run the linker {}", command[0]))?;
         if !status.success() {
             bail!(
                 "the thin link failed ({status}):\n{}\n  to reproduce: cd {} && {}\n  (its response file is removed with the work directory; THINDIST_KEEP_WORK=1 keeps it)",

@@ -28,7 +28,10 @@ impl WorkDir {
         let path = dir.path().to_path_buf();
         if keep {
             let _ = dir.keep();
-            eprintln!("thindist: keeping this link's work files in {}", path.display());
+            eprintln!(
+                "thindist: keeping this link's work files in {}",
+                path.display()
+            );
             return Ok(WorkDir { dir: None, path });
         }
         // An interrupt exits without running destructors: the handler removes it instead.

@@ -169,7 +169,10 @@ fn moved_tree_still_hits() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(!dest.join("prog.thindist").exists(), "no work directory beside the output");
+    assert!(
+        !dest.join("prog.thindist").exists(),
+        "no work directory beside the output"
+    );
     assert_eq!(hits_misses(&link(&dest, cache.path(), "prog")), (4, 0));
     assert_eq!(run(&dest, "prog"), "10 35\n");
 }

@@ -46,7 +46,8 @@ fn dtlto_link_equals_in_process_link() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("thindist: 3 modules"));
-    let inproc = p.cmd("clang-22")
+    let inproc = p
+        .cmd("clang-22")
         .args([
             "-flto=thin",
             "-fuse-ld=lld",

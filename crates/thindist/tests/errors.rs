@@ -185,7 +185,8 @@ fn non_bitcode_module_in_dtlto_job_file_is_reported() {
         "jobs": [{"args": ["fake.o", "-fthinlto-index=fake.o.thinlto.bc", "-o", "fake.native.o"],
                   "inputs": ["fake.o", "fake.o.thinlto.bc"], "outputs": ["fake.native.o"]}]});
     std::fs::write(p.path("jobs.json"), job.to_string()).unwrap();
-    let out = p.cmd(thindist())
+    let out = p
+        .cmd(thindist())
         .args(["distribute", "jobs.json"])
         .current_dir(p.dir())
         .output()
@@ -196,7 +197,8 @@ fn non_bitcode_module_in_dtlto_job_file_is_reported() {
     assert!(!p.path("fake.native.o").exists());
 
     std::fs::write(p.path("bad.json"), "{\"common\": {}}").unwrap();
-    let out = p.cmd(thindist())
+    let out = p
+        .cmd(thindist())
         .args(["distribute", "bad.json"])
         .current_dir(p.dir())
         .output()
@@ -313,7 +315,10 @@ fn interrupt_stops_children_and_leaves_no_output() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let backends = format!("thinlto-index={}", p.env.tmp_dir().display());
     let running = || {
-        let out = Command::new("pgrep").args(["-f", &backends]).output().unwrap();
+        let out = Command::new("pgrep")
+            .args(["-f", &backends])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     while running().is_empty() {
@@ -332,9 +337,15 @@ fn interrupt_stops_children_and_leaves_no_output() {
     assert!(!p.path("prog").exists());
     p.assert_no_temp_files();
     let left: Vec<_> = std::fs::read_dir(p.env.tmp_dir()).unwrap().collect();
-    assert!(left.is_empty(), "the work directory was left in TMPDIR: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the work directory was left in TMPDIR: {left:?}"
+    );
     let clangs = running();
-    assert!(clangs.is_empty(), "back-end compiles still running: {clangs}");
+    assert!(
+        clangs.is_empty(),
+        "back-end compiles still running: {clangs}"
+    );
 }
 
 #[test]
@@ -371,7 +382,8 @@ fn truncated_or_missing_shard_is_reported() {
     let file = serde_json::json!({"common": {"linker_output": "prog", "args": ["clang-22", "-c", "-O2"]},
         "jobs": [job("a.o", "idx/a.o.thinlto.bc"), job("b.o", "idx/missing.thinlto.bc")]});
     std::fs::write(p.path("jobs.json"), file.to_string()).unwrap();
-    let out = p.cmd(thindist())
+    let out = p
+        .cmd(thindist())
         .args(["distribute", "--keep-going", "jobs.json"])
         .current_dir(p.dir())
         .output()

@@ -40,7 +40,10 @@ fn run(program: &Path) -> String {
 }
 
 fn summary_hits_misses(err: &str) -> (usize, usize) {
-    let line = err.lines().rfind(|l| l.contains(" hits, ")).unwrap_or_else(|| panic!("no summary: {err}"));
+    let line = err
+        .lines()
+        .rfind(|l| l.contains(" hits, "))
+        .unwrap_or_else(|| panic!("no summary: {err}"));
     let nums: Vec<usize> = line
         .split("cache ")
         .nth(1)
@@ -62,13 +65,32 @@ fn link_leaves_only_its_output_and_the_work_directory_is_removed() {
     expected.push(PathBuf::from("prog"));
     expected.sort();
     assert_eq!(tree_paths(p.dir()), expected, "only the output is new");
-    assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new(), "TMPDIR is left empty");
+    assert_eq!(
+        p.env.tmp_contents(),
+        Vec::<PathBuf>::new(),
+        "TMPDIR is left empty"
+    );
     assert_eq!(run(&p.path("prog")), "42\n");
     // A failing back end removes the work directory too.
-    p.write_record("twice.o", &["clang-22", "-mllvm", "-no-such-option", "-c", "twice.c", "-o", "twice.o"]);
+    p.write_record(
+        "twice.o",
+        &[
+            "clang-22",
+            "-mllvm",
+            "-no-such-option",
+            "-c",
+            "twice.c",
+            "-o",
+            "twice.o",
+        ],
+    );
     let out = p.ld_clang(&["-o", "prog2", "main.o", "twice.o"]);
     assert!(!out.status.success());
-    assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new(), "TMPDIR is left empty");
+    assert_eq!(
+        p.env.tmp_contents(),
+        Vec::<PathBuf>::new(),
+        "TMPDIR is left empty"
+    );
     assert!(!p.path("prog2").exists());
 }
 
@@ -76,13 +98,28 @@ fn link_leaves_only_its_output_and_the_work_directory_is_removed() {
 fn keep_natives_puts_them_beside_the_bitcode_and_keep_work_keeps_the_work_directory() {
     let p = SmallProject::new(FILES);
     p.compile_all(&["-O2"]);
-    let out = p.ld_with(&["--keep-natives", "--keep-work"], &["-o", "prog", "main.o", "twice.o", "-lc", "-dynamic-linker", "/lib64/ld-linux-x86-64.so.2", "-L/usr/lib/x86_64-linux-gnu"]);
+    let out = p.ld_with(
+        &["--keep-natives", "--keep-work"],
+        &[
+            "-o",
+            "prog",
+            "main.o",
+            "twice.o",
+            "-lc",
+            "-dynamic-linker",
+            "/lib64/ld-linux-x86-64.so.2",
+            "-L/usr/lib/x86_64-linux-gnu",
+        ],
+    );
     let err = stderr(&out);
     // The link may fail without crt files; what matters is what was kept before it.
     assert!(p.path("twice.thinlto-native.o").exists(), "{err}");
     assert!(err.contains("keeping this link's work files in"), "{err}");
     let kept = p.env.tmp_contents();
-    assert!(kept.iter().any(|k| k.ends_with("twice.o.thinlto.bc")), "{kept:?}");
+    assert!(
+        kept.iter().any(|k| k.ends_with("twice.o.thinlto.bc")),
+        "{kept:?}"
+    );
 }
 
 #[test]
@@ -98,7 +135,12 @@ fn an_object_file_glob_does_not_pick_up_native_objects() {
             .collect();
         assert_eq!(objects.len(), 2, "{objects:?}");
         let _ = std::fs::remove_file(p.path("libx.a"));
-        let ar = Command::new("llvm-ar-22").arg("rcs").arg(p.path("libx.a")).args(objects.iter().map(|o| p.path(o))).status().unwrap();
+        let ar = Command::new("llvm-ar-22")
+            .arg("rcs")
+            .arg(p.path("libx.a"))
+            .args(objects.iter().map(|o| p.path(o)))
+            .status()
+            .unwrap();
         assert!(ar.success());
         let out = p.ld_clang(&["-o", "prog", "libx.a"]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -114,14 +156,26 @@ fn output_to_a_device_is_written_in_place() {
     let p = SmallProject::new(FILES);
     p.compile_all(&["-O2"]);
     let device = p.path("null");
-    let made = Command::new("mknod").args(["-m", "666"]).arg(&device).args(["c", "1", "3"]).status().unwrap();
+    let made = Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(&device)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
     assert!(made.success());
     let before = tree_paths(p.dir());
     let out = p.ld_clang(&["-o", "null", "main.o", "twice.o"]);
     assert!(out.status.success(), "{}", stderr(&out));
     use std::os::unix::fs::FileTypeExt;
-    assert!(std::fs::metadata(&device).unwrap().file_type().is_char_device());
-    assert_eq!(tree_paths(p.dir()), before, "nothing created beside the device");
+    assert!(std::fs::metadata(&device)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert_eq!(
+        tree_paths(p.dir()),
+        before,
+        "nothing created beside the device"
+    );
     assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new());
 }
 
@@ -139,7 +193,9 @@ fn probes_linking_and_compiling_to_dev_null_leave_it_a_device() {
             let ok = std::fs::metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device());
             if !ok {
                 let _ = std::fs::remove_file("/dev/null");
-                let _ = Command::new("mknod").args(["-m", "666", "/dev/null", "c", "1", "3"]).status();
+                let _ = Command::new("mknod")
+                    .args(["-m", "666", "/dev/null", "c", "1", "3"])
+                    .status();
                 panic!("/dev/null was replaced (restored it)");
             }
         }
@@ -151,7 +207,20 @@ fn probes_linking_and_compiling_to_dev_null_leave_it_a_device() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = p.ld(&["-shared", "-o", "/dev/null", "main.o", "twice.o"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = p.cmd(thindist()).args(["cc", "--", "clang-22", "-flto=thin", "-c", "twice.c", "-o", "/dev/null"]).output().unwrap();
+    let out = p
+        .cmd(thindist())
+        .args([
+            "cc",
+            "--",
+            "clang-22",
+            "-flto=thin",
+            "-c",
+            "twice.c",
+            "-o",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!Path::new("/dev/.null.thindist.json").exists());
     assert!(!Path::new("/dev/null.thindist").exists());
@@ -165,14 +234,22 @@ fn compile_and_link_in_one_command_leaves_tmpdir_empty_and_hits_the_cache_next_t
     let before = tree_paths(p.dir());
     let last_run = || {
         let out = p.cmd(thindist()).args(["cache", "stats"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("last run:")).unwrap().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("last run:"))
+            .unwrap()
+            .to_string()
     };
     let first = clang_via_thindist_ld(&p, &["-O2", "main.c", "twice.c", "-o", "prog"]);
     assert!(first.status.success(), "{}", stderr(&first));
     // As quiet as lld: configure probes may judge a compiler by what it prints.
     assert_eq!(stderr(&first), "");
     assert_eq!(last_run(), "last run: 0 hits, 2 misses");
-    assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new(), "TMPDIR is left empty");
+    assert_eq!(
+        p.env.tmp_contents(),
+        Vec::<PathBuf>::new(),
+        "TMPDIR is left empty"
+    );
     let mut expected = before.clone();
     expected.push(PathBuf::from("prog"));
     expected.sort();
@@ -191,13 +268,28 @@ fn output_errors_are_lld_s() {
     std::fs::create_dir(p.path("adir")).unwrap();
     let out = p.ld_clang(&["-o", "adir", "main.o", "twice.o"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot open output file adir: Is a directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot open output file adir: Is a directory"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new());
     // A symlinked output ends as lld leaves it.
     std::fs::write(p.path("target"), "old").unwrap();
     std::os::unix::fs::symlink("target", p.path("link-inproc")).unwrap();
     std::os::unix::fs::symlink("target", p.path("link-thindist")).unwrap();
-    let inproc = p.cmd("clang-22").args(["-flto=thin", "-fuse-ld=lld", "-o", "link-inproc", "main.o", "twice.o"]).output().unwrap();
+    let inproc = p
+        .cmd("clang-22")
+        .args([
+            "-flto=thin",
+            "-fuse-ld=lld",
+            "-o",
+            "link-inproc",
+            "main.o",
+            "twice.o",
+        ])
+        .output()
+        .unwrap();
     assert!(inproc.status.success());
     let out = p.ld_clang(&["-o", "link-thindist", "main.o", "twice.o"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -211,15 +303,36 @@ fn output_errors_are_lld_s() {
 fn archive_members_keep_their_recorded_flags() {
     let p = SmallProject::new(FILES);
     for (src, obj) in [("main.c", "main.o"), ("twice.c", "twice.o")] {
-        let out = p.cmd(thindist()).args(["cc", "--", "clang-22", "-O1", "-flto=thin", "-c", src, "-o", obj]).output().unwrap();
+        let out = p
+            .cmd(thindist())
+            .args([
+                "cc",
+                "--",
+                "clang-22",
+                "-O1",
+                "-flto=thin",
+                "-c",
+                src,
+                "-o",
+                obj,
+            ])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let ar = p.cmd("llvm-ar-22").args(["rcs", "libtwice.a", "twice.o"]).status().unwrap();
+    let ar = p
+        .cmd("llvm-ar-22")
+        .args(["rcs", "libtwice.a", "twice.o"])
+        .status()
+        .unwrap();
     assert!(ar.success());
     let out = p.ld_clang(&["-o", "prog", "main.o", "libtwice.a"]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(!err.contains("no saved flags"), "the member's record was not found: {err}");
+    assert!(
+        !err.contains("no saved flags"),
+        "the member's record was not found: {err}"
+    );
     assert_eq!(run(&p.path("prog")), "42\n");
 }
 
@@ -230,17 +343,51 @@ fn archive_members_of_the_same_name_never_collide() {
     let p = SmallProject::new(&[
         ("main.c", "#include <stdio.h>\nint x_func(void); int y_func(void); int z_func(void);\nint main(void){ printf(\"%d %d %d\\n\", x_func(), y_func(), z_func()); return 0; }\n"),
     ]);
-    for (dir, name, body) in [("a", "util", "int x_func(void){ return 100; }"), ("b", "1-util", "int y_func(void){ return 1; }"), ("c", "util", "int z_func(void){ return 7; }")] {
+    for (dir, name, body) in [
+        ("a", "util", "int x_func(void){ return 100; }"),
+        ("b", "1-util", "int y_func(void){ return 1; }"),
+        ("c", "util", "int z_func(void){ return 7; }"),
+    ] {
         std::fs::create_dir_all(p.path(dir)).unwrap();
         std::fs::write(p.path(&format!("{dir}/{name}.c")), body).unwrap();
-        let out = p.cmd("clang-22").args(["-O2", "-flto=thin", "-c", &format!("{dir}/{name}.c"), "-o", &format!("{dir}/{name}.o")]).output().unwrap();
+        let out = p
+            .cmd("clang-22")
+            .args([
+                "-O2",
+                "-flto=thin",
+                "-c",
+                &format!("{dir}/{name}.c"),
+                "-o",
+                &format!("{dir}/{name}.o"),
+            ])
+            .output()
+            .unwrap();
         assert!(out.status.success());
     }
-    let out = p.cmd("clang-22").args(["-O2", "-flto=thin", "-c", "main.c", "-o", "main.o"]).output().unwrap();
+    let out = p
+        .cmd("clang-22")
+        .args(["-O2", "-flto=thin", "-c", "main.c", "-o", "main.o"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let ar = p.cmd("llvm-ar-22").args(["rc", "libu.a", "a/util.o", "b/1-util.o", "c/util.o"]).status().unwrap();
+    let ar = p
+        .cmd("llvm-ar-22")
+        .args(["rc", "libu.a", "a/util.o", "b/1-util.o", "c/util.o"])
+        .status()
+        .unwrap();
     assert!(ar.success());
-    let inproc = p.cmd("clang-22").args(["-flto=thin", "-fuse-ld=lld", "-o", "prog-inproc", "main.o", "libu.a"]).output().unwrap();
+    let inproc = p
+        .cmd("clang-22")
+        .args([
+            "-flto=thin",
+            "-fuse-ld=lld",
+            "-o",
+            "prog-inproc",
+            "main.o",
+            "libu.a",
+        ])
+        .output()
+        .unwrap();
     assert!(inproc.status.success(), "{}", stderr(&inproc));
     let out = p.ld_clang(&["-o", "prog", "main.o", "libu.a"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -176,7 +176,10 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
         String::from_utf8_lossy(&leftovers.stdout)
     );
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
-    assert!(left.is_empty(), "the interrupted link left its work directory: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the interrupted link left its work directory: {left:?}"
+    );
     let text = assert_ok(
         &build_and_boot(&tree, &cache_env),
         "the rebuild after an interrupt",

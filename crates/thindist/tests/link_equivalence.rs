@@ -71,12 +71,22 @@ fn thindist_ld_with_an_lld_command() {
     check(
         "prog-ld",
         Command::new(thindist())
-            .args(["ld", "-j2", "--keep-work", "--keep-natives", "--", "ld.lld-22"])
+            .args([
+                "ld",
+                "-j2",
+                "--keep-work",
+                "--keep-natives",
+                "--",
+                "ld.lld-22",
+            ])
             .args(s.project.lld_link_args("prog-ld"))
             .env("TMPDIR", tmp.path()),
     );
     let dir = &s.project.dir;
-    assert!(!dir.join("prog-ld.thindist").exists(), "nothing beside the output");
+    assert!(
+        !dir.join("prog-ld.thindist").exists(),
+        "nothing beside the output"
+    );
     let work: Vec<PathBuf> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -18,7 +18,8 @@ fn make_jobserver_sets_parallel_jobs() {
     // the CPU count.
     let cpus = std::thread::available_parallelism().unwrap().get();
     let slots = cpus + 2;
-    let out = p.cmd("make")
+    let out = p
+        .cmd("make")
         .arg(format!("-j{slots}"))
         .arg("prog")
         .current_dir(p.dir())
@@ -72,7 +73,8 @@ fn jobs_come_from_the_command_line_the_environment_or_the_config_file() {
     std::fs::write(p.path("thindist.toml"), "jobs = 1\n").unwrap();
     assert_eq!(link(&[], &[]), 1, "the config file applies");
     std::fs::write(p.path("thindist.toml"), "jobs = \n").unwrap();
-    let out = p.cmd(thindist())
+    let out = p
+        .cmd(thindist())
         .args(["ld", "--", "ld.lld-22", "-o", "x", "main.o"])
         .current_dir(p.dir())
         .output()
@@ -89,7 +91,8 @@ fn thindist_ld_symlink_reads_options_from_the_environment() {
     let p = many_modules(4);
     let link = p.path("thindist-ld");
     std::os::unix::fs::symlink(thindist(), &link).unwrap();
-    let out = p.cmd(&link)
+    let out = p
+        .cmd(&link)
         .args(["-e", "main", "-o", "prog"])
         .args(many_objects(4))
         .current_dir(p.dir())
@@ -104,7 +107,8 @@ fn thindist_ld_symlink_reads_options_from_the_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(max_parallel_jobs(&p.path("trace.json")), 1);
-    let out = p.cmd(&link)
+    let out = p
+        .cmd(&link)
         .arg("--version")
         .env("THINDIST_LINKER", "ld.lld-22")
         .output()
@@ -123,7 +127,8 @@ fn parallel_links_under_make_do_not_wait_for_tokens_nobody_holds() {
         thindist = thindist()
     );
     std::fs::write(p.path("Makefile"), makefile).unwrap();
-    let out = p.cmd("timeout")
+    let out = p
+        .cmd("timeout")
         .args(["120", "make", "-j2", "all"])
         .current_dir(p.dir())
         .env_remove("THINDIST_JOBS")
@@ -142,7 +147,8 @@ fn parallel_links_under_make_do_not_wait_for_tokens_nobody_holds() {
 fn boolean_options_accept_the_usual_spellings_in_the_environment() {
     let p = many_modules(2);
     for value in ["1", "true", "yes", "on"] {
-        let out = p.cmd(thindist())
+        let out = p
+            .cmd(thindist())
             .args(["ld", "--", "ld.lld-22", "-e", "main", "-o", "prog"])
             .args(many_objects(2))
             .current_dir(p.dir())

@@ -127,6 +127,15 @@ fn compile(p: &SmallProject, wrapper: &[&str]) -> Vec<Vec<String>> {
 }
 
 #[test]
+fn fork_server_objects_are_those_of_processes() {
+    let p = SmallProject::new(FILES);
+    compile(&p, &[thindist(), "cc", "--"]);
+    let objects: Vec<String> = FILES.iter().map(|(s, _)| s.replace(".c", ".o")).collect();
+    let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
+    util::assert_fork_server_matches_processes(&p, &objects);
+}
+
+#[test]
 fn flags_recorded_by_thindist_cc() {
     let p = SmallProject::new(FILES);
     compile(&p, &[thindist(), "cc", "--"]);

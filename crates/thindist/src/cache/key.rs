@@ -205,17 +205,43 @@ mod tests {
             .current_dir(dir)
             .output()
             .expect("clang-22 and ld.lld-22 must be installed");
-        assert!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A real ThinLTO job in `dir`: `module` (a.c's bitcode under that name) imports from b.o,
     /// with the shard the thin link wrote for it.
     fn job_in(dir: &Path, module: &str, native: &str) -> BackendJob {
-        std::fs::write(dir.join("a.c"), "int b(int);\nint a(int x) { return b(x) + 1; }\n").unwrap();
+        std::fs::write(
+            dir.join("a.c"),
+            "int b(int);\nint a(int x) { return b(x) + 1; }\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("b.c"), "int b(int x) { return x * 3; }\n").unwrap();
-        run(dir, &["clang-22", "-O2", "-flto=thin", "-c", "a.c", "-o", module]);
-        run(dir, &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"]);
-        run(dir, &["ld.lld-22", "-shared", "--thinlto-index-only", "--thinlto-emit-imports-files", module, "b.o", "-o", "x.so"]);
+        run(
+            dir,
+            &["clang-22", "-O2", "-flto=thin", "-c", "a.c", "-o", module],
+        );
+        run(
+            dir,
+            &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"],
+        );
+        run(
+            dir,
+            &[
+                "ld.lld-22",
+                "-shared",
+                "--thinlto-index-only",
+                "--thinlto-emit-imports-files",
+                module,
+                "b.o",
+                "-o",
+                "x.so",
+            ],
+        );
         let shard = format!("{module}.thinlto.bc");
         BackendJob {
             module: module.into(),
@@ -243,8 +269,11 @@ mod tests {
     #[test]
     fn keys_do_not_depend_on_location_or_temporary_names() {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let k1 = action_key(&job_in(d1.path(), "a.o", "a.1.111.native.o"), &Digests::default())
-            .unwrap();
+        let k1 = action_key(
+            &job_in(d1.path(), "a.o", "a.1.111.native.o"),
+            &Digests::default(),
+        )
+        .unwrap();
         let k2 = action_key(
             // The clang driver's temporary for a.c: its name sorts where a.o did among the
             // link's modules, as the module ids in the shard follow that order.
@@ -264,7 +293,10 @@ mod tests {
         other.command[1] = "-O3".into();
         assert_ne!(action_key(&other, &Digests::default()).unwrap().hex, base);
         std::fs::write(d.path().join("b.c"), "int b(int x) { return x * 5; }\n").unwrap();
-        run(d.path(), &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"]);
+        run(
+            d.path(),
+            &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"],
+        );
         assert_ne!(action_key(&job, &Digests::default()).unwrap().hex, base);
     }
 
@@ -278,7 +310,10 @@ mod tests {
         job.imports.pop();
         std::fs::write(d.path().join(&job.shard), b"not bitcode").unwrap();
         let err = format!("{:#}", action_key(&job, &Digests::default()).unwrap_err());
-        assert!(err.contains("a.o.thinlto.bc") && err.contains("not valid bitcode"), "{err}");
+        assert!(
+            err.contains("a.o.thinlto.bc") && err.contains("not valid bitcode"),
+            "{err}"
+        );
     }
 
     proptest! {

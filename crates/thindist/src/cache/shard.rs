@@ -115,8 +115,12 @@ pub fn shard_digest(shard: &Path, cwd: &Path, digests: &Digests) -> Result<Strin
         digests,
         error: None,
     };
-    Bitcode::read(&bytes, &mut visitor)
-        .map_err(|e| anyhow!("summary shard {} is not valid bitcode: {e:?}", shard.display()))?;
+    Bitcode::read(&bytes, &mut visitor).map_err(|e| {
+        anyhow!(
+            "summary shard {} is not valid bitcode: {e:?}",
+            shard.display()
+        )
+    })?;
     if let Some(err) = visitor.error {
         return Err(err);
     }

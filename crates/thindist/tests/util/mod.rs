@@ -269,3 +269,50 @@ pub fn max_parallel_jobs(trace: &Path) -> usize {
     }
     most
 }
+
+/// Links `objects` (`thindist ld -- clang-22 ... -o prog`, no cache, natives kept) through the
+/// compiler fork server and again as processes, and asserts that both wrote the same native
+/// objects and program, byte for byte.
+pub fn assert_fork_server_matches_processes(p: &SmallProject, objects: &[&str]) {
+    let link = |fork_server: &str| {
+        let out = p
+            .cmd(thindist())
+            .env("THINDIST_FORK_SERVER", fork_server)
+            .args(["ld", "-v", "-j2", "--no-cache", "--keep-natives", "--"])
+            .args(["clang-22", "-fuse-ld=lld", "-flto=thin", "-o", "prog"])
+            .args(objects)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let outputs: Vec<(PathBuf, Vec<u8>)> = tree_paths(p.dir())
+            .into_iter()
+            .filter(|f| {
+                f.to_string_lossy().ends_with(".thinlto-native.o") || f == Path::new("prog")
+            })
+            .map(|f| {
+                let bytes = std::fs::read(p.dir().join(&f)).unwrap();
+                (f, bytes)
+            })
+            .collect();
+        for (f, _) in &outputs {
+            std::fs::remove_file(p.dir().join(f)).unwrap();
+        }
+        (outputs, err)
+    };
+    let (forked, err) = link("1");
+    assert!(err.contains("thindist: fork server for "), "{err}");
+    let (processes, err) = link("0");
+    assert!(err.contains("fork server off"), "{err}");
+    assert_eq!(forked.len(), objects.len() + 1, "{forked:?}");
+    let names =
+        |outputs: &[(PathBuf, Vec<u8>)]| outputs.iter().map(|o| o.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&forked), names(&processes));
+    for ((name, a), (_, b)) in forked.iter().zip(&processes) {
+        assert!(
+            a == b,
+            "{} differs between fork server and processes",
+            name.display()
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! Compiler fork servers: most of a small back-end job's time is the compiler's start-up (exec,
+//! dynamic linking of libLLVM and libclang-cpp, their static constructors), about 15 ms of 27.
+//! A fork server is the compiler itself, started once with a preload library
+//! (`preload/forkserver.c`) that stops it after static initialisation and then, for each job,
+//! forks a child from that idle state which calls the compiler's own `main` with the job's
+//! arguments, environment and directory. clang runs cc1 in-process (`-fintegrated-cc1`, the
+//! default), so the job then needs no exec at all.
+//!
+//! One server serves one job at a time and a compiler gets as many servers as jobs run at once
+//! (at most the slots): each job thread then owns its server for the whole job, with a blocking
+//! request and reply, and the server needs neither threads nor SIGCHLD handling.
+//!
+//! The child is the server's, not thindist's, so the server reports its pid (tracked in
+//! [`crate::exec::interrupts`] as a process's is) and its wait status. Anything that keeps a
+//! server from starting (a compiler that is not a dynamically linked glibc ELF, a script, a
+//! preload that did not take, no handshake in time) makes that compiler run as processes.
+
+use crate::exec::interrupts;
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libthindist-forkserver.so"));
+
+/// How long a starting server may take to say it is one. A compiler that ignored the preload
+/// runs with no arguments, fails and closes the socket at once; this only bounds one that hangs.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Room in a server's command line for each child to show its job's command (longer commands
+/// are cut short there; only ps and pgrep see this).
+const CMDLINE_SPACE: usize = 32 * 1024;
+
+/// The fd on which a server finds its socket (THINDIST_FORK_SERVER_FD).
+const SERVER_FD: i32 = 3;
+/// The fd from which a server loads the preload library; it closes it once loaded.
+const LIBRARY_FD: i32 = 4;
+
+/// The fork servers of one run, by compiler.
+pub struct ForkServers {
+    verbose: bool,
+    compilers: Mutex<HashMap<PathBuf, Pool>>,
+    library: OnceLock<Result<OwnedFd, String>>,
+}
+
+enum Pool {
+    /// Servers not running a job now.
+    Usable(Vec<Server>),
+    /// A server could not start: this compiler runs as processes.
+    Unusable,
+}
+
+struct Server {
+    stream: UnixStream,
+    process: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// How a job given to a server ended.
+enum Sent {
+    /// The job ran (or could not, as a process may not) and the server waits for the next.
+    Ran(io::Result<(ExitStatus, String)>),
+    /// The server died with the job's child started, or perhaps started: the job fails (a
+    /// process run now could race that child for the output), and the server goes.
+    Lost(io::Error),
+    /// No child was started: the job can still run as a process; the server goes.
+    NotStarted,
+}
+
+impl ForkServers {
+    pub fn new(verbose: bool) -> ForkServers {
+        ForkServers {
+            verbose,
+            compilers: Mutex::new(HashMap::new()),
+            library: OnceLock::new(),
+        }
+    }
+
+    /// Runs `command` in `cwd` as a fork of its compiler's server: (exit status, stdout then
+    /// stderr), as [`crate::exec::run_tracked`] returns for a process. `None` when no server can
+    /// run it; the caller then runs a process.
+    pub fn run(&self, command: &[String], cwd: &Path) -> Option<io::Result<(ExitStatus, String)>> {
+        let compiler = resolve(&command[0], cwd)?;
+        let mut server = self.take(&compiler)?;
+        match server.run(command, cwd) {
+            Sent::Ran(result) => {
+                if let Some(Pool::Usable(idle)) = self.compilers.lock().unwrap().get_mut(&compiler)
+                {
+                    idle.push(server);
+                }
+                Some(result)
+            }
+            Sent::Lost(e) => Some(Err(e)),
+            Sent::NotStarted => None,
+        }
+    }
+
+    /// An idle server of `compiler`, started if none is idle.
+    fn take(&self, compiler: &Path) -> Option<Server> {
+        match self.compilers.lock().unwrap().get_mut(compiler) {
+            Some(Pool::Unusable) => return None,
+            Some(Pool::Usable(idle)) => {
+                if let Some(server) = idle.pop() {
+                    return Some(server);
+                }
+            }
+            None => {}
+        }
+        // Started outside the lock: a start takes the compiler's whole start-up.
+        let started = self
+            .library()
+            .and_then(|library| Server::start(compiler, library));
+        let mut compilers = self.compilers.lock().unwrap();
+        match started {
+            Ok(server) => {
+                if !compilers.contains_key(compiler) {
+                    if self.verbose {
+                        eprintln!("thindist: fork server for {}", compiler.display());
+                    }
+                    compilers.insert(compiler.to_path_buf(), Pool::Usable(Vec::new()));
+                }
+                Some(server)
+            }
+            Err(reason) => {
+                if !matches!(compilers.get(compiler), Some(Pool::Unusable)) && self.verbose {
+                    eprintln!(
+                        "thindist: no fork server for {} ({reason}); running compiler processes",
+                        compiler.display()
+                    );
+                }
+                compilers.insert(compiler.to_path_buf(), Pool::Unusable);
+                None
+            }
+        }
+    }
+
+    /// The preload library, made on first use.
+    fn library(&self) -> Result<&OwnedFd, String> {
+        self.library
+            .get_or_init(library_file)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// The compiler a command runs, as exec finds it (the first executable file on PATH, relative
+/// entries taken from `cwd`, where the process would start), with symbolic links resolved: one
+/// server serves every name of the same compiler.
+fn resolve(program: &str, cwd: &Path) -> Option<PathBuf> {
+    let found = if program.contains('/') {
+        Some(cwd.join(program))
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| cwd.join(dir).join(program))
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    };
+    found?.canonicalize().ok()
+}
+
+/// Why `path` cannot host the preload, if it cannot: only a dynamically linked glibc program
+/// calls glibc's `__libc_start_main` through the dynamic linker. A script would also pass the
+/// preload on to whatever it runs, skipping what the script itself does.
+fn unsuitable(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 64];
+    if file.read_exact_at(&mut header, 0).is_err() || &header[..4] != b"\x7fELF" {
+        return Some("not an ELF program".into());
+    }
+    // 64-bit little-endian only, as on the machines thindist runs on.
+    if header[4] != 2 || header[5] != 1 {
+        return Some("not a 64-bit little-endian ELF program".into());
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (
+        u64_at(&header, 0x20),
+        u16_at(&header, 0x36),
+        u16_at(&header, 0x38),
+    );
+    for i in 0..phnum {
+        let mut ph = [0u8; 56];
+        if phentsize < 56 || file.read_exact_at(&mut ph, phoff + i * phentsize).is_err() {
+            break;
+        }
+        const PT_INTERP: u32 = 3;
+        if u32::from_le_bytes(ph[..4].try_into().unwrap()) != PT_INTERP {
+            continue;
+        }
+        let mut interp = vec![0u8; u64_at(&ph, 32).min(4096) as usize];
+        if file.read_exact_at(&mut interp, u64_at(&ph, 8)).is_err() {
+            break;
+        }
+        let interp = String::from_utf8_lossy(&interp);
+        return (!interp.contains("ld-linux")).then(|| {
+            format!(
+                "not a glibc program (interpreter {})",
+                interp.trim_end_matches('\0')
+            )
+        });
+    }
+    Some("statically linked".into())
+}
+
+/// The embedded preload library in a sealed memory file: no file on disk that another user
+/// could replace, and nothing left in TMPDIR. A server inherits it as [`LIBRARY_FD`] and loads
+/// it as `/proc/self/fd/4`.
+fn library_file() -> Result<OwnedFd, String> {
+    let error = |what: &str| {
+        format!(
+            "cannot {what} the preload library: {}",
+            io::Error::last_os_error()
+        )
+    };
+    // SAFETY: plain system calls on an fd this function owns.
+    unsafe {
+        let fd = libc::memfd_create(
+            c"thindist-forkserver".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        );
+        if fd < 0 {
+            return Err(error("create"));
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut file = std::fs::File::from(fd);
+        file.write_all(LIBRARY)
+            .map_err(|e| format!("cannot write the preload library: {e}"))?;
+        let seals =
+            libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0 {
+            return Err(error("seal"));
+        }
+        Ok(file.into())
+    }
+}
+
+impl Server {
+    fn start(compiler: &Path, library: &OwnedFd) -> Result<Server, String> {
+        if let Some(reason) = unsuitable(compiler) {
+            return Err(reason);
+        }
+        let (stream, theirs) = UnixStream::pair().map_err(|e| e.to_string())?;
+        let inherited = [
+            (theirs.as_raw_fd(), SERVER_FD),
+            (library.as_raw_fd(), LIBRARY_FD),
+        ];
+        // Keep a preload the user set: a process of the compiler would have it too.
+        let mut preload = std::ffi::OsString::from(format!("/proc/self/fd/{LIBRARY_FD}"));
+        if let Some(user) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+            preload.push(":");
+            preload.push(user);
+        }
+        let mut command = Command::new(compiler);
+        command
+            .arg(" ".repeat(CMDLINE_SPACE))
+            .env("LD_PRELOAD", preload)
+            .env("THINDIST_FORK_SERVER_FD", SERVER_FD.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // Copies above the targets first, so that neither dup2 overwrites the other's
+                // source; dup2 leaves the targets open across exec.
+                let mut high = [0; 2];
+                for (i, (fd, _)) in inherited.iter().enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if high[i] < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                for (i, (_, target)) in inherited.iter().enumerate() {
+                    if libc::dup2(high[i], *target) != *target {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let process = command.spawn().map_err(|e| e.to_string())?;
+        drop(theirs);
+        let server = Server { stream, process };
+        server.handshake(compiler)?;
+        Ok(server)
+    }
+
+    /// Checks that the process is a fork server, and of `compiler`, not of a program it ran.
+    fn handshake(&self, compiler: &Path) -> Result<(), String> {
+        let refused = |what: &str| format!("{what} (the preload library did not take)");
+        let mut stream = &self.stream;
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut magic = [0u8; 8];
+        stream
+            .read_exact(&mut magic)
+            .map_err(|e| refused(&format!("no handshake: {e}")))?;
+        if &magic[..4] != b"TDFS" {
+            return Err(refused("a wrong handshake"));
+        }
+        let mut exe = vec![0u8; u32::from_ne_bytes(magic[4..].try_into().unwrap()) as usize];
+        stream
+            .read_exact(&mut exe)
+            .map_err(|e| refused(&format!("no handshake: {e}")))?;
+        if Path::new(std::ffi::OsStr::from_bytes(&exe)) != compiler {
+            return Err(format!(
+                "the server is {}, not the compiler",
+                String::from_utf8_lossy(&exe)
+            ));
+        }
+        stream.set_read_timeout(None).map_err(|e| e.to_string())
+    }
+
+    /// Runs one job: sends it, tracks the child for interrupts while it runs, and collects its
+    /// exit status and output.
+    fn run(&mut self, command: &[String], cwd: &Path) -> Sent {
+        if let Err(e) = interrupts().check_running() {
+            return Sent::Ran(Err(e));
+        }
+        let (Ok(mut stdout), Ok(mut stderr)) = (tempfile::tempfile(), tempfile::tempfile()) else {
+            return Sent::NotStarted;
+        };
+        let mut payload = Vec::new();
+        payload.extend_from_slice(cwd.as_os_str().as_bytes());
+        payload.push(0);
+        for arg in command {
+            payload.extend_from_slice(arg.as_bytes());
+            payload.push(0);
+        }
+        let mut envc = 0u32;
+        for (key, value) in std::env::vars_os() {
+            payload.extend_from_slice(key.as_bytes());
+            payload.push(b'=');
+            payload.extend_from_slice(value.as_bytes());
+            payload.push(0);
+            envc += 1;
+        }
+        let header = [payload.len() as u32, command.len() as u32, envc];
+        let sent = send_with_fds(
+            &self.stream,
+            &header,
+            [stdout.as_raw_fd(), stderr.as_raw_fd()],
+        )
+        .and_then(|()| (&self.stream).write_all(&payload));
+        if sent.is_err() {
+            return Sent::NotStarted;
+        }
+        let died = |e: io::Error| io::Error::other(format!("the compiler's fork server died: {e}"));
+        let mut reply = [0u8; 4];
+        if let Err(e) = (&self.stream).read_exact(&mut reply) {
+            return Sent::Lost(died(e));
+        }
+        let pid = i32::from_ne_bytes(reply);
+        if pid <= 0 {
+            // fork failed (-errno): no child exists.
+            return Sent::NotStarted;
+        }
+        interrupts().track(pid as u32);
+        let status = (&self.stream).read_exact(&mut reply);
+        interrupts().untrack(pid as u32);
+        if let Err(e) = status {
+            // SAFETY: the server died; its child must not outlive the job.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Sent::Lost(died(e));
+        }
+        let status = ExitStatus::from_raw(i32::from_ne_bytes(reply));
+        let mut output = Vec::new();
+        for file in [&mut stdout, &mut stderr] {
+            if let Err(e) = file.rewind().and_then(|_| file.read_to_end(&mut output)) {
+                return Sent::Ran(Err(e));
+            }
+        }
+        Sent::Ran(Ok((status, String::from_utf8_lossy(&output).into_owned())))
+    }
+}
+
+/// Sends `header` with two fds attached (SCM_RIGHTS).
+fn send_with_fds(stream: &UnixStream, header: &[u32; 3], fds: [i32; 2]) -> io::Result<()> {
+    const FDS_LEN: usize = 2 * std::mem::size_of::<i32>();
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let control_len = unsafe { libc::CMSG_SPACE(FDS_LEN as u32) } as usize;
+    assert!(control_len <= std::mem::size_of_val(&control));
+    let mut iov = libc::iovec {
+        iov_base: header.as_ptr() as *mut libc::c_void,
+        iov_len: std::mem::size_of_val(header),
+    };
+    // SAFETY: msg points at live buffers of the given lengths for the duration of sendmsg.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control_len as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(FDS_LEN as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(cmsg), FDS_LEN);
+        let sent = libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The fds went with the first byte; send whatever of the header did not.
+        let rest =
+            &std::slice::from_raw_parts(header.as_ptr() as *const u8, iov.iov_len)[sent as usize..];
+        (&*stream).write_all(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_and_static_programs_are_unsuitable() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("cc");
+        std::fs::write(&script, "#!/bin/sh\nexec clang-22 \"$@\"\n").unwrap();
+        assert_eq!(unsuitable(&script).as_deref(), Some("not an ELF program"));
+        assert_eq!(unsuitable(Path::new("/bin/sh")), None);
+        // Debian's ldconfig is static-pie: no dynamic linker to load the preload.
+        assert_eq!(
+            unsuitable(Path::new("/sbin/ldconfig")).as_deref(),
+            Some("statically linked")
+        );
+    }
+}
