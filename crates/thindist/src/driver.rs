@@ -218,7 +218,9 @@ pub fn run_ld(
     }
     args.resolve_libraries(&cwd);
     let keep_work = settings.keep_work || args.items.iter().any(is_save_temps);
-    let work = WorkDir::create(keep_work)?;
+    let output = args.output().unwrap_or("a.out").to_string();
+    let in_build_dir = executor.needs_paths_in_build_dir().then_some((cwd.as_path(), output.as_str()));
+    let work = WorkDir::create(keep_work, in_build_dir)?;
     let link = thinlink::prepare(args, &cwd, work.path())?;
     if !link.has_bitcode() {
         drop(work);
@@ -274,7 +276,6 @@ pub fn run_ld(
     }
 
     // Back ends.
-    let output = link.args.output().unwrap_or("a.out").to_string();
     let result = run_backends(
         &plan.jobs,
         settings,

@@ -110,7 +110,6 @@ pub fn plan_jobs(
             extra_inputs,
             native: PathBuf::from(&entry.outputs[0]),
             published: None,
-            work_dir: None,
             command,
             cwd: cwd.to_path_buf(),
             flags_source,

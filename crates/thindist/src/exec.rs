@@ -19,6 +19,13 @@ pub trait Executor: Sync {
     fn report(&self) -> Option<String> {
         None
     }
+
+    /// Whether every file of a job must lie below the build directory, named by a path that is
+    /// the same in every link of the same output (remote execution: the input root mirrors the
+    /// build directory, and the shards name modules by the paths the thin link was given).
+    fn needs_paths_in_build_dir(&self) -> bool {
+        false
+    }
 }
 
 /// Children and temporary outputs (files, work directories) to clean up when the run is
@@ -440,7 +447,6 @@ mod tests {
             published: None,
             command: vec!["cc".into()],
             cwd: "/".into(),
-            work_dir: None,
             flags_source: crate::job::FlagsSource::LinkDerived,
             size: 0,
         }

@@ -53,9 +53,6 @@ pub struct BackendJob {
     pub command: Vec<String>,
     /// The directory the command runs in: the build directory.
     pub cwd: PathBuf,
-    /// The link's private work directory (absolute), where `shard`, `native` and extracted
-    /// archive members lie; `None` when lld's DTLTO chose the paths.
-    pub work_dir: Option<PathBuf>,
     pub flags_source: FlagsSource,
     /// Size of the module in bytes; the largest jobs start first.
     pub size: u64,

@@ -47,8 +47,8 @@ fn publishes(
     source: &FlagsSource,
 ) -> bool {
     let abs = crate::fsutil::normalize(&cwd.join(module));
-    let temporary =
-        abs.starts_with(work_dir) || abs.parent() == Some(std::env::temp_dir().as_path());
+    let temporary = abs.starts_with(crate::fsutil::normalize(&cwd.join(work_dir)))
+        || abs.parent() == Some(std::env::temp_dir().as_path());
     !temporary
         && (keep == KeepNatives::Always
             || matches!(source, FlagsSource::KbuildCmd(_) | FlagsSource::ParentShell))
@@ -127,7 +127,6 @@ pub fn plan(
             published,
             command,
             cwd: cwd.to_path_buf(),
-            work_dir: Some(work_dir.to_path_buf()),
             flags_source,
             size,
         });

@@ -82,15 +82,6 @@ impl RemoteExecutor {
     }
 
     fn spec(&self, job: &BackendJob) -> Result<ActionSpec> {
-        if let Some(work) = &job.work_dir {
-            if std::iter::once(&job.module)
-                .chain(&job.imports)
-                .any(|m| m.starts_with(work))
-            {
-                // The shard names such members by their absolute path on this machine.
-                bail!("it is or imports a member extracted from a regular archive");
-            }
-        }
         let mut inputs = Vec::new();
         let files = std::iter::once(&job.module)
             .chain(std::iter::once(&job.shard))
@@ -101,7 +92,7 @@ impl RemoteExecutor {
             if !seen.insert(path.clone()) {
                 continue;
             }
-            let root_path = in_root(job, path)?;
+            let root_path = in_root(path)?;
             let source = job.cwd.join(path);
             let digest = self
                 .digests
@@ -116,17 +107,7 @@ impl RemoteExecutor {
                 source,
             });
         }
-        let mut arguments: Vec<String> = match &job.work_dir {
-            Some(work) => {
-                let prefix = format!("{}/", work.display());
-                let mapped = format!("{WORK_IN_ROOT}/");
-                job.command
-                    .iter()
-                    .map(|a| a.replace(&prefix, &mapped))
-                    .collect()
-            }
-            None => job.command.clone(),
-        };
+        let mut arguments = job.command.clone();
         if let Some(compiler) = &self.settings.compiler {
             arguments[0] = compiler.clone();
         }
@@ -134,7 +115,7 @@ impl RemoteExecutor {
             arguments,
             env: vec![("PATH".into(), REMOTE_PATH.into())],
             inputs,
-            output_files: vec![in_root(job, &job.native)?],
+            output_files: vec![in_root(&job.native)?],
             platform: self.settings.platform.clone(),
             working_directory: String::new(),
             timeout: None,
@@ -171,7 +152,7 @@ impl RemoteExecutor {
                 output,
             ));
         }
-        let native_in_root = in_root(job, &job.native).map_err(RemoteError::Infrastructure)?;
+        let native_in_root = in_root(&job.native).map_err(RemoteError::Infrastructure)?;
         for (path, digest) in &outcome.outputs {
             if *path == native_in_root {
                 let bytes = client.read_blob(digest).await?;
@@ -202,22 +183,11 @@ impl RemoteExecutor {
     }
 }
 
-/// Where the link's work directory lies in an action's input root: a fixed name, so that the
-/// same job from any client (whose work directories have random names) has the same digest.
-const WORK_IN_ROOT: &str = ".thindist-work";
-
-/// `path`'s place in the input root, which mirrors the build directory: relative paths below it
-/// as they are, the work directory under [`WORK_IN_ROOT`]. Anything else cannot be sent (a
-/// module whose summary names absolute paths would not find them on the worker).
-fn in_root(job: &BackendJob, path: &Path) -> Result<String> {
+/// `path`'s place in the input root, which mirrors the build directory. The work directory of
+/// a link with remote execution lies in the build directory (see
+/// [`Executor::needs_paths_in_build_dir`]), so every input is below it.
+fn in_root(path: &Path) -> Result<String> {
     let path = crate::fsutil::normalize(path);
-    if let Some(rest) = job
-        .work_dir
-        .as_ref()
-        .and_then(|w| path.strip_prefix(w).ok())
-    {
-        return Ok(format!("{WORK_IN_ROOT}/{}", rest.display()));
-    }
     if path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
         bail!("input {} lies outside the build directory, so it cannot be sent as part of the input root", path.display());
     }
@@ -287,6 +257,10 @@ impl Executor for RemoteExecutor {
             job.module.display()
         );
         self.run_locally(job)
+    }
+
+    fn needs_paths_in_build_dir(&self) -> bool {
+        true
     }
 
     fn report(&self) -> Option<String> {

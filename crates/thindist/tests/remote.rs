@@ -149,6 +149,13 @@ fn remote_builds_equal_local_ones_hit_the_action_cache_and_survive_a_dead_server
     assert_eq!(project.run_program("prog-remote"), expected);
     let executed = farm.executed();
     assert!(executed >= 30, "only {executed} actions ran remotely");
+    // The work directory (in the build directory for remote jobs, see workdir.rs) is gone.
+    let left: Vec<_> = std::fs::read_dir(&project.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("thindist"))
+        .collect();
+    assert!(left.is_empty(), "work files left in the build directory: {left:?}");
 
     // 2. A clean build directory (a fresh copy of the tree): nothing executes, all from the
     //    remote action cache.

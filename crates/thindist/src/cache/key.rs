@@ -260,7 +260,6 @@ mod tests {
                 native.into(),
             ],
             cwd: dir.to_path_buf(),
-            work_dir: None,
             flags_source: FlagsSource::LinkDerived,
             size: 6,
         }
@@ -329,7 +328,6 @@ mod tests {
                 published: None,
                 command: std::iter::once("cc".to_string()).chain(args.iter().map(|a| format!("/build/tree/{a}"))).collect(),
                 cwd: PathBuf::from("/build/tree"),
-                work_dir: None,
                 flags_source: FlagsSource::LinkDerived,
                 size: 0,
             };
