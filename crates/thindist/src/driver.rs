@@ -219,7 +219,9 @@ pub fn run_ld(
     args.resolve_libraries(&cwd);
     let keep_work = settings.keep_work || args.items.iter().any(is_save_temps);
     let output = args.output().unwrap_or("a.out").to_string();
-    let in_build_dir = executor.needs_paths_in_build_dir().then_some((cwd.as_path(), output.as_str()));
+    let in_build_dir = executor
+        .needs_paths_in_build_dir()
+        .then_some((cwd.as_path(), output.as_str()));
     let work = WorkDir::create(keep_work, in_build_dir)?;
     let link = thinlink::prepare(args, &cwd, work.path())?;
     if !link.has_bitcode() {
@@ -270,6 +272,7 @@ pub fn run_ld(
         &sources,
         &codegen,
         settings.keep_natives,
+        &link.member_labels(),
     )?;
     if !session.quiet {
         warn_about_flags(&plan.problems, &plan.without_flags);
@@ -437,7 +440,7 @@ pub fn run_distribute(
 pub fn report_failure(job: &BackendJob, outcome: &JobOutcome) {
     eprintln!(
         "thindist: error: back-end compile of {} failed: {}",
-        job.module.display(),
+        job.name(),
         outcome.failure.as_deref().unwrap_or("unknown failure")
     );
     if !outcome.output.trim().is_empty() {

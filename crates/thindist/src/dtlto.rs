@@ -110,6 +110,7 @@ pub fn plan_jobs(
             extra_inputs,
             native: PathBuf::from(&entry.outputs[0]),
             published: None,
+            label: None,
             command,
             cwd: cwd.to_path_buf(),
             flags_source,

@@ -445,6 +445,7 @@ mod tests {
             extra_inputs: vec![],
             native: "n".into(),
             published: None,
+            label: None,
             command: vec!["cc".into()],
             cwd: "/".into(),
             flags_source: crate::job::FlagsSource::LinkDerived,

@@ -34,6 +34,15 @@ impl FlagsSource {
     }
 }
 
+impl BackendJob {
+    /// The module as messages name it.
+    pub fn name(&self) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| self.module.display().to_string())
+    }
+}
+
 /// One module's back-end compile.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BackendJob {
@@ -49,6 +58,9 @@ pub struct BackendJob {
     pub native: PathBuf,
     /// Where the native object is also published beside its bitcode (`STEM.thinlto-native.o`).
     pub published: Option<PathBuf>,
+    /// How the user knows the module when its path is thindist's own: `ARCHIVE(MEMBER)`, as
+    /// lld names it, for a member extracted from a regular archive.
+    pub label: Option<String>,
     /// The whole compiler command line, compiler first. It names `module`, `shard` and `native`.
     pub command: Vec<String>,
     /// The directory the command runs in: the build directory.

@@ -61,6 +61,7 @@ pub fn plan(
     sources: &FlagSources,
     codegen: &LinkCodegen,
     keep: KeepNatives,
+    labels: &std::collections::HashMap<PathBuf, String>,
 ) -> Result<Plan> {
     let mut plan = Plan {
         jobs: Vec::with_capacity(modules.len()),
@@ -125,6 +126,7 @@ pub fn plan(
             extra_inputs,
             native,
             published,
+            label: labels.get(module).cloned(),
             command,
             cwd: cwd.to_path_buf(),
             flags_source,

@@ -210,10 +210,7 @@ impl Executor for RemoteExecutor {
             Ok(spec) => spec,
             Err(err) if self.settings.remote_only => return fail(format!("{err:#}")),
             Err(err) => {
-                eprintln!(
-                    "thindist: warning: {} runs locally: {err:#}",
-                    job.module.display()
-                );
+                eprintln!("thindist: warning: {} runs locally: {err:#}", job.name());
                 return self.run_locally(job);
             }
         };
@@ -227,10 +224,7 @@ impl Executor for RemoteExecutor {
             {
                 Ok(outcome) => return outcome,
                 Err(err) => {
-                    tracing::debug!(
-                        "remote attempt {attempt} for {} failed: {err}",
-                        job.module.display()
-                    );
+                    tracing::debug!("remote attempt {attempt} for {} failed: {err}", job.name());
                     if crate::exec::interrupts()
                         .cancelled
                         .load(std::sync::atomic::Ordering::SeqCst)
@@ -254,7 +248,7 @@ impl Executor for RemoteExecutor {
         }
         eprintln!(
             "thindist: warning: remote execution of {} failed ({last_error}); compiling it locally",
-            job.module.display()
+            job.name()
         );
         self.run_locally(job)
     }

@@ -3,7 +3,6 @@
 
 use crate::events::{Event, ExecutedBy, Reporter};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Totals a run's jobs for the summary line.
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 pub struct Tally {
     pub modules: usize,
     pub summed: Duration,
-    pub slowest: Option<(Duration, PathBuf)>,
+    pub slowest: Option<(Duration, String)>,
     pub cache_hits: usize,
     pub remote: usize,
     pub failed: usize,
@@ -35,7 +34,7 @@ impl Tally {
                 .as_ref()
                 .is_none_or(|(d, _)| outcome.duration > *d)
             {
-                self.slowest = Some((outcome.duration, job.module.clone()));
+                self.slowest = Some((outcome.duration, job.name()));
             }
         }
     }
@@ -58,7 +57,7 @@ impl Tally {
             line.push_str(&format!(
                 ", critical path {:.2}s {}",
                 d.as_secs_f64(),
-                module.display()
+                module
             ));
         }
         line.push_str(&format!(
@@ -135,10 +134,10 @@ impl Reporter for ConsoleReporter {
                 if self.verbose {
                     self.print(&crate::cmdline::shell_line(&job.command));
                 } else if self.bar.is_none() {
-                    self.print(&format!("  LTO     {}", job.module.display()));
+                    self.print(&format!("  LTO     {}", job.name()));
                 }
                 if let Some(bar) = &self.bar {
-                    bar.set_message(job.module.display().to_string());
+                    bar.set_message(job.name());
                 }
             }
             Event::JobFinished { .. } => {

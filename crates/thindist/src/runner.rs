@@ -46,7 +46,7 @@ impl<'a> JobRunner<'a> {
                 // Without a key the job still runs; it just cannot be cached.
                 eprintln!(
                     "thindist: warning: {} will not be cached: {err:#}",
-                    job.module.display()
+                    job.name()
                 );
                 None
             }
@@ -66,7 +66,7 @@ impl<'a> JobRunner<'a> {
                 Ok(false) => {}
                 Err(err) => eprintln!(
                     "thindist: warning: cache lookup for {} failed: {err:#}",
-                    job.module.display()
+                    job.name()
                 ),
             }
         }
@@ -74,10 +74,7 @@ impl<'a> JobRunner<'a> {
             let outcome = self.executor.execute(job);
             if let (Some(cache), Some(key), true) = (&self.cache, &key, outcome.succeeded()) {
                 if let Err(err) = cache.put(&key.hex, &native) {
-                    eprintln!(
-                        "thindist: warning: cannot cache {}: {err:#}",
-                        job.module.display()
-                    );
+                    eprintln!("thindist: warning: cannot cache {}: {err:#}", job.name());
                 }
             }
             outcome

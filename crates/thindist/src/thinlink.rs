@@ -26,6 +26,8 @@ pub enum Prepared {
 pub struct PreparedMember {
     pub path: PathBuf,
     pub bitcode: bool,
+    /// `ARCHIVE(MEMBER)` for a member extracted into the work directory.
+    pub label: Option<String>,
 }
 
 /// The original link with each input's part in the distributed link.
@@ -48,6 +50,19 @@ impl PreparedLink {
             Prepared::Archive { members } => !members.iter().any(|m| m.bitcode),
             Prepared::Unchanged => true,
         })
+    }
+
+    /// `ARCHIVE(MEMBER)` for each member extracted into the work directory, by its path there.
+    pub fn member_labels(&self) -> HashMap<PathBuf, String> {
+        self.prepared
+            .iter()
+            .flatten()
+            .flat_map(|p| match p {
+                Prepared::Archive { members } => members.as_slice(),
+                _ => &[],
+            })
+            .filter_map(|m| Some((m.path.clone(), m.label.clone()?)))
+            .collect()
     }
 
     pub fn has_bitcode(&self) -> bool {
@@ -115,17 +130,19 @@ fn prepare_input(input: &Input, cwd: &Path, extract_dir: &Path) -> Result<Prepar
             }
             let mut out = Vec::with_capacity(members.len());
             for (position, member) in members.into_iter().enumerate() {
-                let member_path = match member.location {
-                    MemberLocation::File(p) => module_path(&p, cwd),
+                let (member_path, label) = match member.location {
+                    MemberLocation::File(p) => (module_path(&p, cwd), None),
                     MemberLocation::Range { offset, size } => {
                         let dest = member_file(extract_dir, position, &member.name);
                         inputs::extract_member(&path, offset, size, &dest)?;
-                        dest
+                        let label = format!("{}({})", input.path.display(), member.name);
+                        (dest, Some(label))
                     }
                 };
                 out.push(PreparedMember {
                     path: member_path,
                     bitcode: member.kind == FileKind::Bitcode,
+                    label,
                 });
             }
             Prepared::Archive { members: out }

@@ -74,7 +74,7 @@ impl Reporter for TraceWriter {
                 };
                 self.lanes[lane] = true;
                 self.lane_of.insert(job.module.clone(), lane);
-                let name = job.module.display().to_string();
+                let name = job.name();
                 self.push(&name, "B", lane + 1, json!({"module": name}));
             }
             Event::JobFinished { job, outcome } => {
@@ -82,7 +82,7 @@ impl Reporter for TraceWriter {
                 if let Some(busy) = self.lanes.get_mut(lane) {
                     *busy = false;
                 }
-                let name = job.module.display().to_string();
+                let name = job.name();
                 let args = json!({
                     "module": name,
                     "cache": if outcome.executed_by == crate::events::ExecutedBy::Cache { "hit" } else { "miss" },

@@ -49,12 +49,17 @@ impl WorkDir {
                 std::fs::DirBuilder::new()
                     .mode(0o700)
                     .create(&abs)
-                    .with_context(|| format!("cannot create the work directory {}", abs.display()))?;
+                    .with_context(|| {
+                        format!("cannot create the work directory {}", abs.display())
+                    })?;
                 (path, abs)
             }
         };
         if keep {
-            eprintln!("thindist: keeping this link's work files in {}", abs.display());
+            eprintln!(
+                "thindist: keeping this link's work files in {}",
+                abs.display()
+            );
             return Ok(WorkDir { path, remove: None });
         }
         // An interrupt exits without running destructors: the handler removes it instead.

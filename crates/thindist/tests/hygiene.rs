@@ -333,6 +333,8 @@ fn archive_members_keep_their_recorded_flags() {
         !err.contains("no saved flags"),
         "the member's record was not found: {err}"
     );
+    // The member is named as lld names it, not by its path in the work directory.
+    assert!(err.contains("  LTO     libtwice.a(twice.o)"), "{err}");
     assert_eq!(run(&p.path("prog")), "42\n");
 }
 

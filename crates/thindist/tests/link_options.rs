@@ -463,7 +463,16 @@ fn options_no_back_end_takes_stop_the_link_before_any_job() {
     ] {
         let out = p
             .cmd(thindist())
-            .args(["ld", "--no-cache", "--keep-natives", "--", "ld.lld-22", "-r", "-o", "out.o"])
+            .args([
+                "ld",
+                "--no-cache",
+                "--keep-natives",
+                "--",
+                "ld.lld-22",
+                "-r",
+                "-o",
+                "out.o",
+            ])
             .args(link)
             .args(OBJECTS)
             .output()

@@ -155,7 +155,10 @@ fn remote_builds_equal_local_ones_hit_the_action_cache_and_survive_a_dead_server
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("thindist"))
         .collect();
-    assert!(left.is_empty(), "work files left in the build directory: {left:?}");
+    assert!(
+        left.is_empty(),
+        "work files left in the build directory: {left:?}"
+    );
 
     // 2. A clean build directory (a fresh copy of the tree): nothing executes, all from the
     //    remote action cache.

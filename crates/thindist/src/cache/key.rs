@@ -146,7 +146,7 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     let identity = digests.compiler(&job.command[0])?;
     let compiler = format!("{} sha256:{}", identity.version, identity.binary_digest);
     let normalized_command = normalize_command(job);
-    let context = || format!("input of the back end of {}", job.module.display());
+    let context = || format!("input of the back end of {}", job.name());
     let digest = |path: &Path| digests.file(&job.cwd.join(path)).with_context(context);
     let mut inputs = vec![
         (relative(&job.module, &job.cwd), digest(&job.module)?),
@@ -250,6 +250,7 @@ mod tests {
             extra_inputs: vec![],
             native: native.into(),
             published: None,
+            label: None,
             command: vec![
                 "sh".into(),
                 "-O2".into(),
@@ -326,6 +327,7 @@ mod tests {
                 extra_inputs: vec![],
                 native: "n.o".into(),
                 published: None,
+                label: None,
                 command: std::iter::once("cc".to_string()).chain(args.iter().map(|a| format!("/build/tree/{a}"))).collect(),
                 cwd: PathBuf::from("/build/tree"),
                 flags_source: FlagsSource::LinkDerived,
