@@ -854,11 +854,13 @@ mod tests {
     }
 
     proptest! {
-        /// Filtering never keeps the output, the source or an -I/-D option.
+        /// Filtering never keeps the output, the source or an -I/-D option. (Options that take
+        /// the next word as their value are left out of `extra`: `-G -D` keeps `-D` as -G's
+        /// value, rightly.)
         #[test]
         fn filter_drops_front_end_only(extra in proptest::collection::vec("-[a-zA-Z][a-z0-9=,-]{0,8}", 0..10)) {
             let mut argv = s(&["clang", "-c", "in.c", "-o", "out.o", "-Iinc", "-DX"]);
-            argv.extend(extra);
+            argv.extend(extra.into_iter().filter(|o| separate_value(o).is_none()));
             for o in &options(&argv) {
                 prop_assert!(o != "in.c" && o != "-c" && !o.starts_with("-I") && !o.starts_with("-D"));
             }
