@@ -1,5 +1,6 @@
 //! Remote execution against a real BuildGrid 0.4.4 (with PostgreSQL 15) on loopback, with two
-//! `thindist worker` processes: the remote build equals the local one, a rebuild from a clean
+//! `thindist worker` processes: the remote build equals the local one (natives and program byte
+//! for byte), a rebuild from a clean
 //! build directory executes nothing (action cache), a compile error on a worker reads like a
 //! local one, and killing the server mid-build still ends in a correct build through the local
 //! fallback.
@@ -128,6 +129,24 @@ fn build(project: &Project, farm_url: &str, output: &str, extra: &[&str]) -> Out
         .unwrap()
 }
 
+/// Every `*.thinlto-native.o` below `dir`, with its bytes.
+fn natives(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".thinlto-native.o") {
+                let bytes = std::fs::read(&path).unwrap();
+                found.push((path, bytes));
+            }
+        }
+    }
+    found
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -143,12 +162,44 @@ fn remote_builds_equal_local_ones_hit_the_action_cache_and_survive_a_dead_server
     let expected = project.run_program("prog-local");
 
     // 1. Remote build: same program; every module ran on the farm.
-    let out = build(&project, &farm.url(), "prog-remote", &["--remote-only"]);
+    let out = build(
+        &project,
+        &farm.url(),
+        "prog-remote",
+        &["--remote-only", "--keep-natives"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains(" remote"), "{}", stderr(&out));
     assert_eq!(project.run_program("prog-remote"), expected);
     let executed = farm.executed();
     assert!(executed >= 30, "only {executed} actions ran remotely");
+    // The natives the workers compiled, and the program linked from them, are byte for byte
+    // those of a local build.
+    let remote_natives = natives(&project.dir);
+    assert!(
+        remote_natives.len() >= 20,
+        "{} natives",
+        remote_natives.len()
+    );
+    let out = Command::new(thindist())
+        .args(["ld", "--no-cache", "--keep-natives", "--", "clang-22"])
+        .args(project.clang_link_args("prog-local-build"))
+        .current_dir(&project.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (path, bytes) in &remote_natives {
+        assert!(
+            std::fs::read(path).unwrap() == *bytes,
+            "{} differs between the remote and the local build",
+            path.display()
+        );
+    }
+    assert!(
+        std::fs::read(project.dir.join("prog-remote")).unwrap()
+            == std::fs::read(project.dir.join("prog-local-build")).unwrap(),
+        "the remote and the local build linked different programs"
+    );
     // The work directory (in the build directory for remote jobs, see workdir.rs) is gone.
     let left: Vec<_> = std::fs::read_dir(&project.dir)
         .unwrap()
