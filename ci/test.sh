@@ -15,6 +15,9 @@ export RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
 export THINDIST_BUILDGRID_VENV=${THINDIST_BUILDGRID_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/thindist-buildgrid-venv}
 ci/buildgrid.sh install
 
+# The crates a user installs (thindist, thindist-reapi) package and build as published.
+cargo publish --workspace --dry-run
+
 empty=$(mktemp -d "${TMPDIR:-/tmp}/thindist-empty-home.XXXXXX")
 trap 'rmdir "$empty"' EXIT
 chmod 555 "$empty"

@@ -82,6 +82,16 @@ enum Commands {
         #[command(flatten)]
         options: CacheOptions,
     },
+    /// Create DIR/thindist-ld, a symlink to this binary: the name under which it is the linker
+    /// (`clang --ld-path=DIR/thindist-ld`, `make LD=DIR/thindist-ld`).
+    #[command(
+        name = "install-links",
+        after_help = "Example:\n  thindist install-links ~/.local/bin"
+    )]
+    InstallLinks {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Run a compile unchanged and record the object's flags for its back end.
     #[command(after_help = "Example:\n  make CC='thindist cc -- clang-22'")]
     Cc {
@@ -128,6 +138,31 @@ fn run_cache(action: &CacheAction, options: &CacheOptions) -> Result<i32> {
             println!("cleared {}", cache.dir().display());
         }
     }
+    Ok(0)
+}
+
+/// `thindist install-links DIR`: DIR/thindist-ld -> this binary. An existing link to this
+/// binary is left alone; anything else of that name is an error, never replaced.
+fn install_links(dir: &Path) -> Result<i32> {
+    let me = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("cannot tell where this thindist binary is")?;
+    let link = dir.join("thindist-ld");
+    if let Ok(target) = link.canonicalize() {
+        if target == me {
+            println!("{} already links to {}", link.display(), me.display());
+            return Ok(0);
+        }
+        bail!(
+            "{} exists and is not a link to {}; remove it first",
+            link.display(),
+            me.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::os::unix::fs::symlink(&me, &link)
+        .with_context(|| format!("cannot create {}", link.display()))?;
+    println!("{} -> {}", link.display(), me.display());
     Ok(0)
 }
 
@@ -574,6 +609,7 @@ fn main() {
                 thindist::cc::run_cc(command, cache.as_ref())
             }
             Commands::Cache { action, options } => run_cache(action, options),
+            Commands::InstallLinks { dir } => install_links(dir),
             Commands::Worker {
                 remote,
                 capacity,
