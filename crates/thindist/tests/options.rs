@@ -177,17 +177,32 @@ fn install_links_creates_a_working_thindist_ld_and_replaces_nothing() {
             .unwrap()
     };
     let out = install();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = p.cmd(bin.join("thindist-ld")).arg("--version").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = p
+        .cmd(bin.join("thindist-ld"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("LLD"));
     // Again: already there, nothing to do.
     let out = install();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Something else of that name is left alone.
     std::fs::remove_file(bin.join("thindist-ld")).unwrap();
     std::fs::write(bin.join("thindist-ld"), "mine").unwrap();
     let out = install();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a link to"));
-    assert_eq!(std::fs::read_to_string(bin.join("thindist-ld")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(bin.join("thindist-ld")).unwrap(),
+        "mine"
+    );
 }
