@@ -120,19 +120,6 @@ impl FlagSources {
                 FlagsSource::ThindistRecord(record_path(object)),
             )));
         }
-        // An archive member, or an object copied or renamed since it was compiled: the record
-        // `thindist cc` filed under the object's content.
-        if let Some(records) = &self.records {
-            if let Ok(digest) = thindist_reapi::Digest::of_file(&abs) {
-                let record = records.join(format!("{}.json", digest.hash));
-                if record.exists() {
-                    return Ok(Some((
-                        read_record(&record)?,
-                        FlagsSource::ThindistRecord(record),
-                    )));
-                }
-            }
-        }
         if let Some((db_path, db)) = &self.compile_commands {
             if let Some(saved) = db.get(&normalize(&abs)) {
                 return Ok(Some((
@@ -167,6 +154,20 @@ impl FlagSources {
                 },
                 FlagsSource::KbuildCmd(kbuild_cmd_path(object)),
             )));
+        }
+        // Last, as the weakest match and the only one that reads the whole object (none of a
+        // kbuild tree's modules pays for it): an archive member, or an object copied or renamed
+        // since it was compiled, by the record `thindist cc` filed under its content.
+        if let Some(records) = &self.records {
+            if let Ok(digest) = thindist_reapi::Digest::of_file(&abs) {
+                let record = records.join(format!("{}.json", digest.hash));
+                if record.exists() {
+                    return Ok(Some((
+                        read_record(&record)?,
+                        FlagsSource::ThindistRecord(record),
+                    )));
+                }
+            }
         }
         Ok(None)
     }
