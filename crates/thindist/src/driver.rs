@@ -217,7 +217,7 @@ pub fn run_ld(
         return pass_through(&invocation.linker, &invocation.args);
     }
     args.resolve_libraries(&cwd);
-    let keep_work = settings.keep_work || args.items.iter().any(is_save_temps);
+    let keep_work = settings.keep_work || args.lto_options().any(|o| *o == LtoOpt::SaveTemps);
     let output = args.output().unwrap_or("a.out").to_string();
     let in_build_dir = executor
         .needs_paths_in_build_dir()
@@ -325,11 +325,6 @@ pub fn run_ld(
         );
     }
     Ok(0)
-}
-
-/// lld's `--save-temps`: in distributed mode, thindist's work files are the temporaries.
-fn is_save_temps(item: &crate::linkargs::Item) -> bool {
-    matches!(item, crate::linkargs::Item::Opt(t) | crate::linkargs::Item::Lto(_, t) if t.first().is_some_and(|o| o == "--save-temps" || o == "-save-temps"))
 }
 
 /// Runs the jobs through the cache and `executor`, keeping the build log at `log`, and

@@ -39,6 +39,9 @@ pub enum LtoOpt {
     /// Decided by the thin link, which keeps the option; the back ends read its decisions from
     /// their summary shards.
     ThinLinkOnly,
+    /// `--save-temps`: kept on the thin link, and thindist keeps its work directory, which holds
+    /// the temporaries of distributed mode.
+    SaveTemps,
     /// No effect on generated code in-process either.
     NoEffect,
     /// No back-end compile can do what lld does with it; the reason says what to do instead.
@@ -208,8 +211,8 @@ const LLD_OPTIONS: &[Row] = &[
         LtoOpt::ThinLinkOnly
     }),
     // Intermediate files of the link: the thin link saves its own (the index).
-    (Key::Name("save-temps"), |_| LtoOpt::ThinLinkOnly),
-    (Key::Plugin("save-temps"), |_| LtoOpt::ThinLinkOnly),
+    (Key::Name("save-temps"), |_| LtoOpt::SaveTemps),
+    (Key::Plugin("save-temps"), |_| LtoOpt::SaveTemps),
     // The link is already distributed: pass it through.
     (Key::Name("thinlto-index-only"), |_| {
         LtoOpt::AlreadyDistributed
@@ -538,7 +541,10 @@ impl LinkCodegen {
                     "`{from}` is unknown to thindist: it stays on the thin link, the back ends do \
                      not see it"
                 )),
-                LtoOpt::ThinLinkOnly | LtoOpt::NoEffect | LtoOpt::AlreadyDistributed => {}
+                LtoOpt::ThinLinkOnly
+                | LtoOpt::SaveTemps
+                | LtoOpt::NoEffect
+                | LtoOpt::AlreadyDistributed => {}
             }
         }
         match (cs_generate, cs_file) {

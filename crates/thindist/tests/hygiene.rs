@@ -419,3 +419,20 @@ fn the_same_objects_linked_from_another_tree_hit_the_cache() {
     assert_eq!(summary_hits_misses(&stderr(&link(&a))), (0, 2));
     assert_eq!(summary_hits_misses(&stderr(&link(&b))), (2, 0));
 }
+
+/// lld's `--save-temps`, in either spelling, keeps distributed mode's temporaries: the work
+/// directory.
+#[test]
+fn save_temps_keeps_the_work_directory() {
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    for option in ["--save-temps", "-plugin-opt=save-temps"] {
+        let out = p.ld(&[option, "-r", "-o", "part.o", "main.o", "twice.o"]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{option}: {err}");
+        assert!(
+            err.contains("keeping this link's work files in"),
+            "{option}: {err}"
+        );
+    }
+}
