@@ -82,7 +82,7 @@ impl<'a> Session<'a> {
                 .unwrap_or(1),
         };
         Session {
-            console: ConsoleReporter::new(0, settings.verbose),
+            console: ConsoleReporter::new(settings.verbose),
             quiet: quiet && !settings.verbose,
             tally: Tally::default(),
             extra,
@@ -251,7 +251,7 @@ pub fn run_ld(
     session.on_event(&Event::ThinLinkStarted {
         command: &thin_command,
     });
-    let thin = link.run_thin_link(thin_command, &cwd)?;
+    let thin = link.run_thin_link(&thin_command, &cwd)?;
     session.on_event(&Event::ThinLinkFinished {
         modules: thin.modules.len(),
         duration: thin_started.elapsed(),

@@ -68,7 +68,9 @@ impl Interrupts {
     pub fn track(&self, pid: u32) {
         self.children.lock().unwrap().insert(pid);
         if self.cancelled.load(Ordering::SeqCst) {
-            // SAFETY: kill(2) on a child that has not been reaped yet.
+            // SAFETY: kill(2) touches no memory of this process. The pid is a child spawned by
+            // run_tracked that it has not yet waited for: it untracks the pid only after the
+            // wait, so in that short window a reaped pid could have been reused.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
@@ -90,7 +92,8 @@ impl Interrupts {
         self.signal.store(signal, Ordering::SeqCst);
         self.cancelled.store(true, Ordering::SeqCst);
         for pid in self.children.lock().unwrap().iter() {
-            // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+            // SAFETY: as in `track`: no memory is touched, and the pid is a tracked child that
+            // is untracked only after it has been waited for.
             unsafe {
                 libc::kill(*pid as libc::pid_t, libc::SIGTERM);
             }
@@ -276,18 +279,14 @@ pub enum Slots {
 impl Slots {
     /// make's jobserver when MAKEFLAGS passes a usable one, else `default` slots.
     pub fn from_env_or(default: usize) -> Slots {
-        // SAFETY: called once, early, before this process opens other files, as the crate requires.
+        // SAFETY: the descriptors MAKEFLAGS names must still be make's, not numbers reused by
+        // files this process opened. The only descriptors opened before this that stay open
+        // are the signal handler's socket pair, and `true` makes the crate refuse descriptors
+        // that are not pipes.
         let found = unsafe { jobserver::Client::from_env_ext(true) };
         match found.client {
             Ok(client) => Slots::Jobserver(client),
             Err(_) => Slots::Fixed(default.max(1)),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Slots::Fixed(n) => format!("{n} parallel jobs"),
-            Slots::Jobserver(_) => "make's jobserver".to_string(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::events::{Event, ExecutedBy, Reporter};
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Totals a run's jobs for the summary line.
 #[derive(Default)]
@@ -13,16 +13,12 @@ pub struct Tally {
     pub slowest: Option<(Duration, String)>,
     pub cache_hits: usize,
     pub remote: usize,
-    pub failed: usize,
 }
 
 impl Tally {
     pub fn record(&mut self, event: &Event) {
         if let Event::JobFinished { job, outcome } = event {
             self.modules += 1;
-            if !outcome.succeeded() {
-                self.failed += 1;
-            }
             match outcome.executed_by {
                 ExecutedBy::Cache => self.cache_hits += 1,
                 ExecutedBy::Remote => self.remote += 1,
@@ -76,13 +72,13 @@ impl Tally {
 pub struct ConsoleReporter {
     bar: Option<indicatif::ProgressBar>,
     verbose: bool,
-    started: Instant,
 }
 
 impl ConsoleReporter {
-    pub fn new(total_hint: u64, verbose: bool) -> Self {
+    /// The bar's length is set when the thin link has said how many modules there are.
+    pub fn new(verbose: bool) -> Self {
         let bar = (std::io::stderr().is_terminal() && !verbose).then(|| {
-            let bar = indicatif::ProgressBar::new(total_hint);
+            let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{spinner} LTO [{bar:30}] {pos}/{len} {elapsed} {wide_msg}",
@@ -92,11 +88,7 @@ impl ConsoleReporter {
             );
             bar
         });
-        ConsoleReporter {
-            bar,
-            verbose,
-            started: Instant::now(),
-        }
+        ConsoleReporter { bar, verbose }
     }
 
     fn print(&self, line: &str) {
@@ -110,10 +102,6 @@ impl ConsoleReporter {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 }
 

@@ -168,7 +168,6 @@ fn push_members(out: &mut Vec<String>, input: &Input, members: impl Iterator<Ite
 pub struct ThinLinkResult {
     /// Modules in the order the linker listed them.
     pub modules: Vec<PathBuf>,
-    pub command: Vec<String>,
 }
 
 pub fn shard_path(work_dir: &Path, module: &Path) -> PathBuf {
@@ -231,7 +230,7 @@ impl PreparedLink {
 
     /// Runs the thin link (`command`, from [`Self::thin_link_command`]) and reads the module
     /// list it wrote.
-    pub fn run_thin_link(&self, command: Vec<String>, cwd: &Path) -> Result<ThinLinkResult> {
+    pub fn run_thin_link(&self, command: &[String], cwd: &Path) -> Result<ThinLinkResult> {
         let list = cwd.join(self.work_dir.join("modules.list"));
         let _ = std::fs::remove_file(&list);
         // Tracked, so that Ctrl-C stops the thin link too.
@@ -246,7 +245,7 @@ impl PreparedLink {
                 "the thin link failed ({status}):\n{}\n  to reproduce: cd {} && {}\n  (its response file is removed with the work directory; THINDIST_KEEP_WORK=1 keeps it)",
                 text.trim_end(),
                 cwd.display(),
-                cmdline::shell_line(&command)
+                cmdline::shell_line(command)
             );
         }
         let text = std::fs::read_to_string(&list)
@@ -259,7 +258,7 @@ impl PreparedLink {
             })?;
             modules.push(PathBuf::from(module));
         }
-        Ok(ThinLinkResult { modules, command })
+        Ok(ThinLinkResult { modules })
     }
 
     /// The final-link arguments (without the linker): the original link with every bitcode

@@ -2,50 +2,59 @@
 //! through every way in: `thindist ld` with an ld.lld or a clang command, `thindist-ld` as the
 //! linker, and `clang --ld-path=thindist-ld`; on a generated project of 200 modules with
 //! cross-module inlining, a regular and a thin archive, native objects and a `-r` partial link.
+//!
+//! The project takes long to compile, so one test builds it in a temporary tree, runs every
+//! check on it, and removes it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use thindist_testkit::Project;
 
 fn thindist() -> &'static str {
     env!("CARGO_BIN_EXE_thindist")
 }
 
-struct Shared {
+struct Built {
     _dir: tempfile::TempDir,
     project: Project,
     expected: (String, i32),
     link_dir: PathBuf,
 }
 
-/// One compiled project for all tests of this file: the in-process reference program, and
-/// `part.o` rebuilt through thindist's `-r` link (which the reference did not use).
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let project = Project::generate(dir.path(), 200);
-        project.compile(&[], |_| vec![]);
-        project.partial_link(&[]);
-        project.link_in_process("prog-inproc", 2);
-        let expected = project.run_program("prog-inproc");
-        assert!(expected.0.contains("checksum"), "{:?}", expected);
-        project.partial_link(&[thindist(), "ld", "--no-cache", "--"]);
-        let link_dir = dir.path().join("bin");
-        std::fs::create_dir_all(&link_dir).unwrap();
-        std::os::unix::fs::symlink(thindist(), link_dir.join("thindist-ld")).unwrap();
-        Shared {
-            _dir: dir,
-            project,
-            expected,
-            link_dir,
-        }
-    })
+/// The compiled project: the in-process reference program, and `part.o` rebuilt through
+/// thindist's `-r` link (which the reference did not use).
+fn build() -> Built {
+    let dir = tempfile::tempdir().unwrap();
+    let project = Project::generate(dir.path(), 200);
+    project.compile(&[], |_| vec![]);
+    project.partial_link(&[]);
+    project.link_in_process("prog-inproc", 2);
+    let expected = project.run_program("prog-inproc");
+    assert!(expected.0.contains("checksum"), "{:?}", expected);
+    project.partial_link(&[thindist(), "ld", "--no-cache", "--"]);
+    let link_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&link_dir).unwrap();
+    std::os::unix::fs::symlink(thindist(), link_dir.join("thindist-ld")).unwrap();
+    Built {
+        _dir: dir,
+        project,
+        expected,
+        link_dir,
+    }
 }
 
-fn check(output: &str, cmd: &mut Command) {
-    let s = shared();
+#[test]
+fn every_way_in_links_the_program_lld_links() {
+    let s = build();
+    thindist_ld_with_an_lld_command(&s);
+    thindist_ld_with_a_clang_command(&s);
+    thindist_ld_as_the_linker(&s);
+    clang_with_ld_path(&s);
+    partial_link_output_is_native(&s);
+    non_links_and_links_without_bitcode_pass_through(&s);
+}
+
+fn check(s: &Built, output: &str, cmd: &mut Command) {
     let out = cmd
         .current_dir(&s.project.dir)
         .env("THINDIST_NO_CACHE", "1")
@@ -64,11 +73,10 @@ fn check(output: &str, cmd: &mut Command) {
     );
 }
 
-#[test]
-fn thindist_ld_with_an_lld_command() {
-    let s = shared();
+fn thindist_ld_with_an_lld_command(s: &Built) {
     let tmp = tempfile::tempdir().unwrap();
     check(
+        s,
         "prog-ld",
         Command::new(thindist())
             .args([
@@ -124,10 +132,9 @@ fn thindist_ld_with_an_lld_command() {
     assert!(!dir.join("src/m0009.thinlto-native.o").exists());
 }
 
-#[test]
-fn thindist_ld_with_a_clang_command() {
-    let s = shared();
+fn thindist_ld_with_a_clang_command(s: &Built) {
     check(
+        s,
         "prog-clang",
         Command::new(thindist())
             .args(["ld", "--", "clang-22"])
@@ -135,10 +142,9 @@ fn thindist_ld_with_a_clang_command() {
     );
 }
 
-#[test]
-fn thindist_ld_as_the_linker() {
-    let s = shared();
+fn thindist_ld_as_the_linker(s: &Built) {
     check(
+        s,
         "prog-as-ld",
         Command::new(s.link_dir.join("thindist-ld"))
             .args(s.project.lld_link_args("prog-as-ld"))
@@ -146,11 +152,10 @@ fn thindist_ld_as_the_linker() {
     );
 }
 
-#[test]
-fn clang_with_ld_path() {
-    let s = shared();
+fn clang_with_ld_path(s: &Built) {
     let ld_path = format!("--ld-path={}", s.link_dir.join("thindist-ld").display());
     check(
+        s,
         "prog-ld-path",
         Command::new("clang-22")
             .arg(ld_path)
@@ -159,18 +164,14 @@ fn clang_with_ld_path() {
     );
 }
 
-#[test]
-fn partial_link_output_is_native() {
-    let s = shared();
+fn partial_link_output_is_native(s: &Built) {
     let part = s.project.dir.join("part.o");
     assert_eq!(&std::fs::read(&part).unwrap()[..4], b"\x7fELF");
     let nm = Command::new("llvm-nm-22").arg(&part).output().unwrap();
     assert!(String::from_utf8_lossy(&nm.stdout).contains("T work_5"));
 }
 
-#[test]
-fn non_links_and_links_without_bitcode_pass_through() {
-    let s = shared();
+fn non_links_and_links_without_bitcode_pass_through(s: &Built) {
     let link = s.link_dir.join("thindist-ld");
     let out = Command::new(&link)
         .arg("--version")
