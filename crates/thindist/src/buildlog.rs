@@ -8,17 +8,19 @@
 
 use crate::cache::ActionKey;
 use crate::events::ExecutedBy;
+use crate::job::FlagsSource;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-const LOG_VERSION: u32 = 1;
+/// 2: `flags_source` is a [`FlagsSource`], no longer its description.
+const LOG_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub module: PathBuf,
-    pub flags_source: String,
+    pub flags_source: FlagsSource,
     pub command: Vec<String>,
     pub key: ActionKey,
     pub executed_by: Option<ExecutedBy>,
@@ -239,7 +241,7 @@ mod tests {
     fn entry(module: &str, key: ActionKey) -> Entry {
         Entry {
             module: module.into(),
-            flags_source: "x".into(),
+            flags_source: FlagsSource::LinkDerived,
             command: vec!["cc".into()],
             key,
             executed_by: Some(ExecutedBy::Local),
@@ -288,6 +290,30 @@ mod tests {
             .insert("a.o".into(), entry("a.o", key(&"0".repeat(64), &[])));
         log.save(&path).unwrap();
         assert_eq!(BuildLog::load(&path).entries.len(), 1);
+    }
+
+    #[test]
+    fn flags_sources_are_kept_as_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        let mut log = BuildLog::default();
+        let mut logged = entry("a.o", key(&"0".repeat(64), &[]));
+        logged.flags_source = FlagsSource::KbuildCmd(".a.o.cmd".into());
+        log.entries.insert("a.o".into(), logged);
+        log.save(&path).unwrap();
+        let loaded = BuildLog::load(&path).find(Path::new("a.o"), dir.path());
+        assert_eq!(
+            loaded.unwrap().flags_source,
+            FlagsSource::KbuildCmd(".a.o.cmd".into())
+        );
+        // A version 1 log, which kept the description text, is no history.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v1 = text.replace("\"version\": 2", "\"version\": 1").replace(
+            "{\n      \"KbuildCmd\": \".a.o.cmd\"\n    }",
+            "\"kbuild command file .a.o.cmd\"",
+        );
+        std::fs::write(&path, v1).unwrap();
+        assert!(BuildLog::load(&path).entries.is_empty());
     }
 
     proptest::proptest! {

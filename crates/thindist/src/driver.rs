@@ -436,12 +436,12 @@ pub fn report_failure(job: &BackendJob, outcome: &JobOutcome) {
     eprintln!(
         "thindist: error: back-end compile of {} failed: {}",
         job.name(),
-        outcome.failure.as_deref().unwrap_or("unknown failure")
+        outcome.failure_text().unwrap_or_default()
     );
     if !outcome.output.trim().is_empty() {
         eprintln!("{}", outcome.output.trim_end());
     }
-    eprintln!("  flags from: {}", job.flags_source.describe());
+    eprintln!("  flags from: {}", job.flags_source);
     eprintln!(
         "  to reproduce: cd {} && {}",
         job.cwd.display(),

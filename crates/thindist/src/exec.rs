@@ -1,7 +1,7 @@
 //! Running back-end jobs: the local executor (a compiler process per job) and the dispatcher
 //! that starts jobs largest first, never more at once than make's jobserver or `-j` allows.
 
-use crate::events::{Event, ExecutedBy, JobOutcome, Reporter};
+use crate::events::{Event, ExecutedBy, JobFailure, JobOutcome, Reporter, Termination};
 use crate::forkserver::ForkServers;
 use crate::job::BackendJob;
 use std::collections::HashSet;
@@ -177,11 +177,13 @@ impl Executor for LocalExecutor {
     fn execute(&self, job: &BackendJob) -> JobOutcome {
         let start = Instant::now();
         let native = job.cwd.join(&job.native);
-        let failure = |failure: String, output: String| {
-            // Nothing invalid may stay where a valid object is expected.
-            let _ = std::fs::remove_file(&native);
+        let outcome = |failure: Option<JobFailure>, output: String| {
+            if failure.is_some() {
+                // Nothing invalid may stay where a valid object is expected.
+                let _ = std::fs::remove_file(&native);
+            }
             JobOutcome {
-                failure: Some(failure),
+                failure,
                 output,
                 duration: start.elapsed(),
                 executed_by: ExecutedBy::Local,
@@ -191,44 +193,34 @@ impl Executor for LocalExecutor {
         let _ = std::fs::remove_file(&native);
         if let Some(dir) = native.parent() {
             if let Err(e) = std::fs::create_dir_all(dir) {
-                return failure(
-                    format!("cannot create {}: {e}", dir.display()),
-                    String::new(),
-                );
+                let failure = JobFailure::CannotCreateDir {
+                    dir: dir.to_path_buf(),
+                    error: e.to_string(),
+                };
+                return outcome(Some(failure), String::new());
             }
         }
+        let compiler = &job.command[0];
         match self.run(job) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => failure(
-                format!(
-                    "compiler {} not found ({})",
-                    job.command[0],
-                    job.flags_source.describe()
-                ),
-                String::new(),
-            ),
-            Err(e) => failure(
-                format!("cannot run compiler {}: {e}", job.command[0]),
-                String::new(),
-            ),
-            Ok((status, output)) if !status.success() => {
-                let mut reason = format!("compiler exited with {status}");
-                if looks_like_bitcode_version_mismatch(&output) {
-                    reason.push_str(&format!(
-                        "; {} cannot read this bitcode: it is probably older than the compiler that wrote it",
-                        job.command[0]
-                    ));
-                }
-                failure(reason, output)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let failure = JobFailure::CompilerNotFound {
+                    compiler: compiler.clone(),
+                    flags_source: job.flags_source.clone(),
+                };
+                outcome(Some(failure), String::new())
             }
-            Ok((_, output)) => match native_problem(job) {
-                Some(problem) => failure(problem, output),
-                None => JobOutcome {
-                    failure: None,
-                    output,
-                    duration: start.elapsed(),
-                    executed_by: ExecutedBy::Local,
-                },
-            },
+            Err(e) => {
+                let failure = JobFailure::CannotStart {
+                    compiler: compiler.clone(),
+                    error: e.to_string(),
+                };
+                outcome(Some(failure), String::new())
+            }
+            Ok((status, output)) if !status.success() => {
+                let failure = JobFailure::compiler(compiler, Termination::of(status), &output);
+                outcome(Some(failure), output)
+            }
+            Ok((_, output)) => outcome(native_problem(job), output),
         }
     }
 }
@@ -236,36 +228,20 @@ impl Executor for LocalExecutor {
 /// What is wrong with a job's native object after its compiler exited 0, if anything. clang
 /// exits 0 and writes an empty object when it cannot load the summary shard ("Error loading
 /// index file"), so existence alone proves nothing.
-pub fn native_problem(job: &BackendJob) -> Option<String> {
+pub fn native_problem(job: &BackendJob) -> Option<JobFailure> {
     let native = job.cwd.join(&job.native);
     if !native.is_file() {
-        return Some(format!(
-            "compiler exited 0 but wrote no {}",
-            job.native.display()
-        ));
+        return Some(JobFailure::NoOutput {
+            native: job.native.clone(),
+        });
     }
     if crate::inputs::kind_of_file(&native) != crate::inputs::FileKind::Elf {
-        return Some(format!(
-            "compiler exited 0 but {} is not an object file (empty or cut short; is the shard {} intact?)",
-            job.native.display(),
-            job.shard.display()
-        ));
+        return Some(JobFailure::NotAnObject {
+            native: job.native.clone(),
+            shard: job.shard.clone(),
+        });
     }
     None
-}
-
-fn looks_like_bitcode_version_mismatch(output: &str) -> bool {
-    [
-        "Reader: 'LLVM",
-        "Unknown attribute kind",
-        "Invalid record",
-        "Unknown bitstream version",
-        "Invalid bitcode",
-        "Malformed block",
-        "Unsupported version",
-    ]
-    .iter()
-    .any(|needle| output.contains(needle))
 }
 
 /// How many jobs may run at once.
@@ -302,9 +278,7 @@ fn run_caught(run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync), job: &BackendJob
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         JobOutcome {
-            failure: Some(format!(
-                "thindist failed internally while running this job (a bug; please report it): {what}"
-            )),
+            failure: Some(JobFailure::Internal(what)),
             output: String::new(),
             duration: start.elapsed(),
             executed_by: ExecutedBy::Local,
@@ -475,7 +449,7 @@ mod tests {
         let outcomes = rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the run ends");
-        let failure = outcomes[1].as_ref().unwrap().failure.clone().unwrap();
+        let failure = outcomes[1].as_ref().unwrap().failure_text().unwrap();
         assert!(failure.contains("index out of range"), "{failure}");
         assert!(
             outcomes[0].as_ref().unwrap().succeeded() && outcomes[2].as_ref().unwrap().succeeded()

@@ -84,7 +84,7 @@ impl FlagSources {
             if saved.argv.is_empty() {
                 return Err(FlagsProblem {
                     module: object.to_path_buf(),
-                    message: format!("{} holds an empty compile command", source.describe()),
+                    message: format!("{source} holds an empty compile command"),
                 });
             }
         }

@@ -22,14 +22,14 @@ pub enum FlagsSource {
     LinkDerived,
 }
 
-impl FlagsSource {
-    pub fn describe(&self) -> String {
+impl std::fmt::Display for FlagsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            FlagsSource::ThindistRecord(p) => format!("thindist record {}", p.display()),
-            FlagsSource::CompileCommands(p) => format!("compile_commands.json {}", p.display()),
-            FlagsSource::KbuildCmd(p) => format!("kbuild command file {}", p.display()),
-            FlagsSource::ParentShell => "the compile command of the calling shell".to_string(),
-            FlagsSource::LinkDerived => "derived from the link (no saved flags)".to_string(),
+            FlagsSource::ThindistRecord(p) => write!(f, "thindist record {}", p.display()),
+            FlagsSource::CompileCommands(p) => write!(f, "compile_commands.json {}", p.display()),
+            FlagsSource::KbuildCmd(p) => write!(f, "kbuild command file {}", p.display()),
+            FlagsSource::ParentShell => f.write_str("the compile command of the calling shell"),
+            FlagsSource::LinkDerived => f.write_str("derived from the link (no saved flags)"),
         }
     }
 }

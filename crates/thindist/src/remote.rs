@@ -5,7 +5,7 @@
 //! unless remote-only is set.
 
 use crate::cache::Digests;
-use crate::events::{ExecutedBy, JobOutcome};
+use crate::events::{ExecutedBy, JobFailure, JobOutcome, Termination};
 use crate::exec::{native_problem, Executor, LocalExecutor};
 use crate::job::BackendJob;
 use anyhow::{bail, Context, Result};
@@ -137,20 +137,16 @@ impl RemoteExecutor {
         output.push_str(&String::from_utf8_lossy(&outcome.stderr));
         let native = job.cwd.join(&job.native);
         let _ = std::fs::remove_file(&native);
-        let done = |failure: Option<String>, output: String| JobOutcome {
+        let done = |failure: Option<JobFailure>, output: String| JobOutcome {
             failure,
             output,
             duration: started.elapsed(),
             executed_by: ExecutedBy::Remote,
         };
         if outcome.exit_code != 0 {
-            return Ok(done(
-                Some(format!(
-                    "compiler exited with exit status: {} (remotely)",
-                    outcome.exit_code
-                )),
-                output,
-            ));
+            let end = Termination::Exit(outcome.exit_code);
+            let failure = JobFailure::compiler(&spec.arguments[0], end, &output);
+            return Ok(done(Some(failure), output));
         }
         let native_in_root = in_root(&job.native).map_err(RemoteError::Infrastructure)?;
         for (path, digest) in &outcome.outputs {
@@ -160,13 +156,11 @@ impl RemoteExecutor {
                     .map_err(RemoteError::Infrastructure)?;
             }
         }
-        Ok(match native_problem(job) {
-            Some(problem) => {
-                let _ = std::fs::remove_file(&native);
-                done(Some(format!("{problem} (remotely)")), output)
-            }
-            None => done(None, output),
-        })
+        let problem = native_problem(job);
+        if problem.is_some() {
+            let _ = std::fs::remove_file(&native);
+        }
+        Ok(done(problem, output))
     }
 
     fn run_locally(&self, job: &BackendJob) -> JobOutcome {
@@ -183,6 +177,14 @@ impl RemoteExecutor {
     }
 }
 
+/// The gRPC status code the server failed a call with, if it did.
+fn grpc_code(err: &RemoteError) -> Option<String> {
+    let RemoteError::Infrastructure(err) = err;
+    err.chain()
+        .find_map(|e| e.downcast_ref::<thindist_reapi::CallFailed>())
+        .map(|failed| format!("{:?}", failed.code))
+}
+
 /// `path`'s place in the input root, which mirrors the build directory. The work directory of
 /// a link with remote execution lies in the build directory (see
 /// [`Executor::needs_paths_in_build_dir`]), so every input is below it.
@@ -197,8 +199,8 @@ fn in_root(path: &Path) -> Result<String> {
 impl Executor for RemoteExecutor {
     fn execute(&self, job: &BackendJob) -> JobOutcome {
         let started = Instant::now();
-        let fail = |message: String| JobOutcome {
-            failure: Some(message),
+        let fail = |failure: JobFailure| JobOutcome {
+            failure: Some(failure),
             output: String::new(),
             duration: started.elapsed(),
             executed_by: ExecutedBy::Remote,
@@ -208,7 +210,9 @@ impl Executor for RemoteExecutor {
         };
         let spec = match self.spec(job) {
             Ok(spec) => spec,
-            Err(err) if self.settings.remote_only => return fail(format!("{err:#}")),
+            Err(err) if self.settings.remote_only => {
+                return fail(JobFailure::Input(format!("{err:#}")))
+            }
             Err(err) => {
                 eprintln!("thindist: warning: {} runs locally: {err:#}", job.name());
                 return self.run_locally(job);
@@ -229,12 +233,12 @@ impl Executor for RemoteExecutor {
                         .cancelled
                         .load(std::sync::atomic::Ordering::SeqCst)
                     {
-                        return fail("interrupted".into());
+                        return fail(JobFailure::Interrupted);
                     }
                     // A server that refused the action (by its status code) would refuse it
                     // again.
                     if attempt == 3 || !err.is_transient() {
-                        break err.to_string();
+                        break err;
                     }
                     std::thread::sleep(delay);
                     delay *= 2;
@@ -242,9 +246,11 @@ impl Executor for RemoteExecutor {
             }
         };
         if self.settings.remote_only {
-            return fail(format!(
-                "remote execution failed after {attempt} attempt(s): {last_error}"
-            ));
+            return fail(JobFailure::Remote {
+                code: grpc_code(&last_error),
+                message: last_error.to_string(),
+                attempts: attempt,
+            });
         }
         eprintln!(
             "thindist: warning: remote execution of {} failed ({last_error}); compiling it locally",

@@ -89,7 +89,7 @@ impl<'a> JobRunner<'a> {
             }
             let entry = Entry {
                 module: job.module.clone(),
-                flags_source: job.flags_source.describe(),
+                flags_source: job.flags_source.clone(),
                 command: job.command.clone(),
                 key,
                 executed_by: Some(outcome.executed_by),
