@@ -56,7 +56,7 @@ pub fn run_cc(command: &[String], cache: Option<&crate::cache::DiskCache>) -> Re
         bail!("no compiler command given (usage: thindist cc -- COMPILER ARGS...)");
     };
     let Some(objects) = compiled_objects(args) else {
-        return crate::driver::pass_through(compiler, args);
+        return crate::exec::pass_through(compiler, args);
     };
     let status = Command::new(compiler)
         .args(args)

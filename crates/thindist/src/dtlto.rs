@@ -6,7 +6,7 @@
 //! in; a module with saved front-end flags is compiled with them instead of the common ones.
 
 use crate::flags::{self, FlagSources};
-use crate::job::{BackendJob, FlagsSource};
+use crate::job::{BackendJob, JobBuilder, JobFiles};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -70,59 +70,38 @@ pub fn plan_jobs(
     cwd: &Path,
     sources: &FlagSources,
 ) -> Result<(Vec<BackendJob>, Vec<flags::FlagsProblem>)> {
-    let compiler = &file.common.args[0];
-    let link_options = link_level_options(&file.common.args);
-    let common_inputs: Vec<PathBuf> = file.common.inputs.iter().map(PathBuf::from).collect();
-    let mut problems = Vec::new();
-    let mut jobs = Vec::with_capacity(file.jobs.len());
-    for entry in &file.jobs {
-        let module = PathBuf::from(&entry.inputs[0]);
-        let found = sources.lookup(&module).unwrap_or_else(|problem| {
-            problems.push(problem);
-            None
-        });
-        let (command, flags_source) = match found {
-            Some((saved, source)) => {
-                let (_, mut options) = flags::backend_options(&saved, cwd)?;
-                options.extend(link_options.iter().cloned());
-                let mut command = vec![compiler.clone()];
-                command.extend(options);
-                command.extend(flags::BACKEND_MODE.map(String::from));
-                command.push("-c".to_string());
-                command.extend(entry.args.iter().cloned());
-                (command, source)
-            }
-            None => {
-                let mut command = file.common.args.clone();
-                command.extend(entry.args.iter().cloned());
-                (command, FlagsSource::LinkDerived)
-            }
-        };
-        let mut extra_inputs = common_inputs.clone();
-        extra_inputs.extend(flags::option_inputs(&command));
-        let size = std::fs::metadata(cwd.join(&module))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        jobs.push(BackendJob {
-            module,
-            shard: PathBuf::from(&entry.inputs[1]),
-            imports: entry.inputs[2..].iter().map(PathBuf::from).collect(),
-            extra_inputs,
-            native: PathBuf::from(&entry.outputs[0]),
-            published: None,
-            label: None,
-            command,
-            cwd: cwd.to_path_buf(),
-            flags_source,
-            size,
-        });
-    }
-    Ok((jobs, problems))
+    // A command built from saved flags leaves out lld's common arguments, and with them `-c`.
+    let mut mode: Vec<String> = flags::BACKEND_MODE.map(String::from).into();
+    mode.push("-c".to_string());
+    let mut builder = JobBuilder::new(
+        sources,
+        cwd,
+        file.common.args.clone(),
+        link_level_options(&file.common.args),
+        mode,
+    )
+    .with_compiler(file.common.args[0].clone())
+    .with_common_inputs(file.common.inputs.iter().map(PathBuf::from).collect());
+    let jobs = file
+        .jobs
+        .iter()
+        .map(|entry| {
+            builder.job(JobFiles {
+                module: PathBuf::from(&entry.inputs[0]),
+                shard: PathBuf::from(&entry.inputs[1]),
+                imports: entry.inputs[2..].iter().map(PathBuf::from).collect(),
+                native: PathBuf::from(&entry.outputs[0]),
+                args: entry.args.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((jobs, builder.problems))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::FlagsSource;
     use proptest::prelude::*;
 
     const SAMPLE: &str = r#"{"common":{"linker_output":"prog","args":["/usr/bin/clang","-c","--target=x86_64-pc-linux-gnu","-O2","-mllvm","-x=1","-fpic"],"inputs":[]},

@@ -240,6 +240,42 @@ pub enum Event<'a> {
     FinalLinkFinished {
         duration: Duration,
     },
+    /// Something the user should know that does not stop the run; printed as
+    /// `thindist: warning: MESSAGE`.
+    Warning {
+        message: &'a str,
+    },
+}
+
+/// Warnings raised on threads that cannot reach the run's reporter (job threads: the cache,
+/// the remote executor). While a run reports, they wait here until its reporter takes them
+/// ([`take_warnings`]) and shows them as [`Event::Warning`], so they never garble a progress
+/// bar; otherwise [`warn`] prints them at once.
+static PENDING_WARNINGS: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+/// Raises a warning from any thread.
+pub fn warn(message: String) {
+    let mut pending = PENDING_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    match pending.as_mut() {
+        Some(waiting) => waiting.push(message),
+        None => eprintln!("thindist: warning: {message}"),
+    }
+}
+
+/// Starts holding warnings for a reporter to take.
+pub fn hold_warnings() {
+    let mut pending = PENDING_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    pending.get_or_insert_with(Vec::new);
+}
+
+/// The warnings raised since the last call; with `release`, later ones are printed at once.
+pub fn take_warnings(release: bool) -> Vec<String> {
+    let mut pending = PENDING_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = pending.as_mut().map(std::mem::take).unwrap_or_default();
+    if release {
+        *pending = None;
+    }
+    taken
 }
 
 /// A consumer of events.

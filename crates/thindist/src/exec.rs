@@ -5,7 +5,7 @@ use crate::events::{Event, ExecutedBy, JobFailure, JobOutcome, Reporter, Termina
 use crate::forkserver::ForkServers;
 use crate::job::BackendJob;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -123,6 +123,22 @@ pub fn install_interrupt_handler() {
             std::process::exit(128 + signal);
         }
     });
+}
+
+/// `program` as exec finds it from `cwd` (a path as is, a bare name as the first executable
+/// file on PATH, relative entries taken from `cwd`), with symbolic links resolved.
+pub fn find_program(program: &str, cwd: &Path) -> Option<PathBuf> {
+    which::which_in(program, std::env::var_os("PATH"), cwd)
+        .ok()?
+        .canonicalize()
+        .ok()
+}
+
+/// Runs the real linker with the original arguments, replacing this process.
+pub fn pass_through(linker: &str, args: &[String]) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let err = Command::new(linker).args(args).exec();
+    anyhow::bail!("cannot run the linker {linker}: {err}")
 }
 
 /// Runs a command, recording its pid so an interrupt can stop it. Returns (exit status, output).

@@ -160,18 +160,7 @@ impl ForkServers {
 /// entries taken from `cwd`, where the process would start), with symbolic links resolved: one
 /// server serves every name of the same compiler.
 fn resolve(program: &str, cwd: &Path) -> Option<PathBuf> {
-    let found = if program.contains('/') {
-        Some(cwd.join(program))
-    } else {
-        std::env::split_paths(&std::env::var_os("PATH")?)
-            .map(|dir| cwd.join(dir).join(program))
-            .find(|p| {
-                use std::os::unix::fs::PermissionsExt;
-                p.metadata()
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-    };
-    found?.canonicalize().ok()
+    crate::exec::find_program(program, cwd)
 }
 
 /// Why `path` cannot host the preload, if it cannot: only a dynamically linked glibc program

@@ -1,10 +1,13 @@
-//! A back-end job: one module's native compile, as planned from the thin link.
+//! A back-end job: one module's native compile, and the one constructor both planners (the
+//! thin link's, [`crate::plan`], and lld's DTLTO job file's, [`crate::dtlto`]) build jobs with.
 //!
 //! Jobs are plain data. Planning builds them; executors (local, remote) run them; the cache keys
 //! them. Paths are kept as the link gave them (relative to `cwd` when the link used relative
 //! paths), so that a job means the same thing in another checkout of the same tree.
 
-use std::path::PathBuf;
+use crate::flags::{self, FlagSources, FlagsProblem};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
 
 /// Where a job's compiler flags came from, in order of preference.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,4 +71,116 @@ pub struct BackendJob {
     pub flags_source: FlagsSource,
     /// Size of the module in bytes; the largest jobs start first.
     pub size: u64,
+}
+
+/// The files of one job, as the planner's input names them.
+pub struct JobFiles {
+    pub module: PathBuf,
+    pub shard: PathBuf,
+    pub imports: Vec<PathBuf>,
+    pub native: PathBuf,
+    /// The job's own arguments, last on its command line (they name the module, shard and
+    /// native object).
+    pub args: Vec<String>,
+}
+
+/// Builds jobs: looks up each module's saved flags and makes its command from them, or from
+/// the link's options when it has none, and notes what it found wanting.
+pub struct JobBuilder<'a> {
+    sources: &'a FlagSources,
+    cwd: &'a Path,
+    /// The command of a module without saved flags, up to the job's own arguments.
+    derived: Vec<String>,
+    /// The compiler of a module with saved flags; `None`: the one it was compiled with.
+    compiler: Option<String>,
+    /// Options of the link that follow a module's saved ones, so the link wins where it speaks.
+    link_options: Vec<String>,
+    /// What follows those on a command built from saved flags, before the job's own
+    /// arguments: [`flags::BACKEND_MODE`] and whatever else the planner's input format needs.
+    mode: Vec<String>,
+    /// Files every job reads besides its own.
+    common_inputs: Vec<PathBuf>,
+    /// Saved flags that existed but could not be used (the module fell back).
+    pub problems: Vec<FlagsProblem>,
+    /// Modules with no saved flags at all.
+    pub without_flags: Vec<PathBuf>,
+}
+
+impl<'a> JobBuilder<'a> {
+    /// `derived`: the command for modules without saved flags, up to the job's own arguments;
+    /// `link_options` and then `mode` follow the options of modules with saved flags.
+    pub fn new(
+        sources: &'a FlagSources,
+        cwd: &'a Path,
+        derived: Vec<String>,
+        link_options: Vec<String>,
+        mode: Vec<String>,
+    ) -> Self {
+        JobBuilder {
+            sources,
+            cwd,
+            derived,
+            compiler: None,
+            link_options,
+            mode,
+            common_inputs: Vec::new(),
+            problems: Vec::new(),
+            without_flags: Vec::new(),
+        }
+    }
+
+    /// Every module with saved flags is compiled by `compiler`, not the one that compiled it.
+    pub fn with_compiler(mut self, compiler: String) -> Self {
+        self.compiler = Some(compiler);
+        self
+    }
+
+    /// Every job also reads `inputs`.
+    pub fn with_common_inputs(mut self, inputs: Vec<PathBuf>) -> Self {
+        self.common_inputs = inputs;
+        self
+    }
+
+    pub fn job(&mut self, files: JobFiles) -> Result<BackendJob> {
+        let found = self
+            .sources
+            .lookup(&files.module)
+            .unwrap_or_else(|problem| {
+                self.problems.push(problem);
+                None
+            });
+        let (mut command, flags_source) = match found {
+            Some((saved, source)) => {
+                let (compiler, options) = flags::backend_options(&saved, self.cwd)?;
+                let mut command = vec![self.compiler.clone().unwrap_or(compiler)];
+                command.extend(options);
+                command.extend(self.link_options.iter().cloned());
+                command.extend(self.mode.iter().cloned());
+                (command, source)
+            }
+            None => {
+                self.without_flags.push(files.module.clone());
+                (self.derived.clone(), FlagsSource::LinkDerived)
+            }
+        };
+        command.extend(files.args);
+        let mut extra_inputs = self.common_inputs.clone();
+        extra_inputs.extend(flags::option_inputs(&command));
+        let size = std::fs::metadata(self.cwd.join(&files.module))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(BackendJob {
+            module: files.module,
+            shard: files.shard,
+            imports: files.imports,
+            extra_inputs,
+            native: files.native,
+            published: None,
+            label: None,
+            command,
+            cwd: self.cwd.to_path_buf(),
+            flags_source,
+            size,
+        })
+    }
 }

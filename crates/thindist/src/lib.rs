@@ -4,6 +4,7 @@
 //! in [`ltoopts`]) -> inputs ([`inputs`]) -> thin link ([`thinlink`]) -> job plan ([`plan`],
 //! with [`flags`]) -> executor ([`exec`]) -> final link ([`driver`]) -> report ([`report`], fed by [`events`]).
 
+pub mod backend;
 pub mod buildlog;
 pub mod cache;
 pub mod cc;
@@ -17,7 +18,9 @@ pub mod flags;
 pub mod forkserver;
 pub mod fsutil;
 pub mod inputs;
+pub mod invocation;
 pub mod job;
+pub mod link;
 pub mod linkargs;
 pub mod ltoopts;
 pub mod plan;

@@ -4,11 +4,14 @@ use anyhow::{bail, Context, Result};
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use thindist::cache::{CacheConfig, DiskCache};
+use std::sync::Arc;
+use thindist::cache::{CacheConfig, Digests, DiskCache};
 use thindist::driver::{self, LdSettings};
 use thindist::exec::{Executor, LocalExecutor, Slots};
+use thindist::invocation;
 use thindist::plan::KeepNatives;
 use thindist::remote::{RemoteExecutor, RemoteSettings};
+use thindist::report::ExtraReporters;
 use thindist::trace::TraceWriter;
 
 #[derive(Parser)]
@@ -344,7 +347,12 @@ impl RemoteOptions {
     }
 
     /// The executor these options ask for: remote when --remote is set, else local.
-    fn executor(&self, cpus: usize, local: LocalExecutor) -> Result<Box<dyn Executor>> {
+    fn executor(
+        &self,
+        cpus: usize,
+        local: LocalExecutor,
+        digests: Arc<Digests>,
+    ) -> Result<Box<dyn Executor>> {
         let Some(endpoint) = &self.remote else {
             return Ok(Box::new(local));
         };
@@ -357,6 +365,7 @@ impl RemoteOptions {
                 local_slots: cpus,
             },
             local,
+            digests,
         )?))
     }
 }
@@ -454,48 +463,6 @@ impl RunOptions {
     }
 }
 
-/// The file `path` names, symlinks followed: (device, inode).
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// The real linker for `thindist-ld`: `THINDIST_LINKER`, else the first `ld.lld` (or
-/// `ld.lld-N`, newest first) on PATH. Never thindist itself, under any name or path (compared
-/// by device and inode): as its own linker, `thindist-ld` would start itself without end.
-fn real_linker() -> Result<String> {
-    let me = std::env::current_exe().ok().and_then(|p| file_id(&p));
-    let is_me = |path: &Path| me.is_some() && file_id(path) == me;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    if let Some(linker) = std::env::var("THINDIST_LINKER")
-        .ok()
-        .filter(|l| !l.is_empty())
-    {
-        // What the system runs for a bare name: the first file of that name on PATH.
-        let runs = if linker.contains('/') {
-            Some(PathBuf::from(&linker))
-        } else {
-            dirs.iter().map(|d| d.join(&linker)).find(|p| p.is_file())
-        };
-        if runs.is_some_and(|p| is_me(&p)) {
-            bail!("THINDIST_LINKER={linker} is thindist itself, which would run itself without end: name the real linker (e.g. THINDIST_LINKER=ld.lld-22)");
-        }
-        return Ok(linker);
-    }
-    let mut names = vec!["ld.lld".to_string()];
-    names.extend((14..=40).rev().map(|v| format!("ld.lld-{v}")));
-    for name in &names {
-        for dir in &dirs {
-            let candidate = dir.join(name);
-            if candidate.is_file() && !is_me(&candidate) {
-                return Ok(candidate.to_string_lossy().into_owned());
-            }
-        }
-    }
-    bail!("no real linker found: set THINDIST_LINKER (e.g. THINDIST_LINKER=ld.lld-22) or put ld.lld on PATH")
-}
-
 /// How a run is entered: a link, or lld's DTLTO job file.
 enum Entry<'a> {
     Link(&'a [String]),
@@ -515,19 +482,25 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
         .map(|n| n.get())
         .unwrap_or(1);
     let local = LocalExecutor::new(options.fork_server, options.verbose);
-    let executor = options.remote.executor(cpus, local)?;
+    let digests = Arc::new(Digests::default());
+    let executor = options.remote.executor(cpus, local, digests.clone())?;
     let mut trace = options.trace.as_ref().map(|_| TraceWriter::new());
-    let mut extra: driver::ExtraReporters = Vec::new();
+    let mut extra: ExtraReporters = Vec::new();
     if let Some(trace) = trace.as_mut() {
         extra.push(trace);
     }
+    let run = driver::Run {
+        settings: &settings,
+        executor: executor.as_ref(),
+        digests: &digests,
+    };
     let result = match entry {
         Entry::Link(command) => {
             let cwd = std::env::current_dir().context("cannot read the current directory")?;
-            let invocation = driver::resolve_invocation(command, &cwd)?;
-            driver::run_ld(invocation, &settings, executor.as_ref(), extra)
+            let invocation = invocation::resolve_invocation(command, &cwd)?;
+            driver::run_ld(invocation, run, extra)
         }
-        Entry::JobFile(path) => driver::run_distribute(path, &settings, executor.as_ref(), extra),
+        Entry::JobFile(path) => driver::run_distribute(path, run, extra),
     };
     if let Some(line) = executor.report() {
         eprintln!("{line}");
@@ -584,7 +557,7 @@ fn main() {
     let result = if invoked_as.starts_with("thindist-ld") {
         let args: Vec<String> = std::env::args().skip(1).collect();
         RunOptions::from_env().and_then(|options| {
-            let mut command = vec![real_linker()?];
+            let mut command = vec![invocation::real_linker()?];
             command.extend(args);
             run(&options, Entry::Link(&command), config_file)
         })

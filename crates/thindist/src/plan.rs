@@ -2,7 +2,7 @@
 //! saved flags (or link-derived ones), its shard, its imports and its outputs.
 
 use crate::flags::{self, FlagSources, FlagsProblem};
-use crate::job::{BackendJob, FlagsSource};
+use crate::job::{BackendJob, FlagsSource, JobBuilder, JobFiles};
 use crate::ltoopts::LinkCodegen;
 use crate::thinlink;
 use anyhow::{bail, Result};
@@ -54,6 +54,8 @@ fn publishes(
             || matches!(source, FlagsSource::KbuildCmd(_) | FlagsSource::ParentShell))
 }
 
+/// One job per module the thin link listed, run in `cwd`, with the link's code-generation
+/// options; `labels` names members extracted from regular archives.
 pub fn plan(
     modules: &[PathBuf],
     work_dir: &Path,
@@ -63,77 +65,48 @@ pub fn plan(
     keep: KeepNatives,
     labels: &std::collections::HashMap<PathBuf, String>,
 ) -> Result<Plan> {
-    let mut plan = Plan {
-        jobs: Vec::with_capacity(modules.len()),
-        problems: Vec::new(),
-        without_flags: Vec::new(),
-    };
+    let mode: Vec<String> = flags::BACKEND_MODE.map(String::from).into();
+    let mut derived = vec![codegen.default_compiler.clone()];
+    derived.extend(codegen.derived.iter().cloned());
+    derived.extend(codegen.all_jobs.iter().cloned());
+    derived.extend(mode.iter().cloned());
+    let mut builder = JobBuilder::new(sources, cwd, derived, codegen.all_jobs.clone(), mode);
+    let mut jobs = Vec::with_capacity(modules.len());
     for module in modules {
         let shard = thinlink::shard_path(work_dir, module);
-        let imports_file = thinlink::imports_path(work_dir, module);
-        let shard_meta = std::fs::metadata(cwd.join(&shard));
-        if shard_meta.is_err() {
+        if std::fs::metadata(cwd.join(&shard)).is_err() {
             bail!(
                 "the thin link wrote no summary shard {} for module {}",
                 shard.display(),
                 module.display()
             );
         }
-        let imports = thinlink::read_imports(&cwd.join(&imports_file))?;
-        let size = std::fs::metadata(cwd.join(module))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let found = match sources.lookup(module) {
-            Ok(found) => found,
-            Err(problem) => {
-                plan.problems.push(problem);
-                None
-            }
-        };
-        let (compiler, mut options, flags_source) = match found {
-            Some((saved, source)) => {
-                let (compiler, options) = flags::backend_options(&saved, cwd)?;
-                (compiler, options, source)
-            }
-            None => {
-                plan.without_flags.push(module.clone());
-                (
-                    codegen.default_compiler.clone(),
-                    codegen.derived.clone(),
-                    FlagsSource::LinkDerived,
-                )
-            }
-        };
-        options.extend(codegen.all_jobs.iter().cloned());
-        let extra_inputs = flags::option_inputs(&options);
+        let imports = thinlink::read_imports(&cwd.join(thinlink::imports_path(work_dir, module)))?;
         let native = thinlink::native_path(work_dir, module);
-        let published =
-            publishes(keep, module, cwd, work_dir, &flags_source).then(|| native_name(module));
-        let mut command = vec![compiler];
-        command.extend(options);
-        command.extend(flags::BACKEND_MODE.map(String::from));
-        command.extend([
+        let args = vec![
             format!("-fthinlto-index={}", shard.display()),
             "-c".to_string(),
             module.to_string_lossy().into_owned(),
             "-o".to_string(),
             native.to_string_lossy().into_owned(),
-        ]);
-        plan.jobs.push(BackendJob {
+        ];
+        let mut job = builder.job(JobFiles {
             module: module.clone(),
             shard,
             imports,
-            extra_inputs,
             native,
-            published,
-            label: labels.get(module).cloned(),
-            command,
-            cwd: cwd.to_path_buf(),
-            flags_source,
-            size,
-        });
+            args,
+        })?;
+        job.published =
+            publishes(keep, module, cwd, work_dir, &job.flags_source).then(|| native_name(module));
+        job.label = labels.get(module).cloned();
+        jobs.push(job);
     }
-    Ok(plan)
+    Ok(Plan {
+        jobs,
+        problems: builder.problems,
+        without_flags: builder.without_flags,
+    })
 }
 
 #[cfg(test)]

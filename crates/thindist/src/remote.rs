@@ -5,12 +5,12 @@
 //! unless remote-only is set.
 
 use crate::cache::Digests;
-use crate::events::{ExecutedBy, JobFailure, JobOutcome, Termination};
+use crate::events::{warn, ExecutedBy, JobFailure, JobOutcome, Termination};
 use crate::exec::{native_problem, Executor, LocalExecutor};
 use crate::job::BackendJob;
 use anyhow::{bail, Context, Result};
 use std::path::{Component, Path};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use thindist_reapi::{ActionSpec, Client, InputFile, RemoteConfig, RemoteError};
 
@@ -36,14 +36,19 @@ pub struct RemoteExecutor {
     local_freed: Condvar,
     /// Summed size of every job's inputs, to set against the bytes really uploaded.
     input_bytes: std::sync::atomic::AtomicU64,
-    /// Inputs are hashed once per run, not once per job that imports them.
-    digests: Digests,
+    /// The run's digests, shared with the cache: inputs are hashed once per run, not once per
+    /// job that imports them.
+    digests: Arc<Digests>,
 }
 
 impl RemoteExecutor {
     /// Connects to the server. If it cannot be reached, every job runs locally (with one
     /// warning) unless remote-only is set, which makes that an error. Local jobs run on `local`.
-    pub fn connect(settings: RemoteSettings, local: LocalExecutor) -> Result<RemoteExecutor> {
+    pub fn connect(
+        settings: RemoteSettings,
+        local: LocalExecutor,
+        digests: Arc<Digests>,
+    ) -> Result<RemoteExecutor> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -54,9 +59,9 @@ impl RemoteExecutor {
                 return Err(err.context("remote-only is set and the remote server is unusable"))
             }
             Err(err) => {
-                eprintln!(
-                    "thindist: warning: remote execution unavailable, compiling locally: {err:#}"
-                );
+                warn(format!(
+                    "remote execution unavailable, compiling locally: {err:#}"
+                ));
                 None
             }
         };
@@ -69,7 +74,7 @@ impl RemoteExecutor {
             local_free,
             local_freed: Condvar::new(),
             input_bytes: Default::default(),
-            digests: Digests::default(),
+            digests,
         })
     }
 
@@ -214,7 +219,7 @@ impl Executor for RemoteExecutor {
                 return fail(JobFailure::Input(format!("{err:#}")))
             }
             Err(err) => {
-                eprintln!("thindist: warning: {} runs locally: {err:#}", job.name());
+                warn(format!("{} runs locally: {err:#}", job.name()));
                 return self.run_locally(job);
             }
         };
@@ -252,10 +257,10 @@ impl Executor for RemoteExecutor {
                 attempts: attempt,
             });
         }
-        eprintln!(
-            "thindist: warning: remote execution of {} failed ({last_error}); compiling it locally",
+        warn(format!(
+            "remote execution of {} failed ({last_error}); compiling it locally",
             job.name()
-        );
+        ));
         self.run_locally(job)
     }
 

@@ -1,9 +1,12 @@
 //! Human output: a progress bar on a terminal, else one kbuild-style line per job; the
 //! end-of-run summary; `-v` command echo.
 
-use crate::events::{Event, ExecutedBy, Reporter};
+use crate::events::{self, Event, ExecutedBy, JobOutcome, Reporter};
+use crate::exec::Slots;
+use crate::job::BackendJob;
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Totals a run's jobs for the summary line.
 #[derive(Default)]
@@ -133,7 +136,151 @@ impl Reporter for ConsoleReporter {
                     bar.inc(1);
                 }
             }
+            Event::Warning { message } => self.print(&format!("thindist: warning: {message}")),
             _ => {}
         }
+    }
+}
+
+/// Reporters beyond the console that a run feeds (trace, build log).
+pub type ExtraReporters<'a> = Vec<&'a mut dyn Reporter>;
+
+/// The reporting side of one run: console output, the tally for the summary, and any extra
+/// consumers of events. Warnings raised on job threads while it lives reach them as events.
+pub struct Session<'a> {
+    console: ConsoleReporter,
+    /// No progress, summary or flags warnings: the link of a compile-and-link command.
+    quiet: bool,
+    tally: Tally,
+    extra: ExtraReporters<'a>,
+    started: Instant,
+    parallel: usize,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(slots: &Slots, verbose: bool, extra: ExtraReporters<'a>, quiet: bool) -> Self {
+        let parallel = match slots {
+            Slots::Fixed(n) => *n,
+            Slots::Jobserver(_) => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        events::hold_warnings();
+        Session {
+            console: ConsoleReporter::new(verbose),
+            quiet: quiet && !verbose,
+            tally: Tally::default(),
+            extra,
+            started: Instant::now(),
+            parallel,
+        }
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// The run's cache hits and misses so far.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        let hits = self.tally.cache_hits;
+        (hits as u64, (self.tally.modules - hits) as u64)
+    }
+
+    pub fn warn(&mut self, message: &str) {
+        self.on_event(&Event::Warning { message });
+    }
+
+    /// Shows the warnings raised on other threads since the last event.
+    fn show_pending_warnings(&mut self, release: bool) {
+        for message in events::take_warnings(release) {
+            self.send(&Event::Warning { message: &message });
+        }
+    }
+
+    fn send(&mut self, event: &Event) {
+        match event {
+            Event::Warning { message } if self.quiet => eprintln!("thindist: warning: {message}"),
+            _ if self.quiet => {}
+            _ => self.console.on_event(event),
+        }
+        self.tally.record(event);
+        for r in self.extra.iter_mut() {
+            r.on_event(event);
+        }
+    }
+
+    /// Clears the progress bar and prints the summary line.
+    pub fn finish(&mut self) {
+        self.show_pending_warnings(true);
+        if self.quiet {
+            return;
+        }
+        self.console.finish();
+        eprintln!(
+            "{}",
+            self.tally.summary(self.started.elapsed(), self.parallel)
+        );
+    }
+}
+
+impl Drop for Session<'_> {
+    /// A run that ended early (an error) still shows its warnings.
+    fn drop(&mut self) {
+        self.show_pending_warnings(true);
+    }
+}
+
+impl Reporter for Session<'_> {
+    fn on_event(&mut self, event: &Event) {
+        self.show_pending_warnings(false);
+        self.send(event);
+    }
+}
+
+/// Prints a failed job: the module, the reason, the compiler's output and the command that
+/// reproduces it.
+pub fn report_failure(job: &BackendJob, outcome: &JobOutcome) {
+    eprintln!(
+        "thindist: error: back-end compile of {} failed: {}",
+        job.name(),
+        outcome.failure_text().unwrap_or_default()
+    );
+    if !outcome.output.trim().is_empty() {
+        eprintln!("{}", outcome.output.trim_end());
+    }
+    eprintln!("  flags from: {}", job.flags_source);
+    eprintln!(
+        "  to reproduce: cd {} && {}",
+        job.cwd.display(),
+        crate::cmdline::shell_line(&job.command)
+    );
+}
+
+/// Warns about modules whose saved flags could not be used or were missing.
+pub fn warn_about_flags(
+    session: &mut Session,
+    problems: &[crate::flags::FlagsProblem],
+    without_flags: &[PathBuf],
+) {
+    for problem in problems {
+        session.warn(&format!(
+            "{}: {}; compiled with options derived from the link",
+            problem.module.display(),
+            problem.message
+        ));
+    }
+    if !without_flags.is_empty() {
+        let shown: Vec<String> = without_flags
+            .iter()
+            .take(5)
+            .map(|m| m.display().to_string())
+            .collect();
+        let more = without_flags.len().saturating_sub(shown.len());
+        session.warn(&format!(
+            "{} module(s) had no saved flags and were compiled with options derived from the link: {}{}",
+            without_flags.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
     }
 }

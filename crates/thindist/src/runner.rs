@@ -3,7 +3,7 @@
 
 use crate::buildlog::{self, BuildLog, Entry};
 use crate::cache::{action_key, Digests, DiskCache};
-use crate::events::{ExecutedBy, JobOutcome};
+use crate::events::{warn, ExecutedBy, JobOutcome};
 use crate::exec::Executor;
 use crate::job::BackendJob;
 use std::path::PathBuf;
@@ -13,18 +13,19 @@ use std::time::Instant;
 pub struct JobRunner<'a> {
     executor: &'a dyn Executor,
     cache: Option<DiskCache>,
-    digests: Digests,
+    /// The run's digests, shared with the executor: each input is hashed once per run.
+    digests: &'a Digests,
     previous: BuildLog,
     log: Mutex<BuildLog>,
     log_path: Option<PathBuf>,
 }
 
 impl<'a> JobRunner<'a> {
-    pub fn new(executor: &'a dyn Executor, cache: Option<DiskCache>) -> Self {
+    pub fn new(executor: &'a dyn Executor, cache: Option<DiskCache>, digests: &'a Digests) -> Self {
         JobRunner {
             executor,
             cache,
-            digests: Digests::default(),
+            digests,
             previous: BuildLog::default(),
             log: Mutex::new(BuildLog::default()),
             log_path: None,
@@ -40,14 +41,11 @@ impl<'a> JobRunner<'a> {
 
     pub fn run(&self, job: &BackendJob) -> JobOutcome {
         let started = Instant::now();
-        let key = match action_key(job, &self.digests) {
+        let key = match action_key(job, self.digests) {
             Ok(key) => Some(key),
             Err(err) => {
                 // Without a key the job still runs; it just cannot be cached.
-                eprintln!(
-                    "thindist: warning: {} will not be cached: {err:#}",
-                    job.name()
-                );
+                warn(format!("{} will not be cached: {err:#}", job.name()));
                 None
             }
         };
@@ -64,17 +62,14 @@ impl<'a> JobRunner<'a> {
                     })
                 }
                 Ok(false) => {}
-                Err(err) => eprintln!(
-                    "thindist: warning: cache lookup for {} failed: {err:#}",
-                    job.name()
-                ),
+                Err(err) => warn(format!("cache lookup for {} failed: {err:#}", job.name())),
             }
         }
         let outcome = outcome.unwrap_or_else(|| {
             let outcome = self.executor.execute(job);
             if let (Some(cache), Some(key), true) = (&self.cache, &key, outcome.succeeded()) {
                 if let Err(err) = cache.put(&key.hex, &native) {
-                    eprintln!("thindist: warning: cannot cache {}: {err:#}", job.name());
+                    warn(format!("cannot cache {}: {err:#}", job.name()));
                 }
             }
             outcome
@@ -116,7 +111,7 @@ impl<'a> JobRunner<'a> {
                     .or_insert_with(|| entry.clone());
             }
             if let Err(err) = log.save(path) {
-                eprintln!("thindist: warning: {err:#}");
+                warn(format!("{err:#}"));
             }
         }
         if let Some(cache) = &self.cache {

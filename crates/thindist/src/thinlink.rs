@@ -5,10 +5,9 @@ use crate::cmdline;
 use crate::fsutil::{normalize, relative_below};
 use crate::inputs::{self, FileKind, MemberLocation};
 use crate::linkargs::{Input, Item, LinkArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// How one input of the original link takes part in the distributed link.
 #[derive(Clone, Debug)]
@@ -164,12 +163,6 @@ fn push_members(out: &mut Vec<String>, input: &Input, members: impl Iterator<Ite
     }
 }
 
-/// What the thin link produced.
-pub struct ThinLinkResult {
-    /// Modules in the order the linker listed them.
-    pub modules: Vec<PathBuf>,
-}
-
 pub fn shard_path(work_dir: &Path, module: &Path) -> PathBuf {
     work_path(work_dir, module, ".thinlto.bc")
 }
@@ -228,26 +221,9 @@ impl PreparedLink {
         Ok(vec![linker.to_string(), format!("@{}", rsp.display())])
     }
 
-    /// Runs the thin link (`command`, from [`Self::thin_link_command`]) and reads the module
-    /// list it wrote.
-    pub fn run_thin_link(&self, command: &[String], cwd: &Path) -> Result<ThinLinkResult> {
+    /// The modules the thin link listed in `modules.list` (read from `cwd`), in its order.
+    pub fn listed_modules(&self, cwd: &Path) -> Result<Vec<PathBuf>> {
         let list = cwd.join(self.work_dir.join("modules.list"));
-        let _ = std::fs::remove_file(&list);
-        // Tracked, so that Ctrl-C stops the thin link too.
-        let (status, text) = crate::exec::run_tracked(
-            Command::new(&command[0])
-                .args(&command[1..])
-                .current_dir(cwd),
-        )
-        .with_context(|| format!("cannot run the linker {}", command[0]))?;
-        if !status.success() {
-            bail!(
-                "the thin link failed ({status}):\n{}\n  to reproduce: cd {} && {}\n  (its response file is removed with the work directory; THINDIST_KEEP_WORK=1 keeps it)",
-                text.trim_end(),
-                cwd.display(),
-                cmdline::shell_line(command)
-            );
-        }
         let text = std::fs::read_to_string(&list)
             .with_context(|| format!("the thin link wrote no module list {}", list.display()))?;
         let prefix = format!("{}/", self.work_dir.display());
@@ -258,7 +234,7 @@ impl PreparedLink {
             })?;
             modules.push(PathBuf::from(module));
         }
-        Ok(ThinLinkResult { modules })
+        Ok(modules)
     }
 
     /// The final-link arguments (without the linker): the original link with every bitcode

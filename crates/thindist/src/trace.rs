@@ -91,6 +91,7 @@ impl Reporter for TraceWriter {
                 });
                 self.push(&name, "E", lane + 1, args);
             }
+            Event::Warning { .. } => {}
         }
     }
 }

@@ -123,8 +123,15 @@ fn corrupt_entry_is_detected_and_rebuilt() {
     }
     let out = link(p.dir(), &cache, "prog");
     assert_eq!(hits_misses(&out), (0, 4));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("is corrupt; removing it and compiling again"));
+    // One warning per entry, printed once (not also through the log).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("is corrupt; removing it and compiling again")
+            .count(),
+        4,
+        "{stderr}"
+    );
     assert_eq!(run(p.dir(), "prog"), "10 35\n");
     assert_eq!(
         hits_misses(&link(p.dir(), &cache, "prog")),

@@ -29,8 +29,9 @@ pub struct CompilerIdentity {
 
 impl CompilerIdentity {
     pub fn probe(compiler: &str) -> Result<CompilerIdentity> {
-        let path =
-            which(compiler).with_context(|| format!("compiler {compiler} not found on PATH"))?;
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let path = crate::exec::find_program(compiler, &cwd)
+            .with_context(|| format!("compiler {compiler} not found on PATH"))?;
         let binary = std::fs::read(&path)
             .with_context(|| format!("cannot read compiler {}", path.display()))?;
         let output = std::process::Command::new(&path)
@@ -46,18 +47,6 @@ impl CompilerIdentity {
             binary_digest: sha256_hex(&binary),
         })
     }
-}
-
-/// `program` as the OS would find it: a path as is, a bare name on PATH, symlinks resolved.
-fn which(program: &str) -> Option<PathBuf> {
-    let found = if program.contains('/') {
-        Some(PathBuf::from(program))
-    } else {
-        std::env::split_paths(&std::env::var_os("PATH")?)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    };
-    found.and_then(|p| p.canonicalize().ok())
 }
 
 /// Content digests of files, each file read once per run however many jobs import it.

@@ -183,7 +183,7 @@ impl DiskCache {
     /// never fails because of its cache.
     pub fn open_for_build(config: &CacheConfig) -> Option<DiskCache> {
         DiskCache::open(config)
-            .map_err(|err| eprintln!("thindist: warning: building without the cache: {err:#}"))
+            .map_err(|err| crate::events::warn(format!("building without the cache: {err:#}")))
             .ok()
     }
 
@@ -251,14 +251,10 @@ impl DiskCache {
             }
         };
         let Some(payload) = verified_payload(&bytes) else {
-            tracing::warn!(
+            crate::events::warn(format!(
                 "cache entry {} is corrupt; removing it and compiling again",
                 path.display()
-            );
-            eprintln!(
-                "thindist: warning: cache entry {} is corrupt; removing it and compiling again",
-                path.display()
-            );
+            ));
             let _ = std::fs::remove_file(&path);
             return Ok(false);
         };

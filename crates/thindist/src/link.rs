@@ -1,0 +1,132 @@
+//! One distributed link: the output it writes, its private work directory (where it is, and
+//! its removal on every path), and its two runs of the real linker, the thin link and the
+//! final link, both through the tracked process runner so that Ctrl-C stops either.
+
+use crate::backend::Natives;
+use crate::cmdline;
+use crate::events::{Event, Reporter};
+use crate::exec;
+use crate::linkargs::LinkArgs;
+use crate::ltoopts::LtoOpt;
+use crate::thinlink::{self, PreparedLink};
+use crate::workdir::WorkDir;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Instant;
+
+pub struct Link {
+    linker: String,
+    cwd: PathBuf,
+    prepared: PreparedLink,
+    /// Declared last: removed after everything that names a path in it.
+    work: WorkDir,
+}
+
+impl Link {
+    /// Creates the work directory of the link `args` run by `linker` in `cwd` and prepares
+    /// its inputs (extracting archive members with bitcode into it). `keep_work` (or lld's
+    /// `--save-temps` on the link line) keeps the directory; `in_build_dir` puts it in the
+    /// build directory (see [`crate::exec::Executor::needs_paths_in_build_dir`]).
+    pub fn prepare(
+        linker: &str,
+        args: LinkArgs,
+        cwd: &Path,
+        keep_work: bool,
+        in_build_dir: bool,
+    ) -> Result<Link> {
+        let keep = keep_work || args.lto_options().any(|o| *o == LtoOpt::SaveTemps);
+        let output = output_name(&args).to_string();
+        let work = WorkDir::create(keep, in_build_dir.then_some((cwd, output.as_str())))?;
+        let prepared = thinlink::prepare(args, cwd, work.path())?;
+        Ok(Link {
+            linker: linker.to_string(),
+            cwd: cwd.to_path_buf(),
+            prepared,
+            work,
+        })
+    }
+
+    pub fn prepared(&self) -> &PreparedLink {
+        &self.prepared
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    pub fn args(&self) -> &LinkArgs {
+        &self.prepared.args
+    }
+
+    /// The file the link writes.
+    pub fn output(&self) -> PathBuf {
+        self.cwd.join(output_name(&self.prepared.args))
+    }
+
+    /// Runs the thin link and returns the modules it listed, in its order.
+    pub fn thin_link(&self, reporter: &mut dyn Reporter) -> Result<Vec<PathBuf>> {
+        let command = self.prepared.thin_link_command(&self.linker)?;
+        let started = Instant::now();
+        reporter.on_event(&Event::ThinLinkStarted { command: &command });
+        let _ = std::fs::remove_file(self.cwd.join(self.work_dir()).join("modules.list"));
+        let (status, text) = self.run_linker(&command)?;
+        if !status.success() {
+            bail!(
+                "the thin link failed ({status}):\n{}\n  to reproduce: cd {} && {}\n  (its response file is removed with the work directory; THINDIST_KEEP_WORK=1 keeps it)",
+                text.trim_end(),
+                self.cwd.display(),
+                cmdline::shell_line(&command)
+            );
+        }
+        let modules = self.prepared.listed_modules(&self.cwd)?;
+        reporter.on_event(&Event::ThinLinkFinished {
+            modules: modules.len(),
+            duration: started.elapsed(),
+        });
+        Ok(modules)
+    }
+
+    /// Runs the final link with each module's native object. lld writes its output as it
+    /// always does: a regular file through a temporary beside it that is renamed into place
+    /// only on success, anything else (/dev/null, a FIFO) in place. Returns what the linker
+    /// printed, for the caller to show after its own report, and whether it succeeded.
+    pub fn final_link(
+        &self,
+        natives: &Natives,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(String, Result<()>)> {
+        let rsp = self.work_dir().join("finallink.rsp");
+        cmdline::write_response_file(&rsp, &self.prepared.final_link_args(natives))?;
+        let command = vec![self.linker.clone(), format!("@{}", rsp.display())];
+        let started = Instant::now();
+        reporter.on_event(&Event::FinalLinkStarted { command: &command });
+        let (status, text) = self.run_linker(&command)?;
+        reporter.on_event(&Event::FinalLinkFinished {
+            duration: started.elapsed(),
+        });
+        let linked = match status.success() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(
+                "the final link failed ({status})\n  to reproduce: cd {} && {}\n  (its response file and native objects are removed with the work directory; THINDIST_KEEP_WORK=1 keeps them)",
+                self.cwd.display(),
+                cmdline::shell_line(&command)
+            )),
+        };
+        Ok((text, linked))
+    }
+
+    fn run_linker(&self, command: &[String]) -> Result<(ExitStatus, String)> {
+        exec::run_tracked(
+            Command::new(&command[0])
+                .args(&command[1..])
+                .current_dir(&self.cwd),
+        )
+        .with_context(|| format!("cannot run the linker {}", command[0]))
+    }
+}
+
+/// The output a link writes, as its arguments name it: lld's default is `a.out`.
+fn output_name(args: &LinkArgs) -> &str {
+    args.output().unwrap_or("a.out")
+}
