@@ -44,7 +44,7 @@ pub struct BuildLog {
 
 /// The newest logged back end of `object` (a path relative to `cwd` or absolute) among the
 /// build logs in `logs_dir`: the log's path and the entry.
-pub fn find_entry(logs_dir: &Path, object: &Path, cwd: &Path) -> Option<(PathBuf, Entry)> {
+fn find_entry(logs_dir: &Path, object: &Path, cwd: &Path) -> Option<(PathBuf, Entry)> {
     let mut logs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(logs_dir)
         .ok()?
         .flatten()
@@ -53,6 +53,31 @@ pub fn find_entry(logs_dir: &Path, object: &Path, cwd: &Path) -> Option<(PathBuf
     logs.sort_by_key(|l| std::cmp::Reverse(l.0));
     logs.into_iter()
         .find_map(|(_, path)| BuildLog::load(&path).find(object, cwd).map(|e| (path, e)))
+}
+
+/// The logged back end of `object` (relative to `cwd` or absolute), for `thindist explain`:
+/// from the log at `log`, else from the newest of `cache`'s logs that has it. Returns the log's
+/// path and the entry, or an error saying where it looked.
+pub fn lookup(
+    object: &Path,
+    cwd: &Path,
+    log: Option<&Path>,
+    cache: Option<&crate::cache::DiskCache>,
+) -> Result<(PathBuf, Entry)> {
+    let (searched, found) = match (log, cache) {
+        (Some(path), _) => (
+            path.display().to_string(),
+            BuildLog::load(path)
+                .find(object, cwd)
+                .map(|e| (path.to_path_buf(), e)),
+        ),
+        (None, Some(cache)) => (
+            format!("the build logs of the cache {}", cache.dir().display()),
+            find_entry(&cache.logs_dir(), object, cwd),
+        ),
+        (None, None) => anyhow::bail!("no build log to look in"),
+    };
+    found.with_context(|| format!("{searched} hold no back end of {}", object.display()))
 }
 
 /// A log as read, before its entries are checked one by one.

@@ -2,80 +2,71 @@
 //! ever left where a valid output is expected.
 
 use anyhow::{Context, Result};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
 
-/// A sibling temporary name for `path`, unique to this process and call.
-pub fn temp_sibling(path: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".thindist-tmp{}-{}", std::process::id(), n));
-    path.with_file_name(name)
+/// The directory a new file at `path` goes in (created if missing): a temporary file there
+/// is renamed onto `path` in one step.
+fn parent_dir(path: &Path) -> Result<&Path> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    Ok(dir)
 }
 
-/// A temporary file that is deleted when dropped unless [`TempFile::persist`] renamed it into
-/// place, so that no error path (a full disk, a failed rename) leaves it behind.
-pub struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    pub fn new(path: PathBuf) -> TempFile {
-        TempFile(Some(path))
-    }
-
-    pub fn path(&self) -> &Path {
-        self.0
-            .as_deref()
-            .expect("a TempFile is only emptied by persist")
-    }
-
-    /// Renames the file to `dest`; on failure it is deleted.
-    pub fn persist(mut self, dest: &Path) -> Result<()> {
-        let tmp = self
-            .0
-            .take()
-            .expect("a TempFile is only emptied by persist");
-        std::fs::rename(&tmp, dest).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            anyhow::Error::new(e).context(format!(
-                "cannot rename {} to {}",
-                tmp.display(),
-                dest.display()
-            ))
-        })
-    }
+/// A temporary file beside `path` made by `make` (given its name), which is removed when
+/// dropped unless persisted.
+fn temp_beside<R>(
+    path: &Path,
+    make: impl FnMut(&Path) -> std::io::Result<R>,
+) -> Result<NamedTempFile<R>> {
+    let dir = parent_dir(path)?;
+    tempfile::Builder::new()
+        .prefix(".thindist-tmp")
+        .make_in(dir, make)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
+/// Renames `temp` onto `dest`; on failure the temporary file is removed.
+pub fn persist<R>(temp: NamedTempFile<R>, dest: &Path) -> Result<()> {
+    temp.persist(dest).map(drop).map_err(|e| {
+        anyhow::Error::new(e.error).context(format!("cannot rename onto {}", dest.display()))
+    })
+}
+
+/// A new empty temporary file in `dir`, with the mode `std::fs::write` would give it (0666
+/// less the umask), not tempfile's private 0600: it becomes an output like any other.
+pub fn new_temp_in(dir: &Path) -> Result<NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(".thindist-tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    }
-    let tmp = TempFile::new(temp_sibling(path));
-    std::fs::write(tmp.path(), bytes)
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(path)
+    let mut temp = new_temp_in(parent_dir(path)?)?;
+    temp.write_all(bytes)
+        .with_context(|| format!("cannot write {}", temp.path().display()))?;
+    persist(temp, path)
 }
 
 /// Makes `dest` name the same file as `src` (a hard link, or a copy across file systems),
 /// replacing whatever `dest` was in one step.
 pub fn publish(src: &Path, dest: &Path) -> Result<()> {
-    let tmp = TempFile::new(temp_sibling(dest));
-    if std::fs::hard_link(src, tmp.path()).is_err() {
-        std::fs::copy(src, tmp.path()).with_context(|| {
-            format!("cannot copy {} to {}", src.display(), tmp.path().display())
-        })?;
-    }
-    tmp.persist(dest)
+    let temp = temp_beside(dest, |path| match std::fs::hard_link(src, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => std::fs::copy(src, path).map(drop),
+    })
+    .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
+    persist(temp, dest)
 }
 
 /// `path` relative to `base` when it lies below it (no `..`), else unchanged.

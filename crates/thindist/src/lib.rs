@@ -3,31 +3,34 @@
 //! The flow runs one way, a module per stage: link arguments ([`linkargs`], their LTO options
 //! in [`ltoopts`]) -> inputs ([`inputs`]) -> thin link ([`thinlink`]) -> job plan ([`plan`],
 //! with [`flags`]) -> executor ([`exec`]) -> final link ([`driver`]) -> report ([`report`], fed by [`events`]).
+//!
+//! Public are the modules the binary, the benchmarks and the tests use; the rest is the
+//! crate's own.
 
-pub mod backend;
+pub(crate) mod backend;
 pub mod buildlog;
 pub mod cache;
 pub mod cc;
-pub mod cmdline;
+pub(crate) mod cmdline;
 pub mod config;
 pub mod driver;
-pub mod dtlto;
+pub(crate) mod dtlto;
 pub mod events;
 pub mod exec;
-pub mod flags;
-pub mod forkserver;
-pub mod fsutil;
-pub mod inputs;
+pub(crate) mod flags;
+pub(crate) mod forkserver;
+pub(crate) mod fsutil;
+pub(crate) mod inputs;
 pub mod invocation;
-pub mod job;
-pub mod link;
+pub(crate) mod job;
+pub(crate) mod link;
 pub mod linkargs;
-pub mod ltoopts;
+pub(crate) mod ltoopts;
 pub mod plan;
 pub mod remote;
 pub mod report;
-pub mod runner;
-pub mod shell;
+pub(crate) mod runner;
+pub(crate) mod shell;
 pub mod thinlink;
 pub mod trace;
-pub mod workdir;
+pub(crate) mod workdir;

@@ -170,26 +170,12 @@ fn install_links(dir: &Path) -> Result<i32> {
 }
 
 fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Result<i32> {
-    use thindist::buildlog::{find_entry, BuildLog};
     let cwd = std::env::current_dir()?;
-    let (searched, found) = match log {
-        Some(path) => (
-            path.display().to_string(),
-            BuildLog::load(path)
-                .find(object, &cwd)
-                .map(|e| (path.to_path_buf(), e)),
-        ),
-        None => {
-            let cache = options.open()?;
-            (
-                format!("the build logs of the cache {}", cache.dir().display()),
-                find_entry(&cache.logs_dir(), object, &cwd),
-            )
-        }
+    let cache = match log {
+        Some(_) => None,
+        None => Some(options.open()?),
     };
-    let Some((log_path, entry)) = found else {
-        bail!("{searched} hold no back end of {}", object.display());
-    };
+    let (log_path, entry) = thindist::buildlog::lookup(object, &cwd, log, cache.as_ref())?;
     println!("build log:  {}", log_path.display());
     println!("{entry}");
     Ok(0)

@@ -228,10 +228,6 @@ impl DiskCache {
             .join(key)
     }
 
-    fn temp_path(&self) -> PathBuf {
-        crate::fsutil::temp_sibling(&self.dir.join("tmp").join("entry"))
-    }
-
     /// Copies the entry for `key` to `dest` (atomically) if there is a valid one.
     pub fn get(&self, key: &str, dest: &Path) -> Result<bool> {
         self.guarded(false, || self.get_unguarded(key, dest))
@@ -277,15 +273,15 @@ impl DiskCache {
         let mut bytes =
             format!("{MAGIC} {} {}\n", sha256_hex(&payload), payload.len()).into_bytes();
         bytes.extend_from_slice(&payload);
-        let temp = crate::fsutil::TempFile::new(self.temp_path());
-        std::fs::write(temp.path(), &bytes)
+        let mut temp = crate::fsutil::new_temp_in(&self.dir.join("tmp"))?;
+        std::io::Write::write_all(&mut temp, &bytes)
             .with_context(|| format!("cannot write cache entry {}", temp.path().display()))?;
         let path = self.entry_path(key);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        temp.persist(&path)
+        crate::fsutil::persist(temp, &path)
             .with_context(|| format!("cannot store cache entry {}", path.display()))
     }
 
