@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 /// One element of a linker command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
-    /// An option with its value tokens, kept verbatim.
-    Opt(Vec<String>),
+    /// An option with its value tokens, kept verbatim, and what it means to thindist.
+    Opt(Opt, Vec<String>),
     /// An option that only matters to LTO ([`ltoopts`] says what it means): used for the thin
     /// link and the back ends, dropped from the final link of native objects.
     Lto(LtoOpt, Vec<String>),
@@ -21,8 +21,103 @@ pub enum Item {
     Output(Vec<String>, String),
     /// A file to link: an object, an archive, a shared library or a linker script.
     Input(Input),
-    /// `-lNAME` that did not resolve to a static archive: left to the linker.
-    Library(Vec<String>),
+    /// `-lNAME` (the name, and the tokens) that did not resolve to a static archive: left to
+    /// the linker.
+    Library(String, Vec<String>),
+}
+
+impl Item {
+    /// The tokens of the item as written.
+    pub fn tokens(&self) -> &[String] {
+        match self {
+            Item::Opt(_, t) | Item::Lto(_, t) | Item::Output(t, _) | Item::Library(_, t) => t,
+            Item::Input(input) => &input.tokens,
+        }
+    }
+}
+
+/// What an option that is not an input, an output or an LTO option means to thindist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Opt {
+    /// Changes how the inputs after it are read from archives.
+    Archives(ArchiveSwitch),
+    /// `-L DIR`: where `-l` looks.
+    LibraryPath(PathBuf),
+    /// `-r`: the output is a relocatable object.
+    Relocatable,
+    /// `-pie`, `-shared`: the output is position independent.
+    PositionIndependent,
+    /// `--version`, `--help`: a link of nothing when alone.
+    Query,
+    /// Anything else: passed on as written.
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveSwitch {
+    /// `--whole-archive` (true), `--no-whole-archive`.
+    WholeArchive(bool),
+    /// `--start-lib` (true), `--end-lib`.
+    Lazy(bool),
+    /// `-Bstatic` (true), `-Bdynamic`: whether `-l` takes shared libraries.
+    StaticOnly(bool),
+}
+
+impl Opt {
+    /// The meaning of the option written as `tokens` (the option, then its value if separate).
+    fn of(tokens: &[String]) -> Opt {
+        let t = tokens[0].as_str();
+        let switch = match t.trim_start_matches('-') {
+            "whole-archive" => Some(ArchiveSwitch::WholeArchive(true)),
+            "no-whole-archive" => Some(ArchiveSwitch::WholeArchive(false)),
+            "start-lib" => Some(ArchiveSwitch::Lazy(true)),
+            "end-lib" => Some(ArchiveSwitch::Lazy(false)),
+            "Bstatic" | "static" | "dn" | "non_shared" => Some(ArchiveSwitch::StaticOnly(true)),
+            "Bdynamic" | "dy" | "call_shared" => Some(ArchiveSwitch::StaticOnly(false)),
+            _ => None,
+        };
+        if let Some(switch) = switch {
+            return Opt::Archives(switch);
+        }
+        if let Some(dir) = library_path(tokens) {
+            return Opt::LibraryPath(dir);
+        }
+        match t {
+            "-r" | "--relocatable" | "-relocatable" | "-i" => Opt::Relocatable,
+            "-pie" | "--pie" | "-shared" | "--shared" | "-Bshareable" => Opt::PositionIndependent,
+            "--version" | "-version" | "-v" | "-V" | "--help" | "-help" => Opt::Query,
+            _ => Opt::Other,
+        }
+    }
+}
+
+/// The archive semantics in force at a point of the command line: the one state machine of
+/// `--whole-archive`, `--start-lib` and `-Bstatic`.
+#[derive(Clone, Copy, Debug, Default)]
+struct ArchiveState {
+    whole_archive: bool,
+    lazy: bool,
+    static_only: bool,
+}
+
+impl ArchiveState {
+    fn apply(&mut self, opt: &Opt) {
+        match opt {
+            Opt::Archives(ArchiveSwitch::WholeArchive(on)) => self.whole_archive = *on,
+            Opt::Archives(ArchiveSwitch::Lazy(on)) => self.lazy = *on,
+            Opt::Archives(ArchiveSwitch::StaticOnly(on)) => self.static_only = *on,
+            _ => {}
+        }
+    }
+
+    fn input(&self, tokens: Vec<String>, path: PathBuf) -> Input {
+        Input {
+            tokens,
+            path,
+            whole_archive: self.whole_archive,
+            lazy: self.lazy,
+        }
+    }
 }
 
 /// A file input and the archive semantics in force where it stands.
@@ -157,19 +252,15 @@ impl LinkArgs {
     /// Parses an lld command line (without the linker's own name).
     pub fn parse(tokens: &[String]) -> Result<LinkArgs> {
         let mut items = Vec::new();
-        let mut whole_archive = false;
-        let mut lazy = false;
+        let mut state = ArchiveState::default();
         let mut i = 0;
         while i < tokens.len() {
             let token = &tokens[i];
             i += 1;
             let Some(body) = strip_dashes(token).filter(|_| token.starts_with('-')) else {
-                items.push(Item::Input(Input {
-                    tokens: vec![token.clone()],
-                    path: PathBuf::from(token),
-                    whole_archive,
-                    lazy,
-                }));
+                items.push(Item::Input(
+                    state.input(vec![token.clone()], PathBuf::from(token)),
+                ));
                 continue;
             };
             let double_dash = token.starts_with("--");
@@ -211,20 +302,17 @@ impl LinkArgs {
             } else {
                 name
             };
-            match short {
-                "whole-archive" => whole_archive = true,
-                "no-whole-archive" => whole_archive = false,
-                "start-lib" => lazy = true,
-                "end-lib" => lazy = false,
-                _ => {}
-            }
             let value = value.unwrap_or_default();
             let item = match short {
                 "o" | "output" => Item::Output(consumed, value),
-                "l" | "library" => Item::Library(consumed),
+                "l" | "library" => Item::Library(library_name(&consumed).to_string(), consumed),
                 _ => match ltoopts::classify(short, &value) {
                     Some(lto) => Item::Lto(lto, consumed),
-                    None => Item::Opt(consumed),
+                    None => {
+                        let opt = Opt::of(&consumed);
+                        state.apply(&opt);
+                        Item::Opt(opt, consumed)
+                    }
                 },
             };
             items.push(item);
@@ -235,60 +323,27 @@ impl LinkArgs {
     /// Turns `-lNAME` items that name a static archive on the search path into inputs, so that
     /// bitcode archives found through `-l` are distributed too. Others stay for the linker.
     pub fn resolve_libraries(&mut self, cwd: &Path) {
-        let search_dirs = self.search_dirs();
-        let mut static_only = false;
-        let mut whole_archive = false;
-        let mut lazy = false;
+        let search_dirs: Vec<PathBuf> = self
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Opt(Opt::LibraryPath(dir), _) => Some(dir.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut state = ArchiveState::default();
         for item in &mut self.items {
             match item {
-                Item::Opt(tokens) => match tokens[0].trim_start_matches('-') {
-                    "Bstatic" | "static" | "dn" | "non_shared" => static_only = true,
-                    "Bdynamic" | "dy" | "call_shared" => static_only = false,
-                    "whole-archive" => whole_archive = true,
-                    "no-whole-archive" => whole_archive = false,
-                    "start-lib" => lazy = true,
-                    "end-lib" => lazy = false,
-                    _ => {}
-                },
-                Item::Library(tokens) => {
-                    let name = library_name(tokens);
-                    if let Some(path) = find_library(&search_dirs, name, static_only, cwd) {
-                        if path.extension().is_some_and(|e| e == "a") {
-                            *item = Item::Input(Input {
-                                tokens: tokens.clone(),
-                                path,
-                                whole_archive,
-                                lazy,
-                            });
-                        }
+                Item::Opt(opt, _) => state.apply(opt),
+                Item::Library(name, tokens) => {
+                    let found = find_library(&search_dirs, name, state.static_only, cwd);
+                    if let Some(path) = found.filter(|p| p.extension().is_some_and(|e| e == "a")) {
+                        *item = Item::Input(state.input(tokens.clone(), path));
                     }
                 }
                 _ => {}
             }
         }
-    }
-
-    fn search_dirs(&self) -> Vec<PathBuf> {
-        self.items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Opt(tokens) => {
-                    let t = &tokens[0];
-                    if tokens.len() == 2
-                        && matches!(t.as_str(), "-L" | "--library-path" | "-library-path")
-                    {
-                        Some(PathBuf::from(&tokens[1]))
-                    } else if let Some(v) = t.strip_prefix("--library-path=") {
-                        Some(PathBuf::from(v))
-                    } else {
-                        t.strip_prefix("-L")
-                            .filter(|v| !v.is_empty())
-                            .map(PathBuf::from)
-                    }
-                }
-                _ => None,
-            })
-            .collect()
     }
 
     /// The output file named by `-o`, if any.
@@ -313,11 +368,16 @@ impl LinkArgs {
         })
     }
 
+    /// Whether any option of the link is `opt`.
+    pub fn has(&self, opt: &Opt) -> bool {
+        self.items
+            .iter()
+            .any(|item| matches!(item, Item::Opt(o, _) if o == opt))
+    }
+
     /// Is this a relocatable (`-r`) link?
     pub fn is_relocatable(&self) -> bool {
-        self.items.iter().any(|item| {
-            matches!(item, Item::Opt(t) if matches!(t[0].as_str(), "-r" | "--relocatable" | "-relocatable" | "-i"))
-        })
+        self.has(&Opt::Relocatable)
     }
 
     /// True for invocations that link nothing (`--version`, `-v` alone, `--help`).
@@ -325,18 +385,28 @@ impl LinkArgs {
         let has_input = self
             .items
             .iter()
-            .any(|i| matches!(i, Item::Input(_) | Item::Library(_)));
-        self.items.iter().any(|item| {
-            matches!(item, Item::Opt(t) if matches!(t[0].as_str(),
-                "--version" | "-version" | "-v" | "-V" | "--help" | "-help"))
-        }) && !has_input
-            || self.items.is_empty()
+            .any(|i| matches!(i, Item::Input(_) | Item::Library(..)));
+        self.has(&Opt::Query) && !has_input || self.items.is_empty()
     }
 }
 
 fn is_known_flag(name: &str) -> bool {
     // Options lld knows as plain flags although they start like a joined short option.
     name.starts_with("no-") || name.starts_with("Bst") || name.starts_with("Bdy")
+}
+
+/// The directory `-L DIR`, `-LDIR` or `--library-path=DIR` names.
+fn library_path(tokens: &[String]) -> Option<PathBuf> {
+    let t = &tokens[0];
+    if tokens.len() == 2 && matches!(t.as_str(), "-L" | "--library-path" | "-library-path") {
+        Some(PathBuf::from(&tokens[1]))
+    } else if let Some(v) = t.strip_prefix("--library-path=") {
+        Some(PathBuf::from(v))
+    } else {
+        t.strip_prefix("-L")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }
 }
 
 fn library_name(tokens: &[String]) -> &str {
@@ -483,7 +553,41 @@ mod tests {
         let inputs: Vec<_> = args.inputs().collect();
         assert_eq!(inputs.len(), 1);
         assert_eq!(inputs[0].path, dir.path().join("libfoo.a"));
-        assert!(matches!(args.items[2], Item::Library(_)));
+        assert!(matches!(args.items[2], Item::Library(..)));
+    }
+
+    #[test]
+    fn one_archive_state_serves_inputs_and_libraries() {
+        let dir = tempfile::tempdir().unwrap();
+        for lib in ["libfoo.a", "libfoo.so"] {
+            std::fs::write(dir.path().join(lib), b"!<arch>\n").unwrap();
+        }
+        let mut args = parse(&format!(
+            "--library-path={} --whole-archive a.o -lfoo --no-whole-archive -Bstatic --start-lib -lfoo b.o --end-lib -Bdynamic -lfoo",
+            dir.path().display()
+        ));
+        assert!(matches!(&args.items[0], Item::Opt(Opt::LibraryPath(p), _) if p == dir.path()));
+        args.resolve_libraries(Path::new("/"));
+        let inputs: Vec<_> = args
+            .inputs()
+            .map(|i| {
+                (
+                    i.path.file_name().unwrap().to_owned(),
+                    i.whole_archive,
+                    i.lazy,
+                )
+            })
+            .collect();
+        let name = |n: &str| std::ffi::OsString::from(n);
+        // The first -lfoo may take the shared library, which stays the linker's.
+        assert_eq!(
+            inputs,
+            vec![
+                (name("a.o"), true, false),
+                (name("libfoo.a"), false, true),
+                (name("b.o"), false, true),
+            ]
+        );
     }
 
     proptest! {
@@ -497,10 +601,7 @@ mod tests {
                 "[a-z./]{1,8}", "-[a-zA-Z-]{1,12}(=[a-z0-9]{0,4})?",
             ], 0..24)) {
             if let Ok(args) = LinkArgs::parse(&tokens) {
-                let back: Vec<String> = args.items.iter().flat_map(|item| match item {
-                    Item::Opt(t) | Item::Lto(_, t) | Item::Output(t, _) | Item::Library(t) => t.clone(),
-                    Item::Input(i) => i.tokens.clone(),
-                }).collect();
+                let back: Vec<String> = args.items.iter().flat_map(|item| item.tokens().to_vec()).collect();
                 prop_assert_eq!(back, tokens);
             }
         }

@@ -581,7 +581,7 @@ impl LinkCodegen {
             "-ffunction-sections".into(),
             "-fdata-sections".into(),
         ];
-        let pic = args.items.iter().any(|i| matches!(i, Item::Opt(t) if matches!(t[0].as_str(), "-pie" | "--pie" | "-shared" | "--shared" | "-Bshareable")));
+        let pic = args.has(&crate::linkargs::Opt::PositionIndependent);
         if pic {
             codegen.derived.push("-fPIC".into());
         } else if !args.is_relocatable() {

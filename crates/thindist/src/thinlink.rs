@@ -203,10 +203,7 @@ impl PreparedLink {
                 (Item::Input(input), Some(Prepared::Archive { members })) => {
                     push_members(&mut args, input, members.iter().map(|m| m.path.clone()))
                 }
-                (Item::Opt(t) | Item::Lto(_, t) | Item::Output(t, _) | Item::Library(t), _) => {
-                    args.extend(t.iter().cloned())
-                }
-                (Item::Input(input), _) => args.extend(input.tokens.iter().cloned()),
+                (item, _) => args.extend(item.tokens().iter().cloned()),
             }
         }
         let list = self.work_dir.join("modules.list");
@@ -260,10 +257,7 @@ impl PreparedLink {
                     });
                     push_members(&mut args, input, files);
                 }
-                (Item::Opt(t) | Item::Library(t) | Item::Output(t, _), _) => {
-                    args.extend(t.iter().cloned())
-                }
-                (Item::Input(input), _) => args.extend(input.tokens.iter().cloned()),
+                (item, _) => args.extend(item.tokens().iter().cloned()),
             }
         }
         args
