@@ -1,5 +1,7 @@
-//! Running back-end jobs: the local executor (a compiler process per job) and the dispatcher
-//! that starts jobs largest first, never more at once than make's jobserver or `-j` allows.
+//! Processes: running back-end jobs (the local executor, a compiler process or fork per job,
+//! and the dispatcher that starts jobs largest first, never more at once than make's jobserver
+//! or `-j` allows), tracked commands that an interrupt stops, the PATH search, and handing the
+//! process over to the real linker.
 
 use crate::events::{Event, ExecutedBy, JobFailure, JobOutcome, Reporter, Termination};
 use crate::forkserver::ForkServers;

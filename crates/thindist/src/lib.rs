@@ -1,10 +1,14 @@
 //! thindist: distributed ThinLTO for Clang builds.
 //!
-//! The flow runs one way, a module per stage: link arguments ([`linkargs`], their LTO options
-//! in [`ltoopts`]) -> inputs ([`inputs`]) -> thin link ([`thinlink`]) -> job plan ([`plan`],
-//! with [`flags`]) -> executor ([`exec`]) -> final link ([`driver`]) -> report ([`report`], fed by [`events`]).
+//! The flow runs one way, a module per stage: what the user ran ([`invocation`]) -> link
+//! arguments ([`linkargs`], their LTO options in [`ltoopts`]) -> inputs ([`inputs`]) -> the
+//! link ([`link`]: its work directory, the thin link of [`thinlink`], the final link) -> job
+//! plan ([`plan`], or lld's DTLTO job file in [`dtlto`]; one job constructor in [`job`], with
+//! [`flags`]) -> the back-end phase ([`backend`]: cache and build log through [`runner`],
+//! executors in [`exec`] and [`remote`]) -> report ([`report`], fed by [`events`]). [`driver`]
+//! chains them.
 //!
-//! Public are the modules the binary, the benchmarks and the tests use; the rest is the
+//! Public are the modules the binary and the tests use; the rest is the
 //! crate's own.
 
 pub(crate) mod backend;
