@@ -80,10 +80,7 @@ pub fn run_cc(command: &[String], cache: Option<&crate::cache::DiskCache>) -> Re
             continue;
         }
         if let Err(err) = crate::fsutil::write_atomic(&record_path(&object), &bytes) {
-            eprintln!(
-                "thindist: warning: no flags record for {}: {err:#}",
-                object.display()
-            );
+            crate::events::warn(format!("no flags record for {}: {err:#}", object.display()));
         }
         if let (Some(dir), Ok(digest)) = (&records, thindist_reapi::Digest::of_file(&object)) {
             // Best effort: the record beside the object is the one that must exist.

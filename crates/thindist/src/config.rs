@@ -70,10 +70,7 @@ fn find_config_file(cwd: &Path) -> Result<Option<(PathBuf, String)>> {
             continue;
         }
         if let Some(why) = distrust(&meta) {
-            eprintln!(
-                "thindist: warning: ignoring config file {}: {why}",
-                path.display()
-            );
+            crate::events::warn(format!("ignoring config file {}: {why}", path.display()));
             continue;
         }
         let mut text = String::new();

@@ -253,12 +253,17 @@ pub enum Event<'a> {
 /// bar; otherwise [`warn`] prints them at once.
 static PENDING_WARNINGS: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
 
+/// A warning as it is printed.
+pub fn warning_line(message: &str) -> String {
+    format!("thindist: warning: {message}")
+}
+
 /// Raises a warning from any thread.
 pub fn warn(message: String) {
     let mut pending = PENDING_WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
     match pending.as_mut() {
         Some(waiting) => waiting.push(message),
-        None => eprintln!("thindist: warning: {message}"),
+        None => eprintln!("{}", warning_line(&message)),
     }
 }
 

@@ -136,7 +136,7 @@ impl Reporter for ConsoleReporter {
                     bar.inc(1);
                 }
             }
-            Event::Warning { message } => self.print(&format!("thindist: warning: {message}")),
+            Event::Warning { message } => self.print(&events::warning_line(message)),
             _ => {}
         }
     }
@@ -199,7 +199,9 @@ impl<'a> Session<'a> {
 
     fn send(&mut self, event: &Event) {
         match event {
-            Event::Warning { message } if self.quiet => eprintln!("thindist: warning: {message}"),
+            Event::Warning { message } if self.quiet => {
+                eprintln!("{}", events::warning_line(message))
+            }
             _ if self.quiet => {}
             _ => self.console.on_event(event),
         }
