@@ -66,16 +66,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
 }
 
-/// Makes `dest` name the same file as `src` (a hard link, or a copy across file systems),
-/// replacing whatever `dest` was in one step.
+/// Makes `dest` a copy of `src`, replacing whatever `dest` was in one step. The copy shares
+/// no inode with `src` (a reflink where the file system can make one, else bytes), so a tool
+/// that later changes `dest` in place (objtool, livepatch tools) cannot change `src`.
 pub fn publish(src: &Path, dest: &Path) -> Result<()> {
     let tmp = TempFile::new(temp_sibling(dest));
-    if std::fs::hard_link(src, tmp.path()).is_err() {
-        std::fs::copy(src, tmp.path()).with_context(|| {
-            format!("cannot copy {} to {}", src.display(), tmp.path().display())
-        })?;
-    }
+    clone_or_copy(src, tmp.path())?;
     tmp.persist(dest)
+}
+
+/// Creates `dest` (which must not exist) with `src`'s content: a reflink (`FICLONE`) where the
+/// file system shares extents between files, else a copy. Either way a later change to one
+/// file leaves the other as it was.
+pub fn clone_or_copy(src: &Path, dest: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let context = || format!("cannot copy {} to {}", src.display(), dest.display());
+    let from = std::fs::File::open(src).with_context(context)?;
+    let to = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .with_context(context)?;
+    // SAFETY: both descriptors are open for as long as the call runs.
+    if unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    std::io::copy(&mut &from, &mut &to).with_context(context)?;
+    Ok(())
+}
+
+/// Creates `dest` (which must not exist) as a hard link to `src`, or a reflink or copy where
+/// that is not possible (another file system). Only for files nobody changes in place: the
+/// two names share one inode.
+pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
+    if std::fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    clone_or_copy(src, dest)
 }
 
 /// `path` relative to `base` when it lies below it (no `..`), else unchanged.

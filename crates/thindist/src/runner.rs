@@ -23,8 +23,12 @@ impl<'a> JobRunner<'a> {
     pub fn new(executor: &'a dyn Executor, cache: Option<DiskCache>) -> Self {
         JobRunner {
             executor,
+            // Unchanged inputs are known by their stat across runs, through the cache's memo.
+            digests: cache
+                .as_ref()
+                .map(|c| Digests::with_memo(c.dir()))
+                .unwrap_or_default(),
             cache,
-            digests: Digests::default(),
             previous: BuildLog::default(),
             log: Mutex::new(BuildLog::default()),
             log_path: None,
@@ -54,7 +58,7 @@ impl<'a> JobRunner<'a> {
         let native = job.cwd.join(&job.native);
         let mut outcome = None;
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
-            match cache.get(&key.hex, &native) {
+            match cache.get(&key.hex, &native, &self.digests) {
                 Ok(true) => {
                     outcome = Some(JobOutcome {
                         failure: None,
@@ -105,8 +109,11 @@ impl<'a> JobRunner<'a> {
         outcome
     }
 
-    /// Saves the build log and the cache's run counts, and prunes the cache.
+    /// Saves the build log, the digest memo and the cache's run counts, and prunes the cache.
     pub fn finish(&self, hits: u64, misses: u64) {
+        if let Err(err) = self.digests.save() {
+            eprintln!("thindist: warning: cannot save the digest memo: {err:#}");
+        }
         if let Some(path) = &self.log_path {
             let mut log = self.log.lock().unwrap();
             // Modules not rebuilt this run keep their history.
