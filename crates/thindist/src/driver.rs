@@ -243,6 +243,21 @@ pub fn run_ld(
     // A compile-and-link command (every bitcode input is a temporary of the clang driver) is
     // as quiet as lld: configure probes may judge a compiler by whether it printed anything.
     let quiet = link.bitcode_is_all_temporary();
+    let relink = crate::relink::Relink::new(
+        (&invocation.linker, invocation.driver.as_deref()),
+        &link,
+        &codegen,
+        settings,
+        &cwd,
+        FlagSources::new(
+            settings.compile_commands.as_deref(),
+            parent_shell_commands(),
+            &cwd,
+        )?,
+    );
+    if relink.as_ref().is_some_and(|r| r.restore()) {
+        return Ok(0);
+    }
     let mut session = Session::new(settings, extra_reporters, quiet);
 
     // Thin link.
@@ -323,6 +338,9 @@ pub fn run_ld(
             cwd.display(),
             cmdline::shell_line(&final_command)
         );
+    }
+    if let Some(relink) = &relink {
+        relink.record(&plan.jobs, &text);
     }
     Ok(0)
 }

@@ -21,6 +21,7 @@ pub mod job;
 pub mod linkargs;
 pub mod ltoopts;
 pub mod plan;
+pub mod relink;
 pub mod remote;
 pub mod report;
 pub mod runner;

@@ -37,6 +37,16 @@ pub struct Input {
     pub lazy: bool,
 }
 
+/// The file a `-lNAME` item names on the search path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LibraryFile {
+    /// The item's index in [`LinkArgs::items`].
+    pub index: usize,
+    pub path: Option<PathBuf>,
+    pub whole_archive: bool,
+    pub lazy: bool,
+}
+
 /// A parsed linker command line (response files already expanded).
 #[derive(Clone, Debug, Default)]
 pub struct LinkArgs {
@@ -235,11 +245,34 @@ impl LinkArgs {
     /// Turns `-lNAME` items that name a static archive on the search path into inputs, so that
     /// bitcode archives found through `-l` are distributed too. Others stay for the linker.
     pub fn resolve_libraries(&mut self, cwd: &Path) {
+        for found in self.library_files(cwd) {
+            let Some(path) = found
+                .path
+                .filter(|p| p.extension().is_some_and(|e| e == "a"))
+            else {
+                continue;
+            };
+            let Item::Library(tokens) = &self.items[found.index] else {
+                continue;
+            };
+            self.items[found.index] = Item::Input(Input {
+                tokens: tokens.clone(),
+                path,
+                whole_archive: found.whole_archive,
+                lazy: found.lazy,
+            });
+        }
+    }
+
+    /// Where the linker finds each `-lNAME` item that is still one (the file it would read, or
+    /// none), with the archive semantics in force there.
+    pub fn library_files(&self, cwd: &Path) -> Vec<LibraryFile> {
         let search_dirs = self.search_dirs();
         let mut static_only = false;
         let mut whole_archive = false;
         let mut lazy = false;
-        for item in &mut self.items {
+        let mut found = Vec::new();
+        for (index, item) in self.items.iter().enumerate() {
             match item {
                 Item::Opt(tokens) => match tokens[0].trim_start_matches('-') {
                     "Bstatic" | "static" | "dn" | "non_shared" => static_only = true,
@@ -250,22 +283,16 @@ impl LinkArgs {
                     "end-lib" => lazy = false,
                     _ => {}
                 },
-                Item::Library(tokens) => {
-                    let name = library_name(tokens);
-                    if let Some(path) = find_library(&search_dirs, name, static_only, cwd) {
-                        if path.extension().is_some_and(|e| e == "a") {
-                            *item = Item::Input(Input {
-                                tokens: tokens.clone(),
-                                path,
-                                whole_archive,
-                                lazy,
-                            });
-                        }
-                    }
-                }
+                Item::Library(tokens) => found.push(LibraryFile {
+                    index,
+                    path: find_library(&search_dirs, library_name(tokens), static_only, cwd),
+                    whole_archive,
+                    lazy,
+                }),
                 _ => {}
             }
         }
+        found
     }
 
     fn search_dirs(&self) -> Vec<PathBuf> {

@@ -54,6 +54,46 @@ fn publishes(
             || matches!(source, FlagsSource::KbuildCmd(_) | FlagsSource::ParentShell))
 }
 
+/// A module's compiler and back-end options before the link's own ([`LinkCodegen::all_jobs`]),
+/// where they came from, and why its saved flags could not be used, if they could not.
+pub struct ModuleFlags {
+    pub compiler: String,
+    pub options: Vec<String>,
+    pub source: FlagsSource,
+    pub problem: Option<FlagsProblem>,
+}
+
+/// Looks `module`'s saved flags up and turns them into back-end options, or takes the
+/// link-derived ones where there are none (or none usable).
+pub fn module_flags(
+    module: &Path,
+    cwd: &Path,
+    sources: &FlagSources,
+    codegen: &LinkCodegen,
+) -> Result<ModuleFlags> {
+    let (found, problem) = match sources.lookup(module) {
+        Ok(found) => (found, None),
+        Err(problem) => (None, Some(problem)),
+    };
+    let (compiler, options, source) = match found {
+        Some((saved, source)) => {
+            let (compiler, options) = flags::backend_options(&saved, cwd)?;
+            (compiler, options, source)
+        }
+        None => (
+            codegen.default_compiler.clone(),
+            codegen.derived.clone(),
+            FlagsSource::LinkDerived,
+        ),
+    };
+    Ok(ModuleFlags {
+        compiler,
+        options,
+        source,
+        problem,
+    })
+}
+
 pub fn plan(
     modules: &[PathBuf],
     work_dir: &Path,
@@ -83,27 +123,16 @@ pub fn plan(
         let size = std::fs::metadata(cwd.join(module))
             .map(|m| m.len())
             .unwrap_or(0);
-        let found = match sources.lookup(module) {
-            Ok(found) => found,
-            Err(problem) => {
-                plan.problems.push(problem);
-                None
-            }
-        };
-        let (compiler, mut options, flags_source) = match found {
-            Some((saved, source)) => {
-                let (compiler, options) = flags::backend_options(&saved, cwd)?;
-                (compiler, options, source)
-            }
-            None => {
-                plan.without_flags.push(module.clone());
-                (
-                    codegen.default_compiler.clone(),
-                    codegen.derived.clone(),
-                    FlagsSource::LinkDerived,
-                )
-            }
-        };
+        let ModuleFlags {
+            compiler,
+            mut options,
+            source: flags_source,
+            problem,
+        } = module_flags(module, cwd, sources, codegen)?;
+        plan.problems.extend(problem);
+        if flags_source == FlagsSource::LinkDerived {
+            plan.without_flags.push(module.clone());
+        }
         options.extend(codegen.all_jobs.iter().cloned());
         let extra_inputs = flags::option_inputs(&options);
         let native = thinlink::native_path(work_dir, module);

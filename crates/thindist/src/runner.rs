@@ -58,7 +58,7 @@ impl<'a> JobRunner<'a> {
         let native = job.cwd.join(&job.native);
         let mut outcome = None;
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
-            match cache.get(&key.hex, &native, &self.digests) {
+            match cache.get(&key.hex, &native) {
                 Ok(true) => {
                     outcome = Some(JobOutcome {
                         failure: None,

@@ -3,9 +3,9 @@
 //! header naming its blobs by SHA-256 and length, then an optional payload (a link record).
 //!
 //! Every write goes to a temporary file in the cache and is renamed into place, so a reader never
-//! sees part of an entry or blob; every blob read is checked against its name (through the
-//! stat-validated digest memo, so an unchanged blob is not read again), so a corrupt or
-//! truncated one is deleted and rebuilt, never used. A hit is published into a link's private
+//! sees part of an entry or blob; every blob is checked against its name on every read (bytes
+//! rot without a change of stat, so the digest memo is not asked), so a corrupt or truncated
+//! one is deleted and rebuilt, never used. A hit is published into a link's private
 //! work directory as a hard link to the blob (lld only reads it there, and the directory is
 //! removed when the link ends); anything a user or a tool may change in place afterwards
 //! (published natives, restored outputs) is a reflink or a copy, never a second name of the
@@ -19,7 +19,6 @@
 //! declared shared on purpose. The cache is an optimisation: when it cannot be used a build
 //! warns once and goes on without it.
 
-use super::digests::Digests;
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 use std::io::Read;
@@ -248,7 +247,7 @@ impl DiskCache {
 
     /// Puts the native object of the entry for `key` at `dest` (in a link's private work
     /// directory, where it may be a hard link to the blob) if there is a valid one.
-    pub fn get(&self, key: &str, dest: &Path, digests: &Digests) -> Result<bool> {
+    pub fn get(&self, key: &str, dest: &Path) -> Result<bool> {
         self.guarded(false, || {
             let Some((blobs, _)) = self.read_entry_unguarded(key)? else {
                 return Ok(false);
@@ -256,7 +255,7 @@ impl DiskCache {
             let [blob] = blobs.as_slice() else {
                 return Ok(false);
             };
-            let Some(path) = self.blob_unguarded(blob, digests)? else {
+            let Some(path) = self.blob_unguarded(blob)? else {
                 let _ = std::fs::remove_file(self.entry_path(key));
                 return Ok(false);
             };
@@ -303,21 +302,13 @@ impl DiskCache {
 
     /// The path of the blob `digest` names, if it is there and intact; a damaged one is
     /// removed.
-    pub fn blob(
-        &self,
-        digest: &thindist_reapi::Digest,
-        digests: &Digests,
-    ) -> Result<Option<PathBuf>> {
-        self.guarded(None, || self.blob_unguarded(digest, digests))
+    pub fn blob(&self, digest: &thindist_reapi::Digest) -> Result<Option<PathBuf>> {
+        self.guarded(None, || self.blob_unguarded(digest))
     }
 
-    fn blob_unguarded(
-        &self,
-        digest: &thindist_reapi::Digest,
-        digests: &Digests,
-    ) -> Result<Option<PathBuf>> {
+    fn blob_unguarded(&self, digest: &thindist_reapi::Digest) -> Result<Option<PathBuf>> {
         let path = self.blob_path(&digest.hash);
-        match digests.file_digest(&path) {
+        match thindist_reapi::Digest::of_file(&path) {
             Ok(found) if found == *digest => Ok(Some(path)),
             Ok(_) => {
                 warn_corrupt(&path);
@@ -326,7 +317,8 @@ impl DiskCache {
             }
             // Pruned, or never stored: a miss.
             Err(_) if !path.exists() => Ok(None),
-            Err(err) => Err(err),
+            Err(err) => Err(anyhow::Error::new(err)
+                .context(format!("cannot read cache blob {}", path.display()))),
         }
     }
 
@@ -611,12 +603,11 @@ mod tests {
     #[test]
     fn round_trip() {
         let (dir, c) = cache(1 << 20);
-        let digests = Digests::default();
         let native = dir.path().join("n.o");
         std::fs::write(&native, b"\x7fELF object").unwrap();
-        assert!(!c.get("abcd", &dir.path().join("out.o"), &digests).unwrap());
+        assert!(!c.get("abcd", &dir.path().join("out.o")).unwrap());
         c.put("abcd", &native).unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o"), &digests).unwrap());
+        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap());
         assert_eq!(
             std::fs::read(dir.path().join("out.o")).unwrap(),
             b"\x7fELF object"
@@ -634,7 +625,7 @@ mod tests {
             .unwrap();
         let (blobs, payload) = c.get_entry("ee01").unwrap().unwrap();
         assert_eq!((blobs, payload), (vec![blob.clone()], b"record".to_vec()));
-        let path = c.blob(&blob, &Digests::default()).unwrap().unwrap();
+        let path = c.blob(&blob).unwrap().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"linked");
         // A copy, not a second name: changing the file leaves the blob alone.
         std::fs::write(&file, b"changed").unwrap();
@@ -654,14 +645,12 @@ mod tests {
             |b: &mut Vec<u8>| b.truncate(b.len() - 100),
         ] {
             c.put("k1", &native).unwrap();
-            // Rewritten, not changed in place: the native in the work directory is the blob.
             let path = blob_of(&c, "k1");
             let mut bytes = std::fs::read(&path).unwrap();
             damage(&mut bytes);
-            std::fs::remove_file(&path).unwrap();
             std::fs::write(&path, bytes).unwrap();
             let dest = dir.path().join("out.o");
-            assert!(!c.get("k1", &dest, &Digests::default()).unwrap());
+            assert!(!c.get("k1", &dest).unwrap());
             assert!(!path.exists(), "a corrupt blob is removed");
             assert!(!c.entry_path("k1").exists(), "and the entry naming it");
             assert!(!dest.exists(), "nothing is written from a corrupt entry");
@@ -671,9 +660,7 @@ mod tests {
         let entry = c.entry_path("k2");
         let text = std::fs::read_to_string(&entry).unwrap().replace(' ', "  ");
         std::fs::write(&entry, text).unwrap();
-        assert!(!c
-            .get("k2", &dir.path().join("o.o"), &Digests::default())
-            .unwrap());
+        assert!(!c.get("k2", &dir.path().join("o.o")).unwrap());
         assert!(!entry.exists(), "a damaged entry is removed");
     }
 
@@ -693,9 +680,7 @@ mod tests {
                 .unwrap();
         }
         // Using the oldest makes it the newest.
-        assert!(c
-            .get("aa01", &dir.path().join("x.o"), &Digests::default())
-            .unwrap());
+        assert!(c.get("aa01", &dir.path().join("x.o")).unwrap());
         assert_eq!(c.prune(), 2);
         assert!(c.entry_path("aa01").exists());
         assert!(!c.entry_path("aa02").exists() && !c.entry_path("aa03").exists());
@@ -747,7 +732,7 @@ mod tests {
                         let key = format!("ff{:02}", round % 5);
                         c.put(&key, &native).unwrap();
                         let dest = root.join(format!("out{t}.o"));
-                        if c.get(&key, &dest, &Digests::default()).unwrap() {
+                        if c.get(&key, &dest).unwrap() {
                             assert_eq!(std::fs::read(&dest).unwrap(), vec![42u8; 200_000]);
                         }
                     }
@@ -786,9 +771,7 @@ mod tests {
         // Later calls do nothing and report nothing.
         c.put("dd01", &native).unwrap();
         assert!(!c.entry_path("dd01").exists());
-        assert!(!c
-            .get("dd01", &dir.path().join("o.o"), &Digests::default())
-            .unwrap());
+        assert!(!c.get("dd01", &dir.path().join("o.o")).unwrap());
     }
 
     #[test]
