@@ -38,6 +38,10 @@ pub struct BuildLog {
     #[serde(default)]
     pub cwd: Option<PathBuf>,
     pub entries: BTreeMap<PathBuf, Entry>,
+    /// Whether the last run of the link restored it unchanged from the cache without a thin
+    /// link (see [`crate::relink`]), so that its entries are those of the run before.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// The newest logged back end of `object` (a path relative to `cwd` or absolute) among the
@@ -60,6 +64,8 @@ struct RawLog {
     #[serde(default)]
     cwd: Option<PathBuf>,
     entries: BTreeMap<PathBuf, serde_json::Value>,
+    #[serde(default)]
+    restored: bool,
 }
 
 fn is_sha256_hex(text: &str) -> bool {
@@ -75,6 +81,14 @@ impl Entry {
 }
 
 impl BuildLog {
+    /// What `thindist explain` says about a link restored from the cache, if it was.
+    pub fn restored_line(&self) -> Option<&'static str> {
+        self.restored.then_some(
+            "link:       its last run was restored unchanged from the cache, without a thin link; \
+             what follows is from the run before, which ran the back ends",
+        )
+    }
+
     /// The entry of `object` (a path relative to `cwd` or absolute).
     pub fn find(self, object: &Path, cwd: &Path) -> Option<Entry> {
         let wanted = crate::fsutil::normalize(&cwd.join(object));
@@ -108,6 +122,7 @@ impl BuildLog {
             version: LOG_VERSION,
             cwd: raw.cwd,
             entries,
+            restored: raw.restored,
         }
     }
 

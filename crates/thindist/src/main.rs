@@ -122,6 +122,7 @@ fn run_cache(action: &CacheAction, options: &CacheOptions) -> Result<i32> {
             let stats = cache.stats();
             println!("cache:   {}", cache.dir().display());
             println!("entries: {}", stats.entries);
+            println!("links:   {}", stats.links);
             println!(
                 "size:    {:.1} MiB (limit {})",
                 stats.bytes as f64 / 1048576.0,
@@ -188,6 +189,9 @@ fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Res
         bail!("{searched} hold no back end of {}", object.display());
     };
     println!("build log:  {}", log_path.display());
+    if let Some(line) = BuildLog::load(&log_path).restored_line() {
+        println!("{line}");
+    }
     println!("{entry}");
     Ok(0)
 }

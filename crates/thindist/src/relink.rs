@@ -142,6 +142,7 @@ impl<'a> Relink<'a> {
                     hits: modules as u64,
                     misses: 0,
                 });
+                self.log_restore();
                 true
             }
             Ok(None) => false,
@@ -149,6 +150,16 @@ impl<'a> Relink<'a> {
                 tracing::debug!("no relink from the cache: {err:#}");
                 false
             }
+        }
+    }
+
+    /// Notes the restore in the link's build log, for `thindist explain`.
+    fn log_restore(&self) {
+        let path = self.cache.build_log_path(&self.output);
+        let mut log = crate::buildlog::BuildLog::load(&path);
+        log.restored = true;
+        if let Err(err) = log.save(&path) {
+            tracing::debug!("{err:#}");
         }
     }
 

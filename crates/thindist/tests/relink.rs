@@ -105,6 +105,15 @@ fn an_unchanged_relink_restores_the_same_program_and_any_change_relinks() {
     assert_eq!(mode & 0o111, 0o111, "an executable: {mode:o}");
     assert_eq!(g.p.run_program("prog").0, expected);
     assert_eq!(g.env.tmp_contents(), Vec::<std::path::PathBuf>::new());
+    let explain = g
+        .env
+        .command(thindist())
+        .args(["explain", "src/m0003.o"])
+        .current_dir(&g.p.dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(text.contains("restored unchanged from the cache"), "{text}");
 
     // One source changed.
     let text = std::fs::read_to_string(g.path("src/m0003.c"))

@@ -57,8 +57,21 @@ pub struct DiskCache {
 /// What the cache holds now.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
+    /// Native objects.
     pub entries: u64,
+    /// Records of links (see [`crate::relink`]).
+    pub links: u64,
     pub bytes: u64,
+}
+
+/// One file of `entries/`.
+struct EntryFile {
+    path: PathBuf,
+    blobs: Vec<thindist_reapi::Digest>,
+    /// Last used, for pruning.
+    used: SystemTime,
+    /// A link record rather than a native object's entry.
+    is_record: bool,
 }
 
 /// Hits and misses of the last run that used this cache.
@@ -396,28 +409,35 @@ impl DiskCache {
     }
 
     /// Every entry: its path, the blobs it names, and when it was last used.
-    fn entries(&self) -> Vec<(PathBuf, Vec<thindist_reapi::Digest>, SystemTime)> {
+    fn entries(&self) -> Vec<EntryFile> {
         let mut out = Vec::new();
         for path in files_two_deep(&self.dir.join("entries")) {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            let blobs = std::fs::read(&path)
+            let (blobs, is_record) = std::fs::read(&path)
                 .ok()
-                .and_then(|bytes| Some(parse_entry(&bytes)?.0))
+                .and_then(|bytes| {
+                    let (blobs, payload) = parse_entry(&bytes)?;
+                    Some((blobs, !payload.is_empty()))
+                })
                 .unwrap_or_default();
-            out.push((
+            out.push(EntryFile {
                 path,
                 blobs,
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            ));
+                used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                is_record,
+            });
         }
         out
     }
 
     pub fn stats(&self) -> CacheStats {
+        let entries = self.entries();
+        let links = entries.iter().filter(|e| e.is_record).count() as u64;
         CacheStats {
-            entries: self.entries().len() as u64,
+            entries: entries.len() as u64 - links,
+            links,
             bytes: self.blob_files().iter().map(|b| b.1).sum(),
         }
     }
@@ -456,10 +476,10 @@ impl DiskCache {
         }
         let mut entries = self.entries();
         let mut total: u64 = self.blob_files().iter().map(|b| b.1).sum();
-        entries.sort_by_key(|e| e.2);
+        entries.sort_by_key(|e| e.used);
         let mut removed = 0;
         let (mut named, mut dropped) = (HashSet::new(), HashSet::new());
-        for (path, blobs, _) in entries {
+        for EntryFile { path, blobs, .. } in entries {
             let hashes = blobs.iter().map(|b| b.hash.clone());
             if total <= self.max_bytes {
                 named.extend(hashes);
@@ -502,8 +522,8 @@ impl DiskCache {
     }
 
     pub fn clear(&self) -> Result<()> {
-        for (path, _, _) in self.entries() {
-            let _ = std::fs::remove_file(path);
+        for entry in self.entries() {
+            let _ = std::fs::remove_file(entry.path);
         }
         for (path, _, _) in self.blob_files() {
             let _ = std::fs::remove_file(path);
