@@ -287,3 +287,26 @@ fn cache_entries_survive_changes_to_published_natives_in_place() {
     assert_eq!(std::fs::read(&native).unwrap(), original);
     assert_eq!(run(&p.path("prog")), "42\n");
 }
+
+#[test]
+fn a_restored_relocatable_output_has_the_mode_lld_gives_it() {
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let link = || p.ld_with(&["-v"], &["-r", "main.o", "twice.o", "-o", "both.o"]);
+    assert!(ran_thin_link(&link()));
+    let first = std::fs::read(p.path("both.o")).unwrap();
+    let mode = std::fs::metadata(p.path("both.o"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert!(!ran_thin_link(&link()));
+    assert_eq!(std::fs::read(p.path("both.o")).unwrap(), first);
+    let restored = std::fs::metadata(p.path("both.o"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(restored, mode, "not executable, as lld writes -r outputs");
+    assert_eq!(restored & 0o111, 0);
+}
