@@ -258,7 +258,10 @@ fn print_cache_line(m: &Measurement) {
         .rev()
         .find(|l| l.contains("; cache "))
         .unwrap_or("");
-    println!("  thindist: {}", &line[line.find("; cache ").map_or(0, |i| i + 2)..]);
+    println!(
+        "  thindist: {}",
+        &line[line.find("; cache ").map_or(0, |i| i + 2)..]
+    );
 }
 
 fn dtlto() {

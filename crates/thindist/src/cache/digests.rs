@@ -26,8 +26,8 @@ use super::key::CompilerIdentity;
 const MEMO_FORMAT: &str = "thindist-digest-memo-v1";
 const MEMO_FILE: &str = "digests.memo";
 /// Beyond this many entries a run keeps only what it used itself, so that a memo shared by
-/// many trees (and the clang driver's temporaries) cannot grow without end.
-const MEMO_MAX_ENTRIES: usize = 200_000;
+/// many trees cannot grow without end (and every link loads it: 50,000 entries are about 7 MB).
+const MEMO_MAX_ENTRIES: usize = 50_000;
 
 /// What identifies one version of a file without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,10 @@ impl Memo {
     }
 
     fn learn(&self, path: &Path, stat: Stat, known: Known) {
-        if crate::workdir::is_work_path(path) {
+        // Files that are gone when the link ends: a link's work directory, and the objects the
+        // clang driver writes straight into TMPDIR for a compile-and-link command.
+        let driver_temporary = path.parent() == Some(std::env::temp_dir().as_path());
+        if crate::workdir::is_work_path(path) || driver_temporary {
             return;
         }
         self.this_run
@@ -439,6 +442,25 @@ mod tests {
         let text = std::fs::read_to_string(cache.join(MEMO_FILE)).unwrap();
         assert!(parse_memo(&text).is_some_and(|m| !m.is_empty()));
         assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn driver_temporaries_and_work_files_are_not_remembered() {
+        let (_dir, cache, kept) = setup();
+        let temporary = tempfile::NamedTempFile::new().unwrap();
+        let work = tempfile::Builder::new()
+            .prefix("thindist-")
+            .tempdir()
+            .unwrap();
+        let work_file = work.path().join("archives/0-a.o");
+        std::fs::create_dir_all(work_file.parent().unwrap()).unwrap();
+        std::fs::write(&work_file, b"member").unwrap();
+        let d = Digests::with_memo(&cache);
+        for path in [&kept, &temporary.path().to_path_buf(), &work_file] {
+            d.file(path).unwrap();
+        }
+        let learnt = d.memo.as_ref().unwrap().this_run.lock().unwrap().len();
+        assert_eq!(learnt, 1, "only the file that outlives the link");
     }
 
     #[test]
