@@ -300,9 +300,7 @@ impl PreparedLink {
         }
         args
     }
-}
 
-impl PreparedLink {
     /// Where the final link lists the files it read (see [`Self::final_link_args`]), unless
     /// the link names its own dependency file.
     pub fn final_link_dependency_file(&self) -> Option<PathBuf> {
