@@ -40,6 +40,10 @@ pub struct BuildLog {
     #[serde(default)]
     pub cwd: Option<PathBuf>,
     pub entries: BTreeMap<PathBuf, Entry>,
+    /// Whether the last run of the link restored it unchanged from the cache without a thin
+    /// link (see [`crate::relink`]), so that its entries are those of the run before.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// The newest logged back end of `object` (a path relative to `cwd` or absolute) among the
@@ -87,6 +91,8 @@ struct RawLog {
     #[serde(default)]
     cwd: Option<PathBuf>,
     entries: BTreeMap<PathBuf, serde_json::Value>,
+    #[serde(default)]
+    restored: bool,
 }
 
 fn is_sha256_hex(text: &str) -> bool {
@@ -102,6 +108,14 @@ impl Entry {
 }
 
 impl BuildLog {
+    /// What `thindist explain` says about a link restored from the cache, if it was.
+    pub fn restored_line(&self) -> Option<&'static str> {
+        self.restored.then_some(
+            "link:       its last run was restored unchanged from the cache, without a thin link; \
+             what follows is from the run before, which ran the back ends",
+        )
+    }
+
     /// The entry of `object` (a path relative to `cwd` or absolute).
     pub fn find(self, object: &Path, cwd: &Path) -> Option<Entry> {
         let wanted = crate::fsutil::normalize(&cwd.join(object));
@@ -135,6 +149,7 @@ impl BuildLog {
             version: LOG_VERSION,
             cwd: raw.cwd,
             entries,
+            restored: raw.restored,
         }
     }
 

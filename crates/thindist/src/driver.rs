@@ -13,6 +13,7 @@ use crate::link::Link;
 use crate::linkargs::LinkArgs;
 use crate::ltoopts::{LinkCodegen, LtoOpt};
 use crate::plan::{self, KeepNatives};
+use crate::relink::Relink;
 use crate::report::{warn_about_flags, ExtraReporters, Session};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -87,20 +88,34 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     for warning in &codegen.warnings {
         session.warn(warning);
     }
+    let sources = || {
+        FlagSources::new(
+            settings.compile_commands.as_deref(),
+            invocation::parent_shell_commands(),
+            &cwd,
+        )
+    };
+    let relink = Relink::new(
+        (&invocation.linker, invocation.driver.as_deref()),
+        link.prepared(),
+        &codegen,
+        settings,
+        &cwd,
+        sources()?,
+        run.digests,
+    );
+    if relink.as_ref().is_some_and(Relink::restore) {
+        return Ok(0);
+    }
 
     let modules = link.thin_link(&mut session)?;
 
     let backends = run.backend_phase(&link.output());
-    let sources = FlagSources::new(
-        settings.compile_commands.as_deref(),
-        invocation::parent_shell_commands(),
-        &cwd,
-    )?;
     let plan = plan::plan(
         &modules,
         link.work_dir(),
         &cwd,
-        &backends.with_records(sources),
+        &backends.with_records(sources()?),
         &codegen,
         settings.keep_natives,
         &link.prepared().member_labels(),
@@ -119,7 +134,11 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     let (printed, linked) = link.final_link(&natives, &mut session)?;
     session.finish();
     eprint!("{printed}");
-    linked.map(|()| 0)
+    linked?;
+    if let Some(relink) = &relink {
+        relink.record(&plan.jobs, &printed);
+    }
+    Ok(0)
 }
 
 /// `thindist distribute JSON`: runs the jobs of lld's DTLTO job file. Returns the exit code.

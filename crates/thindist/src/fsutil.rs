@@ -19,15 +19,22 @@ fn parent_dir(path: &Path) -> Result<&Path> {
 }
 
 /// A temporary file beside `path` made by `make` (given its name), which is removed when
-/// dropped unless persisted.
-fn temp_beside<R>(
+/// dropped unless persisted, or at once when `make` fails having created it.
+pub fn temp_beside<R>(
     path: &Path,
-    make: impl FnMut(&Path) -> std::io::Result<R>,
+    mut make: impl FnMut(&Path) -> std::io::Result<R>,
 ) -> Result<NamedTempFile<R>> {
     let dir = parent_dir(path)?;
     tempfile::Builder::new()
         .prefix(".thindist-tmp")
-        .make_in(dir, make)
+        .make_in(dir, |temp| {
+            make(temp).inspect_err(|err| {
+                // AlreadyExists: another file's name, which tempfile retries with a new one.
+                if err.kind() != std::io::ErrorKind::AlreadyExists {
+                    let _ = std::fs::remove_file(temp);
+                }
+            })
+        })
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
 }
 
@@ -57,16 +64,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     persist(temp, path)
 }
 
-/// Makes `dest` name the same file as `src` (a hard link, or a copy across file systems),
-/// replacing whatever `dest` was in one step.
+/// Makes `dest` a copy of `src`, replacing whatever `dest` was in one step. The copy shares
+/// no inode with `src` (a reflink where the file system can make one, else bytes), so a tool
+/// that later changes `dest` in place (objtool, livepatch tools) cannot change `src`.
 pub fn publish(src: &Path, dest: &Path) -> Result<()> {
-    let temp = temp_beside(dest, |path| match std::fs::hard_link(src, path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-        Err(_) => std::fs::copy(src, path).map(drop),
-    })
-    .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
+    let temp = temp_beside(dest, |path| clone_or_copy(src, path))
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
     persist(temp, dest)
+}
+
+/// Creates `dest` (which must not exist) with `src`'s content: a reflink (`FICLONE`) where the
+/// file system shares extents between files, else a copy. Either way a later change to one
+/// file leaves the other as it was.
+pub fn clone_or_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let from = std::fs::File::open(src)?;
+    let to = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(dest)?;
+    // SAFETY: both descriptors are open for as long as the call runs.
+    if unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    std::io::copy(&mut &from, &mut &to).map(drop)
+}
+
+/// Creates `dest` (which must not exist) as a hard link to `src`, or a reflink or copy where
+/// that is not possible (another file system). Only for files nobody changes in place: the
+/// two names share one inode.
+pub fn link_or_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
+    if std::fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    clone_or_copy(src, dest)
 }
 
 /// `path` relative to `base` when it lies below it (no `..`), else unchanged.

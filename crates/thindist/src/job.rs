@@ -141,15 +141,13 @@ impl<'a> JobBuilder<'a> {
         self
     }
 
-    pub fn job(&mut self, files: JobFiles) -> Result<BackendJob> {
-        let found = self
-            .sources
-            .lookup(&files.module)
-            .unwrap_or_else(|problem| {
-                self.problems.push(problem);
-                None
-            });
-        let (mut command, flags_source) = match found {
+    /// A module's command up to the job's own arguments, and where its flags came from.
+    pub fn command_prefix(&mut self, module: &Path) -> Result<(Vec<String>, FlagsSource)> {
+        let found = self.sources.lookup(module).unwrap_or_else(|problem| {
+            self.problems.push(problem);
+            None
+        });
+        Ok(match found {
             Some((saved, source)) => {
                 let (compiler, options) = flags::backend_options(&saved, self.cwd)?;
                 let mut command = vec![self.compiler.clone().unwrap_or(compiler)];
@@ -159,10 +157,14 @@ impl<'a> JobBuilder<'a> {
                 (command, source)
             }
             None => {
-                self.without_flags.push(files.module.clone());
+                self.without_flags.push(module.to_path_buf());
                 (self.derived.clone(), FlagsSource::LinkDerived)
             }
-        };
+        })
+    }
+
+    pub fn job(&mut self, files: JobFiles) -> Result<BackendJob> {
+        let (mut command, flags_source) = self.command_prefix(&files.module)?;
         command.extend(files.args);
         let mut extra_inputs = self.common_inputs.clone();
         extra_inputs.extend(flags::option_inputs(&command));

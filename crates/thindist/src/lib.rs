@@ -31,6 +31,7 @@ pub(crate) mod link;
 pub mod linkargs;
 pub(crate) mod ltoopts;
 pub mod plan;
+pub(crate) mod relink;
 pub mod remote;
 pub mod report;
 pub(crate) mod runner;

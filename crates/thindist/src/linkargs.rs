@@ -120,6 +120,15 @@ impl ArchiveState {
     }
 }
 
+/// The file a `-lNAME` item names on the search path.
+#[derive(Clone, Debug)]
+pub struct LibraryFile {
+    /// The item's index in [`LinkArgs::items`].
+    pub index: usize,
+    pub path: Option<PathBuf>,
+    state: ArchiveState,
+}
+
 /// A file input and the archive semantics in force where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Input {
@@ -323,6 +332,22 @@ impl LinkArgs {
     /// Turns `-lNAME` items that name a static archive on the search path into inputs, so that
     /// bitcode archives found through `-l` are distributed too. Others stay for the linker.
     pub fn resolve_libraries(&mut self, cwd: &Path) {
+        for found in self.library_files(cwd) {
+            let Some(path) = found
+                .path
+                .filter(|p| p.extension().is_some_and(|e| e == "a"))
+            else {
+                continue;
+            };
+            if let Item::Library(_, tokens) = &self.items[found.index] {
+                self.items[found.index] = Item::Input(found.state.input(tokens.clone(), path));
+            }
+        }
+    }
+
+    /// Where the linker finds each `-lNAME` item that is still one (the file it would read, or
+    /// none), with the archive semantics in force there.
+    pub fn library_files(&self, cwd: &Path) -> Vec<LibraryFile> {
         let search_dirs: Vec<PathBuf> = self
             .items
             .iter()
@@ -332,18 +357,19 @@ impl LinkArgs {
             })
             .collect();
         let mut state = ArchiveState::default();
-        for item in &mut self.items {
+        let mut found = Vec::new();
+        for (index, item) in self.items.iter().enumerate() {
             match item {
                 Item::Opt(opt, _) => state.apply(opt),
-                Item::Library(name, tokens) => {
-                    let found = find_library(&search_dirs, name, state.static_only, cwd);
-                    if let Some(path) = found.filter(|p| p.extension().is_some_and(|e| e == "a")) {
-                        *item = Item::Input(state.input(tokens.clone(), path));
-                    }
-                }
+                Item::Library(name, _) => found.push(LibraryFile {
+                    index,
+                    path: find_library(&search_dirs, name, state.static_only, cwd),
+                    state,
+                }),
                 _ => {}
             }
         }
+        found
     }
 
     /// The output file named by `-o`, if any.

@@ -125,6 +125,7 @@ fn run_cache(action: &CacheAction, options: &CacheOptions) -> Result<i32> {
             let stats = cache.stats();
             println!("cache:   {}", cache.dir().display());
             println!("entries: {}", stats.entries);
+            println!("links:   {}", stats.links);
             println!(
                 "size:    {:.1} MiB (limit {})",
                 stats.bytes as f64 / 1048576.0,
@@ -177,6 +178,9 @@ fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Res
     };
     let (log_path, entry) = thindist::buildlog::lookup(object, &cwd, log, cache.as_ref())?;
     println!("build log:  {}", log_path.display());
+    if let Some(line) = thindist::buildlog::BuildLog::load(&log_path).restored_line() {
+        println!("{line}");
+    }
     println!("{entry}");
     Ok(0)
 }
@@ -468,7 +472,9 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
         .map(|n| n.get())
         .unwrap_or(1);
     let local = LocalExecutor::new(options.fork_server, options.verbose);
-    let digests = Arc::new(Digests::default());
+    // Unchanged inputs are known by their stat across runs, through the cache's digest memo.
+    let memo_dir = (settings.cache.as_ref()).and_then(|c| DiskCache::open(c).ok());
+    let digests = Arc::new(memo_dir.map_or_else(Digests::default, |c| Digests::with_memo(c.dir())));
     let executor = options.remote.executor(cpus, local, digests.clone())?;
     let mut trace = options.trace.as_ref().map(|_| TraceWriter::new());
     let mut extra: ExtraReporters = Vec::new();
@@ -488,6 +494,9 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
         }
         Entry::JobFile(path) => driver::run_distribute(path, run, extra),
     };
+    if let Err(err) = digests.save() {
+        eprintln!("thindist: warning: cannot save the digest memo: {err:#}");
+    }
     if let Some(line) = executor.report() {
         eprintln!("{line}");
     }

@@ -54,6 +54,21 @@ fn publishes(
             || matches!(source, FlagsSource::KbuildCmd(_) | FlagsSource::ParentShell))
 }
 
+/// The job constructor of a link's modules: saved flags, then the link's code-generation
+/// options, then [`flags::BACKEND_MODE`].
+pub fn job_builder<'a>(
+    sources: &'a FlagSources,
+    cwd: &'a Path,
+    codegen: &LinkCodegen,
+) -> JobBuilder<'a> {
+    let mode: Vec<String> = flags::BACKEND_MODE.map(String::from).into();
+    let mut derived = vec![codegen.default_compiler.clone()];
+    derived.extend(codegen.derived.iter().cloned());
+    derived.extend(codegen.all_jobs.iter().cloned());
+    derived.extend(mode.iter().cloned());
+    JobBuilder::new(sources, cwd, derived, codegen.all_jobs.clone(), mode)
+}
+
 /// One job per module the thin link listed, run in `cwd`, with the link's code-generation
 /// options; `labels` names members extracted from regular archives.
 pub fn plan(
@@ -65,12 +80,7 @@ pub fn plan(
     keep: KeepNatives,
     labels: &std::collections::HashMap<PathBuf, String>,
 ) -> Result<Plan> {
-    let mode: Vec<String> = flags::BACKEND_MODE.map(String::from).into();
-    let mut derived = vec![codegen.default_compiler.clone()];
-    derived.extend(codegen.derived.iter().cloned());
-    derived.extend(codegen.all_jobs.iter().cloned());
-    derived.extend(mode.iter().cloned());
-    let mut builder = JobBuilder::new(sources, cwd, derived, codegen.all_jobs.clone(), mode);
+    let mut builder = job_builder(sources, cwd, codegen);
     let mut jobs = Vec::with_capacity(modules.len());
     for module in modules {
         let shard = thinlink::shard_path(work_dir, module);

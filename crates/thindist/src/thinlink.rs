@@ -237,8 +237,15 @@ impl PreparedLink {
     /// The final-link arguments (without the linker): the original link with every bitcode
     /// input replaced by its native object, archive order and laziness kept, bitcode the thin
     /// link did not load left out, and LTO-only options dropped. The output is the original's.
+    /// The final link also lists every file it read in the work directory (lld's
+    /// `--dependency-file`), for the record of an unchanged relink, unless the link writes a
+    /// dependency file of its own.
     pub fn final_link_args(&self, natives: &HashMap<PathBuf, PathBuf>) -> Vec<String> {
-        let mut args = Vec::new();
+        let mut args: Vec<String> = self
+            .final_link_dependency_file()
+            .map(|file| format!("--dependency-file={}", file.display()))
+            .into_iter()
+            .collect();
         for (item, prepared) in self.args.items.iter().zip(&self.prepared) {
             match (item, prepared) {
                 (Item::Lto(..), _) => {}
@@ -261,6 +268,15 @@ impl PreparedLink {
             }
         }
         args
+    }
+
+    /// Where the final link lists the files it read (see [`Self::final_link_args`]), unless
+    /// the link names its own dependency file.
+    pub fn final_link_dependency_file(&self) -> Option<PathBuf> {
+        let own = self.args.items.iter().any(|item| {
+            matches!(item, Item::Opt(_, t) if t[0].trim_start_matches('-').starts_with("dependency-file"))
+        });
+        (!own).then(|| self.work_dir.join("finallink.d"))
     }
 }
 

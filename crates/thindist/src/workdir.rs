@@ -75,6 +75,22 @@ impl WorkDir {
     }
 }
 
+/// Whether `path` (absolute) lies in a link's work directory, whose files are gone when the
+/// link ends: not worth remembering across runs.
+pub fn is_work_path(path: &Path) -> bool {
+    let in_tmp = path
+        .strip_prefix(std::env::temp_dir())
+        .ok()
+        .and_then(|rest| rest.components().next())
+        .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with("thindist-"));
+    in_tmp
+        || path.components().any(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .starts_with(".thindist-work-")
+        })
+}
+
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if let Some(abs) = self.remove.take() {

@@ -43,7 +43,9 @@ fn jobs_come_from_the_command_line_the_environment_or_the_config_file() {
     let p = many_modules(8);
     let link = |extra: &[&str], env: &[(&str, &str)]| {
         let mut cmd = p.cmd(thindist());
+        // Without the cache, so that each link runs its jobs (an unchanged one would be restored).
         cmd.arg("ld").args(extra).args([
+            "--no-cache",
             "--trace",
             "trace.json",
             "--",

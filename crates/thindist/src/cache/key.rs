@@ -7,12 +7,11 @@
 //! Modules count by content only, as in LLVM's own ThinLTO cache: the same object linked from a
 //! temporary name, from a link's private work directory, or from another checkout hits.
 
+use super::digests::Digests;
 use crate::job::BackendJob;
 use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 const KEY_FORMAT: &str = "thindist-backend-key-v2";
 
@@ -28,64 +27,17 @@ pub struct CompilerIdentity {
 }
 
 impl CompilerIdentity {
-    pub fn probe(compiler: &str) -> Result<CompilerIdentity> {
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let path = crate::exec::find_program(compiler, &cwd)
-            .with_context(|| format!("compiler {compiler} not found on PATH"))?;
-        let binary = std::fs::read(&path)
-            .with_context(|| format!("cannot read compiler {}", path.display()))?;
-        let output = std::process::Command::new(&path)
+    /// The first line of `compiler --version` (`compiler` an absolute path).
+    pub fn probe_version(compiler: &Path) -> Result<String> {
+        let output = std::process::Command::new(compiler)
             .arg("--version")
             .output()
-            .with_context(|| format!("cannot run {} --version", path.display()))?;
-        Ok(CompilerIdentity {
-            version: String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-            binary_digest: sha256_hex(&binary),
-        })
-    }
-}
-
-/// Content digests of files, each file read once per run however many jobs import it.
-#[derive(Default)]
-pub struct Digests {
-    by_path: Mutex<HashMap<PathBuf, thindist_reapi::Digest>>,
-    compilers: Mutex<HashMap<String, CompilerIdentity>>,
-}
-
-impl Digests {
-    /// The SHA-256 of a file, in hex.
-    pub fn file(&self, path: &Path) -> Result<String> {
-        Ok(self.file_digest(path)?.hash)
-    }
-
-    /// The file's digest as the Remote Execution API names blobs (hash and size).
-    pub fn file_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
-        if let Some(d) = self.by_path.lock().unwrap().get(path) {
-            return Ok(d.clone());
-        }
-        let digest = thindist_reapi::Digest::of_file(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        self.by_path
-            .lock()
-            .unwrap()
-            .insert(path.to_path_buf(), digest.clone());
-        Ok(digest)
-    }
-
-    pub fn compiler(&self, compiler: &str) -> Result<CompilerIdentity> {
-        if let Some(id) = self.compilers.lock().unwrap().get(compiler) {
-            return Ok(id.clone());
-        }
-        let id = CompilerIdentity::probe(compiler)?;
-        self.compilers
-            .lock()
-            .unwrap()
-            .insert(compiler.to_string(), id.clone());
-        Ok(id)
+            .with_context(|| format!("cannot run {} --version", compiler.display()))?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string())
     }
 }
 
@@ -187,6 +139,7 @@ mod tests {
     use super::*;
     use crate::job::FlagsSource;
     use proptest::prelude::*;
+    use std::path::PathBuf;
 
     fn run(dir: &Path, command: &[&str]) {
         let out = std::process::Command::new(command[0])

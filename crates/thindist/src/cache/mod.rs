@@ -2,9 +2,11 @@
 //! and the contents of every input) names its native object in a local content-addressed
 //! store, so rebuilds compile only what really changed.
 
+pub mod digests;
 pub mod key;
 pub mod shard;
 pub mod store;
 
-pub use key::{action_key, ActionKey, CompilerIdentity, Digests};
+pub use digests::Digests;
+pub use key::{action_key, ActionKey, CompilerIdentity};
 pub use store::{CacheConfig, DiskCache};

@@ -12,7 +12,7 @@
 //! sorts elsewhere among the link's modules changes the shard and misses once; temporaries
 //! (`NAME-RANDOM.o`), work-directory members and moved trees keep their order and hit.
 
-use super::key::Digests;
+use super::digests::Digests;
 use anyhow::{anyhow, Context, Result};
 use llvm_bitcode::bitcode::{Payload, Record, Signature};
 use llvm_bitcode::{BitStreamVisitor, Bitcode};

@@ -1,27 +1,33 @@
-//! The local cache directory: one file per entry, named by its action key, holding a header
-//! with the payload's SHA-256 and length, then the native object.
+//! The local cache directory: content-addressed blobs (`blobs/SH/SHA256`, the bytes of a
+//! native object or a linked output) and entries named by key (`entries/KE/KEY`), each a
+//! header naming its blobs by SHA-256 and length, then an optional payload (a link record).
 //!
 //! Every write goes to a temporary file in the cache and is renamed into place, so a reader never
-//! sees part of an entry; every read is checked against the header, so a corrupt or truncated
-//! entry is deleted and rebuilt, never used. Entries are pruned least recently used first; a
-//! hit refreshes the entry's modification time. Concurrent processes only ever rename whole
-//! files into place or delete them, so sharing a cache is safe: an entry pruned away under a
-//! reader is a miss.
+//! sees part of an entry or blob; every blob is checked against its name on every read (bytes
+//! rot without a change of stat, so the digest memo is not asked), so a corrupt or truncated
+//! one is deleted and rebuilt, never used. A hit is published into a link's private
+//! work directory as a hard link to the blob (lld only reads it there, and the directory is
+//! removed when the link ends); anything a user or a tool may change in place afterwards
+//! (published natives, restored outputs) is a reflink or a copy, never a second name of the
+//! blob. Entries are pruned least recently used first; a hit refreshes the entry's
+//! modification time; blobs no entry names are removed with them. Concurrent processes only
+//! ever rename whole files into place or delete them, so sharing a cache is safe: an entry
+//! pruned away under a reader is a miss.
 //!
 //! Whoever can write the cache directory can make every later build link their object, so a
 //! cache is only used when it is this user's alone (see `check_private`), unless it is
 //! declared shared on purpose. The cache is an optimisation: when it cannot be used a build
 //! warns once and goes on without it.
 
-use super::key::sha256_hex;
 use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-const MAGIC: &str = "thindist-cache-entry-v1";
+const MAGIC: &str = "thindist-cache-entry-v2";
 
 /// How often a run prunes the cache, as lld's cache policy does by default: pruning lists every
 /// entry, which a large cache should not pay on every link.
@@ -51,8 +57,21 @@ pub struct DiskCache {
 /// What the cache holds now.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
+    /// Native objects.
     pub entries: u64,
+    /// Records of links (see [`crate::relink`]).
+    pub links: u64,
     pub bytes: u64,
+}
+
+/// One file of `entries/`.
+struct EntryFile {
+    path: PathBuf,
+    blobs: Vec<thindist_reapi::Digest>,
+    /// Last used, for pruning.
+    used: SystemTime,
+    /// A link record rather than a native object's entry.
+    is_record: bool,
 }
 
 /// Hits and misses of the last run that used this cache.
@@ -163,7 +182,7 @@ impl DiskCache {
         if !config.shared {
             check_private(dir)?;
         }
-        for sub in ["entries", "tmp", "logs", "records"] {
+        for sub in ["entries", "blobs", "tmp", "logs", "records"] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(mode)
@@ -228,127 +247,265 @@ impl DiskCache {
             .join(key)
     }
 
-    /// Copies the entry for `key` to `dest` (atomically) if there is a valid one.
-    pub fn get(&self, key: &str, dest: &Path) -> Result<bool> {
-        self.guarded(false, || self.get_unguarded(key, dest))
+    fn blob_path(&self, hash: &str) -> PathBuf {
+        self.dir
+            .join("blobs")
+            .join(&hash[..2.min(hash.len())])
+            .join(hash)
     }
 
-    fn get_unguarded(&self, key: &str, dest: &Path) -> Result<bool> {
+    /// A temporary file in the cache's `tmp` directory made by `make` (given its name).
+    fn temp<R>(
+        &self,
+        make: impl FnMut(&Path) -> std::io::Result<R>,
+    ) -> Result<tempfile::NamedTempFile<R>> {
+        crate::fsutil::temp_beside(&self.dir.join("tmp").join("entry"), make)
+    }
+
+    /// Puts the native object of the entry for `key` at `dest` (in a link's private work
+    /// directory, where it may be a hard link to the blob) if there is a valid one.
+    pub fn get(&self, key: &str, dest: &Path) -> Result<bool> {
+        self.guarded(false, || {
+            let Some((blobs, _)) = self.read_entry_unguarded(key)? else {
+                return Ok(false);
+            };
+            let [blob] = blobs.as_slice() else {
+                return Ok(false);
+            };
+            let Some(path) = self.blob_unguarded(blob)? else {
+                let _ = std::fs::remove_file(self.entry_path(key));
+                return Ok(false);
+            };
+            let temp =
+                crate::fsutil::temp_beside(dest, |temp| crate::fsutil::link_or_copy(&path, temp))?;
+            crate::fsutil::persist(temp, dest)?;
+            Ok(true)
+        })
+    }
+
+    /// Stores `native` (a file in a link's private work directory, which nobody changes in
+    /// place) under `key`.
+    pub fn put(&self, key: &str, native: &Path) -> Result<()> {
+        self.guarded((), || {
+            let blob = self.store_blob(native, crate::fsutil::link_or_copy)?;
+            self.write_entry(key, &[blob], b"")
+        })
+    }
+
+    /// Stores a copy of `file` (one the user may change in place later, such as a linked
+    /// output) as a blob, and returns its digest.
+    pub fn put_blob(&self, file: &Path) -> Result<thindist_reapi::Digest> {
+        self.guarded(None, || {
+            self.store_blob(file, crate::fsutil::clone_or_copy)
+                .map(Some)
+        })?
+        .context("the cache is off")
+    }
+
+    /// Stores an entry under `key` that names `blobs` (stored already) and holds `payload`.
+    pub fn put_entry(
+        &self,
+        key: &str,
+        blobs: &[thindist_reapi::Digest],
+        payload: &[u8],
+    ) -> Result<()> {
+        self.guarded((), || self.write_entry(key, blobs, payload))
+    }
+
+    /// The blobs and payload of the entry for `key`, if there is one.
+    pub fn get_entry(&self, key: &str) -> Result<Option<(Vec<thindist_reapi::Digest>, Vec<u8>)>> {
+        self.guarded(None, || self.read_entry_unguarded(key))
+    }
+
+    /// The path of the blob `digest` names, if it is there and intact; a damaged one is
+    /// removed.
+    pub fn blob(&self, digest: &thindist_reapi::Digest) -> Result<Option<PathBuf>> {
+        self.guarded(None, || self.blob_unguarded(digest))
+    }
+
+    fn blob_unguarded(&self, digest: &thindist_reapi::Digest) -> Result<Option<PathBuf>> {
+        let path = self.blob_path(&digest.hash);
+        match thindist_reapi::Digest::of_file(&path) {
+            Ok(found) if found == *digest => Ok(Some(path)),
+            Ok(_) => {
+                warn_corrupt(&path);
+                let _ = std::fs::remove_file(&path);
+                Ok(None)
+            }
+            // Pruned, or never stored: a miss.
+            Err(_) if !path.exists() => Ok(None),
+            Err(err) => Err(anyhow::Error::new(err)
+                .context(format!("cannot read cache blob {}", path.display()))),
+        }
+    }
+
+    /// Stores `file` as a blob named by its content, made with `make` (a hard link or a copy).
+    fn store_blob(
+        &self,
+        file: &Path,
+        make: fn(&Path, &Path) -> std::io::Result<()>,
+    ) -> Result<thindist_reapi::Digest> {
+        let digest = thindist_reapi::Digest::of_file(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let path = self.blob_path(&digest.hash);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == digest.size as u64) {
+            return Ok(digest);
+        }
+        let temp = self
+            .temp(|temp| make(file, temp))
+            .with_context(|| format!("cannot copy {} into the cache", file.display()))?;
+        create_parent(&path)?;
+        crate::fsutil::persist(temp, &path)
+            .with_context(|| format!("cannot store cache blob {}", path.display()))?;
+        Ok(digest)
+    }
+
+    fn write_entry(
+        &self,
+        key: &str,
+        blobs: &[thindist_reapi::Digest],
+        payload: &[u8],
+    ) -> Result<()> {
+        let mut bytes = MAGIC.to_string();
+        for blob in blobs {
+            bytes.push_str(&format!(" {} {}", blob.hash, blob.size));
+        }
+        bytes.push('\n');
+        let mut bytes = bytes.into_bytes();
+        bytes.extend_from_slice(payload);
+        let mut temp = crate::fsutil::new_temp_in(&self.dir.join("tmp"))?;
+        std::io::Write::write_all(&mut temp, &bytes)
+            .with_context(|| format!("cannot write cache entry {}", temp.path().display()))?;
+        let path = self.entry_path(key);
+        create_parent(&path)?;
+        crate::fsutil::persist(temp, &path)
+            .with_context(|| format!("cannot store cache entry {}", path.display()))
+    }
+
+    fn read_entry_unguarded(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<thindist_reapi::Digest>, Vec<u8>)>> {
         let path = self.entry_path(key);
         let mut bytes = Vec::new();
         match std::fs::File::open(&path) {
             Ok(mut f) => f
                 .read_to_end(&mut bytes)
                 .with_context(|| format!("cannot read cache entry {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("cannot open cache entry {}", path.display()))
             }
         };
-        let Some(payload) = verified_payload(&bytes) else {
-            crate::events::warn(format!(
-                "cache entry {} is corrupt; removing it and compiling again",
-                path.display()
-            ));
+        let Some((blobs, payload)) = parse_entry(&bytes) else {
+            // An entry of an older format is simply gone; a damaged one is worth a word.
+            if bytes.starts_with(MAGIC.as_bytes()) {
+                warn_corrupt(&path);
+            }
             let _ = std::fs::remove_file(&path);
-            return Ok(false);
+            return Ok(None);
         };
-        crate::fsutil::write_atomic(dest, payload)?;
         // Refresh for least-recently-used pruning; a failure only makes pruning less exact.
         if let Ok(file) = std::fs::File::options().append(true).open(&path) {
             let _ = file.set_modified(SystemTime::now());
         }
-        Ok(true)
+        Ok(Some((blobs, payload.to_vec())))
     }
 
-    /// Stores `native` under `key`.
-    pub fn put(&self, key: &str, native: &Path) -> Result<()> {
-        self.guarded((), || self.put_unguarded(key, native))
-    }
-
-    fn put_unguarded(&self, key: &str, native: &Path) -> Result<()> {
-        let payload =
-            std::fs::read(native).with_context(|| format!("cannot read {}", native.display()))?;
-        let mut bytes =
-            format!("{MAGIC} {} {}\n", sha256_hex(&payload), payload.len()).into_bytes();
-        bytes.extend_from_slice(&payload);
-        let mut temp = crate::fsutil::new_temp_in(&self.dir.join("tmp"))?;
-        std::io::Write::write_all(&mut temp, &bytes)
-            .with_context(|| format!("cannot write cache entry {}", temp.path().display()))?;
-        let path = self.entry_path(key);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        crate::fsutil::persist(temp, &path)
-            .with_context(|| format!("cannot store cache entry {}", path.display()))
-    }
-
-    fn entries(&self) -> Vec<(PathBuf, u64, SystemTime)> {
+    /// Every entry: its path, the blobs it names, and when it was last used.
+    fn entries(&self) -> Vec<EntryFile> {
         let mut out = Vec::new();
-        let Ok(shards) = std::fs::read_dir(self.dir.join("entries")) else {
-            return out;
-        };
-        for shard in shards.flatten() {
-            for entry in std::fs::read_dir(shard.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if let Ok(meta) = entry.metadata() {
-                    out.push((
-                        entry.path(),
-                        meta.len(),
-                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    ));
-                }
-            }
+        for path in files_two_deep(&self.dir.join("entries")) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let (blobs, is_record) = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| {
+                    let (blobs, payload) = parse_entry(&bytes)?;
+                    Some((blobs, !payload.is_empty()))
+                })
+                .unwrap_or_default();
+            out.push(EntryFile {
+                path,
+                blobs,
+                used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                is_record,
+            });
         }
         out
     }
 
     pub fn stats(&self) -> CacheStats {
         let entries = self.entries();
+        let links = entries.iter().filter(|e| e.is_record).count() as u64;
         CacheStats {
-            entries: entries.len() as u64,
-            bytes: entries.iter().map(|e| e.1).sum(),
+            entries: entries.len() as u64 - links,
+            links,
+            bytes: self.blob_files().iter().map(|b| b.1).sum(),
         }
     }
 
+    /// Every blob file: path, size, modification time.
+    fn blob_files(&self) -> Vec<(PathBuf, u64, SystemTime)> {
+        files_two_deep(&self.dir.join("blobs"))
+            .into_iter()
+            .filter_map(|path| {
+                let meta = std::fs::metadata(&path).ok()?;
+                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                Some((path, meta.len(), modified))
+            })
+            .collect()
+    }
+
     /// Deletes temporary files older than [`STALE_TEMP_AGE`], then least recently used entries
-    /// until the cache is within its size limit. Returns how many entries were removed.
+    /// until the blobs they name fit the size limit, then the blobs no entry names (unless
+    /// younger than [`STALE_TEMP_AGE`]: another run may be about to name it). Returns how many
+    /// entries were removed.
     pub fn prune(&self) -> usize {
+        let is_stale =
+            |modified: SystemTime| modified.elapsed().is_ok_and(|age| age > STALE_TEMP_AGE);
         for temp in std::fs::read_dir(self.dir.join("tmp"))
             .into_iter()
             .flatten()
             .flatten()
         {
-            let stale = temp
+            if temp
                 .metadata()
                 .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > STALE_TEMP_AGE);
-            if stale {
+                .is_ok_and(is_stale)
+            {
                 let _ = std::fs::remove_file(temp.path());
             }
         }
         let mut entries = self.entries();
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total <= self.max_bytes {
-            return 0;
-        }
-        entries.sort_by_key(|e| e.2);
+        let mut total: u64 = self.blob_files().iter().map(|b| b.1).sum();
+        entries.sort_by_key(|e| e.used);
         let mut removed = 0;
-        for (path, size, _) in entries {
+        let (mut named, mut dropped) = (HashSet::new(), HashSet::new());
+        for EntryFile { path, blobs, .. } in entries {
+            let hashes = blobs.iter().map(|b| b.hash.clone());
             if total <= self.max_bytes {
-                break;
+                named.extend(hashes);
+                continue;
             }
             if std::fs::remove_file(&path).is_ok() {
                 removed += 1;
             }
-            total = total.saturating_sub(size);
+            // A blob shared by several entries counts for each: pruning may stop a little early.
+            total = total.saturating_sub(blobs.iter().map(|b| b.size as u64).sum());
+            dropped.extend(hashes);
+        }
+        for (path, _, modified) in self.blob_files() {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !named.contains(&name) && (dropped.contains(&name) || is_stale(modified)) {
+                let _ = std::fs::remove_file(&path);
+            }
         }
         removed
     }
@@ -370,7 +527,10 @@ impl DiskCache {
     }
 
     pub fn clear(&self) -> Result<()> {
-        for (path, _, _) in self.entries() {
+        for entry in self.entries() {
+            let _ = std::fs::remove_file(entry.path);
+        }
+        for (path, _, _) in self.blob_files() {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
@@ -385,18 +545,57 @@ impl DiskCache {
     }
 }
 
-/// The payload of an entry whose header matches it, else `None`.
-fn verified_payload(bytes: &[u8]) -> Option<&[u8]> {
+/// The blobs an entry names and its payload, if its header is one of this format.
+fn parse_entry(bytes: &[u8]) -> Option<(Vec<thindist_reapi::Digest>, &[u8])> {
     let newline = bytes.iter().position(|b| *b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let mut parts = header.split(' ');
-    let (magic, digest, len) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?.parse::<usize>().ok()?,
-    );
-    let payload = &bytes[newline + 1..];
-    (magic == MAGIC && payload.len() == len && sha256_hex(payload) == digest).then_some(payload)
+    if parts.next()? != MAGIC {
+        return None;
+    }
+    let mut blobs = Vec::new();
+    while let Some(hash) = parts.next() {
+        let size = parts.next()?.parse::<i64>().ok()?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        blobs.push(thindist_reapi::Digest {
+            hash: hash.to_string(),
+            size,
+        });
+    }
+    Some((blobs, &bytes[newline + 1..]))
+}
+
+fn warn_corrupt(path: &Path) {
+    crate::events::warn(format!(
+        "cache entry {} is corrupt; removing it and compiling again",
+        path.display()
+    ));
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display())),
+        None => Ok(()),
+    }
+}
+
+/// The files of `dir/*/*` (the layout of `entries/` and `blobs/`).
+fn files_two_deep(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|shard| {
+            std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 #[cfg(test)]
@@ -417,6 +616,11 @@ mod tests {
         (dir, c)
     }
 
+    fn blob_of(c: &DiskCache, key: &str) -> PathBuf {
+        let (blobs, _) = c.get_entry(key).unwrap().unwrap();
+        c.blob_path(&blobs[0].hash)
+    }
+
     #[test]
     fn round_trip() {
         let (dir, c) = cache(1 << 20);
@@ -433,7 +637,24 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_and_truncated_entries_are_deleted_and_missed() {
+    fn entries_with_payloads_round_trip() {
+        let (dir, c) = cache(1 << 20);
+        let file = dir.path().join("prog");
+        std::fs::write(&file, b"linked").unwrap();
+        let blob = c.put_blob(&file).unwrap();
+        c.put_entry("ee01", std::slice::from_ref(&blob), b"record")
+            .unwrap();
+        let (blobs, payload) = c.get_entry("ee01").unwrap().unwrap();
+        assert_eq!((blobs, payload), (vec![blob.clone()], b"record".to_vec()));
+        let path = c.blob(&blob).unwrap().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"linked");
+        // A copy, not a second name: changing the file leaves the blob alone.
+        std::fs::write(&file, b"changed").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"linked");
+    }
+
+    #[test]
+    fn corrupt_and_truncated_blobs_and_entries_are_deleted_and_missed() {
         let (dir, c) = cache(1 << 20);
         let native = dir.path().join("n.o");
         std::fs::write(&native, vec![7u8; 1000]).unwrap();
@@ -445,23 +666,31 @@ mod tests {
             |b: &mut Vec<u8>| b.truncate(b.len() - 100),
         ] {
             c.put("k1", &native).unwrap();
-            let path = c.entry_path("k1");
+            let path = blob_of(&c, "k1");
             let mut bytes = std::fs::read(&path).unwrap();
             damage(&mut bytes);
             std::fs::write(&path, bytes).unwrap();
             let dest = dir.path().join("out.o");
             assert!(!c.get("k1", &dest).unwrap());
-            assert!(!path.exists(), "a corrupt entry is removed");
+            assert!(!path.exists(), "a corrupt blob is removed");
+            assert!(!c.entry_path("k1").exists(), "and the entry naming it");
             assert!(!dest.exists(), "nothing is written from a corrupt entry");
+            std::fs::write(&native, vec![7u8; 1000]).unwrap();
         }
+        c.put("k2", &native).unwrap();
+        let entry = c.entry_path("k2");
+        let text = std::fs::read_to_string(&entry).unwrap().replace(' ', "  ");
+        std::fs::write(&entry, text).unwrap();
+        assert!(!c.get("k2", &dir.path().join("o.o")).unwrap());
+        assert!(!entry.exists(), "a damaged entry is removed");
     }
 
     #[test]
     fn prune_removes_least_recently_used_first() {
         let (dir, c) = cache(1500);
-        let native = dir.path().join("n.o");
-        std::fs::write(&native, vec![1u8; 1000]).unwrap();
         for (i, key) in ["aa01", "aa02", "aa03"].iter().enumerate() {
+            let native = dir.path().join(format!("n{i}.o"));
+            std::fs::write(&native, vec![i as u8; 1000]).unwrap();
             c.put(key, &native).unwrap();
             let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + i as u64);
             std::fs::File::options()
@@ -476,6 +705,11 @@ mod tests {
         assert_eq!(c.prune(), 2);
         assert!(c.entry_path("aa01").exists());
         assert!(!c.entry_path("aa02").exists() && !c.entry_path("aa03").exists());
+        assert_eq!(
+            c.blob_files().len(),
+            1,
+            "the blobs of pruned entries go with them"
+        );
     }
 
     #[test]
@@ -485,6 +719,8 @@ mod tests {
         std::fs::write(&native, vec![1u8; 1000]).unwrap();
         c.put("bb01", &native).unwrap();
         assert_eq!(c.prune_if_due(), 1, "the first run prunes");
+        std::fs::remove_file(&native).unwrap();
+        std::fs::write(&native, vec![2u8; 1000]).unwrap();
         c.put("bb02", &native).unwrap();
         assert_eq!(c.prune_if_due(), 0, "a run soon after does not");
         let long_ago = SystemTime::now() - PRUNE_INTERVAL - std::time::Duration::from_secs(1);

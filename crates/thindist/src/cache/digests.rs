@@ -1,0 +1,477 @@
+//! Content digests of files, each file read at most once per run however many jobs need it, and
+//! not at all when a stat-validated memo kept in the cache directory (`digests.memo`) already
+//! knows it, as ccache's direct mode and Ninja know unchanged inputs by their stat.
+//!
+//! A memo entry is trusted only while the file's absolute path, size, modification time,
+//! inode, change time and device are those recorded, and only if the file was last changed
+//! before the memo was written ("racily clean", as git calls it): a file modified within the
+//! timestamp granularity of the moment its digest was taken could have changed without its
+//! stat changing, so it is read again. The change time cannot be set back by a user, so a file
+//! edited and given its old modification time (`touch -d`, `cp -p`) is read again too.
+//!
+//! The memo is only an optimisation: a missing, corrupt or foreign memo file is ignored, writes
+//! are atomic (a temporary renamed into place), and concurrent processes each merge what is on
+//! disk with what they learnt, so the worst a race costs is a file read again.
+
+use anyhow::{anyhow, Context, Result};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::key::CompilerIdentity;
+
+const MEMO_FORMAT: &str = "thindist-digest-memo-v1";
+const MEMO_FILE: &str = "digests.memo";
+/// Beyond this many entries a run keeps only what it used itself, so that a memo shared by
+/// many trees cannot grow without end (and every link loads it: 50,000 entries are about 7 MB).
+const MEMO_MAX_ENTRIES: usize = 50_000;
+
+/// What identifies one version of a file without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    size: u64,
+    mtime_ns: i64,
+    ino: u64,
+    ctime_ns: i64,
+    dev: u64,
+}
+
+impl Stat {
+    fn of(meta: &Metadata) -> Stat {
+        Stat {
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ino: meta.ino(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            dev: meta.dev(),
+        }
+    }
+
+    fn fields(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}\t{}",
+            self.size, self.mtime_ns, self.ino, self.ctime_ns, self.dev
+        )
+    }
+}
+
+/// One memo line: what a file's stat vouches for (its digest, or a compiler's version line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Known {
+    File(thindist_reapi::Digest),
+    Version(String),
+}
+
+impl Known {
+    fn tag(&self) -> &'static str {
+        match self {
+            Known::File(_) => "F",
+            Known::Version(_) => "V",
+        }
+    }
+}
+
+type MemoMap = HashMap<(&'static str, PathBuf), (Stat, Known)>;
+
+/// The persisted memo: what was loaded, and what this run learnt or confirmed.
+struct Memo {
+    path: PathBuf,
+    tmp_dir: PathBuf,
+    loaded: MemoMap,
+    this_run: Mutex<MemoMap>,
+}
+
+impl Memo {
+    /// Reads `path`, keeping only entries that are not racily clean. Anything unreadable or
+    /// not in this format is an empty memo.
+    fn load(path: &Path) -> MemoMap {
+        let Ok(file) = File::open(path) else {
+            return MemoMap::new();
+        };
+        let Ok(meta) = file.metadata() else {
+            return MemoMap::new();
+        };
+        let written_ns = Stat::of(&meta).mtime_ns;
+        let mut text = String::new();
+        if std::io::Read::read_to_string(&mut &file, &mut text).is_err() {
+            return MemoMap::new();
+        }
+        parse_memo(&text)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, (stat, _))| stat.mtime_ns < written_ns && stat.ctime_ns < written_ns)
+            .collect()
+    }
+
+    fn lookup(&self, tag: &'static str, path: &Path, stat: &Stat) -> Option<Known> {
+        let key = (tag, path.to_path_buf());
+        let (known_stat, known) = self.loaded.get(&key)?;
+        if known_stat != stat {
+            return None;
+        }
+        self.this_run
+            .lock()
+            .unwrap()
+            .insert(key, (*stat, known.clone()));
+        Some(known.clone())
+    }
+
+    fn learn(&self, path: &Path, stat: Stat, known: Known) {
+        // Files that are gone when the link ends: a link's work directory, and the objects the
+        // clang driver writes straight into TMPDIR for a compile-and-link command.
+        let driver_temporary = path.parent() == Some(std::env::temp_dir().as_path());
+        if crate::workdir::is_work_path(path) || driver_temporary {
+            return;
+        }
+        self.this_run
+            .lock()
+            .unwrap()
+            .insert((known.tag(), path.to_path_buf()), (stat, known));
+    }
+
+    /// Merges this run's entries into what is on disk now (other processes may have written
+    /// it since) and replaces the file atomically.
+    fn save(&self) -> Result<()> {
+        let this_run = self.this_run.lock().unwrap();
+        let mut merged = Memo::load(&self.path);
+        if merged.len() + this_run.len() > MEMO_MAX_ENTRIES {
+            merged.clear();
+        }
+        merged.extend(this_run.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut text = format!("{MEMO_FORMAT}\n");
+        for ((_, path), (stat, known)) in &merged {
+            let Some(path) = path.to_str().filter(|p| !p.contains(['\t', '\n'])) else {
+                continue;
+            };
+            let value = match known {
+                Known::File(d) => format!("{}\t{}", d.hash, d.size),
+                Known::Version(v) => format!("{v}\t0"),
+            };
+            text.push_str(&format!(
+                "{}\t{}\t{value}\t{path}\n",
+                known.tag(),
+                stat.fields()
+            ));
+        }
+        let mut temp = crate::fsutil::new_temp_in(&self.tmp_dir)?;
+        std::io::Write::write_all(&mut temp, text.as_bytes())
+            .with_context(|| format!("cannot write {}", temp.path().display()))?;
+        crate::fsutil::persist(temp, &self.path)
+    }
+}
+
+/// The entries of a memo file, or `None` if it is not one (foreign, truncated, corrupt).
+fn parse_memo(text: &str) -> Option<MemoMap> {
+    let mut lines = text.split_inclusive('\n');
+    if lines.next()? != format!("{MEMO_FORMAT}\n") {
+        return None;
+    }
+    let mut map = MemoMap::new();
+    for line in lines {
+        let line = line.strip_suffix('\n')?;
+        let f: Vec<&str> = line.splitn(9, '\t').collect();
+        let [tag, size, mtime, ino, ctime, dev, value, value_size, path] = f[..] else {
+            return None;
+        };
+        let stat = Stat {
+            size: size.parse().ok()?,
+            mtime_ns: mtime.parse().ok()?,
+            ino: ino.parse().ok()?,
+            ctime_ns: ctime.parse().ok()?,
+            dev: dev.parse().ok()?,
+        };
+        let (tag, known) = match tag {
+            "F" if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) => (
+                "F",
+                Known::File(thindist_reapi::Digest {
+                    hash: value.to_string(),
+                    size: value_size.parse().ok()?,
+                }),
+            ),
+            "V" => ("V", Known::Version(value.to_string())),
+            _ => return None,
+        };
+        if !Path::new(path).is_absolute() {
+            return None;
+        }
+        map.insert((tag, PathBuf::from(path)), (stat, known));
+    }
+    Some(map)
+}
+
+type Pending = Arc<OnceLock<std::result::Result<thindist_reapi::Digest, String>>>;
+
+/// Content digests of files, each file read once per run however many jobs import it, and
+/// with a memo ([`Digests::with_memo`]) not at all while it is unchanged since an earlier run.
+#[derive(Default)]
+pub struct Digests {
+    /// One cell per path: the first thread to ask computes it, the others wait for that.
+    by_path: Mutex<HashMap<PathBuf, Pending>>,
+    compilers: Mutex<HashMap<String, CompilerIdentity>>,
+    memo: Option<Memo>,
+}
+
+impl Digests {
+    /// Digests that remember files across runs in `cache_dir` (a thindist cache directory).
+    pub fn with_memo(cache_dir: &Path) -> Digests {
+        let path = cache_dir.join(MEMO_FILE);
+        Digests {
+            memo: Some(Memo {
+                loaded: Memo::load(&path),
+                path,
+                tmp_dir: cache_dir.join("tmp"),
+                this_run: Mutex::default(),
+            }),
+            ..Digests::default()
+        }
+    }
+
+    /// Writes what this run learnt to the memo, if there is one.
+    pub fn save(&self) -> Result<()> {
+        match &self.memo {
+            Some(memo) => memo.save(),
+            None => Ok(()),
+        }
+    }
+
+    /// The SHA-256 of a file, in hex.
+    pub fn file(&self, path: &Path) -> Result<String> {
+        Ok(self.file_digest(path)?.hash)
+    }
+
+    /// The file's digest as the Remote Execution API names blobs (hash and size).
+    pub fn file_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
+        let cell = self
+            .by_path
+            .lock()
+            .unwrap()
+            .entry(path.to_path_buf())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| self.read_digest(path).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow!(e))
+    }
+
+    /// The digest from the memo when the file's stat vouches for it, else from its content.
+    fn read_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
+        let context = || format!("cannot read {}", path.display());
+        let mut file = File::open(path).with_context(context)?;
+        let before = Stat::of(&file.metadata().with_context(context)?);
+        let abs = std::path::absolute(path).with_context(context)?;
+        if let Some(Known::File(digest)) = self
+            .memo
+            .as_ref()
+            .and_then(|m| m.lookup("F", &abs, &before))
+        {
+            return Ok(digest);
+        }
+        let mut hasher = Sha256::new();
+        let size = std::io::copy(&mut file, &mut hasher).with_context(context)?;
+        let digest = thindist_reapi::Digest {
+            hash: hex::encode(hasher.finalize()),
+            size: size as i64,
+        };
+        // A file that changed while it was read is not remembered.
+        if let (Some(memo), Ok(after)) = (&self.memo, file.metadata()) {
+            if Stat::of(&after) == before {
+                memo.learn(&abs, before, Known::File(digest.clone()));
+            }
+        }
+        Ok(digest)
+    }
+
+    /// The identity of `compiler` (a path or a name on PATH): its `--version` is asked only
+    /// when the memo does not know the binary's stat.
+    pub fn compiler(&self, compiler: &str) -> Result<CompilerIdentity> {
+        if let Some(id) = self.compilers.lock().unwrap().get(compiler) {
+            return Ok(id.clone());
+        }
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let path = crate::exec::find_program(compiler, &cwd)
+            .with_context(|| format!("compiler {compiler} not found on PATH"))?;
+        let binary_digest = self
+            .file(&path)
+            .with_context(|| format!("cannot read compiler {}", path.display()))?;
+        let stat = std::fs::metadata(&path).ok().map(|m| Stat::of(&m));
+        let memoised = match (&self.memo, &stat) {
+            (Some(memo), Some(stat)) => match memo.lookup("V", &path, stat) {
+                Some(Known::Version(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        };
+        let version = match memoised {
+            Some(v) => v,
+            None => {
+                let version = CompilerIdentity::probe_version(&path)?;
+                if let (Some(memo), Some(stat)) = (&self.memo, stat) {
+                    memo.learn(&path, stat, Known::Version(version.clone()));
+                }
+                version
+            }
+        };
+        let id = CompilerIdentity {
+            version,
+            binary_digest,
+        };
+        self.compilers
+            .lock()
+            .unwrap()
+            .insert(compiler.to_string(), id.clone());
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// Sets a file's modification time (its change time becomes now).
+    fn set_mtime(path: &Path, t: SystemTime) {
+        File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    /// Makes the memo file look written long after every file in it, so none is racily clean.
+    fn age_files_before_memo(cache: &Path) {
+        set_mtime(
+            &cache.join(MEMO_FILE),
+            SystemTime::now() + Duration::from_secs(3600),
+        );
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(cache.join("tmp")).unwrap();
+        let file = dir.path().join("a.o");
+        std::fs::write(&file, b"one").unwrap();
+        (dir, cache, file)
+    }
+
+    #[test]
+    fn an_unchanged_file_is_not_read_again_and_a_changed_one_is() {
+        let (_dir, cache, file) = setup();
+        let first = Digests::with_memo(&cache);
+        let d1 = first.file(&file).unwrap();
+        first.save().unwrap();
+        age_files_before_memo(&cache);
+        // The memo answers for the file's current stat, so it is not read.
+        let second = Digests::with_memo(&cache);
+        let abs = std::path::absolute(&file).unwrap();
+        let stat = Stat::of(&std::fs::metadata(&file).unwrap());
+        assert_eq!(
+            second.memo.as_ref().unwrap().lookup("F", &abs, &stat),
+            Some(Known::File(thindist_reapi::Digest {
+                hash: d1.clone(),
+                size: 3
+            }))
+        );
+        std::fs::write(&file, b"two").unwrap();
+        let third = Digests::with_memo(&cache);
+        assert_ne!(
+            third.file(&file).unwrap(),
+            d1,
+            "a changed file is read again"
+        );
+    }
+
+    #[test]
+    fn racily_clean_entries_are_not_trusted() {
+        let (_dir, cache, file) = setup();
+        let first = Digests::with_memo(&cache);
+        first.file(&file).unwrap();
+        first.save().unwrap();
+        // The memo was written no later than the file last changed: within the timestamp
+        // granularity, a change after the digest was taken would not show in the stat.
+        set_mtime(&cache.join(MEMO_FILE), SystemTime::UNIX_EPOCH);
+        assert!(Memo::load(&cache.join(MEMO_FILE)).is_empty());
+    }
+
+    #[test]
+    fn corrupt_or_foreign_memos_are_ignored() {
+        let (_dir, cache, file) = setup();
+        for text in [
+            "not a memo\n".to_string(),
+            format!("{MEMO_FORMAT}\nF\t1\t2\n"),
+            format!(
+                "{MEMO_FORMAT}\nF\tx\t1\t1\t1\t1\t{}\t3\t/a\n",
+                "0".repeat(64)
+            ),
+            format!("{MEMO_FORMAT}\nF\t3\t1\t1\t1\t1\tnothex\t3\t/a\n"),
+        ] {
+            std::fs::write(cache.join(MEMO_FILE), text).unwrap();
+            let d = Digests::with_memo(&cache);
+            assert!(d.memo.as_ref().unwrap().loaded.is_empty());
+            assert_eq!(
+                d.file(&file).unwrap(),
+                crate::cache::key::sha256_hex(b"one")
+            );
+            d.save().unwrap();
+            assert!(parse_memo(&std::fs::read_to_string(cache.join(MEMO_FILE)).unwrap()).is_some());
+        }
+    }
+
+    #[test]
+    fn concurrent_savers_leave_a_valid_memo() {
+        let (dir, cache, _) = setup();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (cache, root) = (cache.clone(), dir.path().to_path_buf());
+                s.spawn(move || {
+                    for round in 0..20 {
+                        let f = root.join(format!("f{t}-{round}"));
+                        std::fs::write(&f, format!("{t} {round}")).unwrap();
+                        let d = Digests::with_memo(&cache);
+                        d.file(&f).unwrap();
+                        d.save().unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(cache.join(MEMO_FILE)).unwrap();
+        assert!(parse_memo(&text).is_some_and(|m| !m.is_empty()));
+        assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn driver_temporaries_and_work_files_are_not_remembered() {
+        let (_dir, cache, kept) = setup();
+        let temporary = tempfile::NamedTempFile::new().unwrap();
+        let work = tempfile::Builder::new()
+            .prefix("thindist-")
+            .tempdir()
+            .unwrap();
+        let work_file = work.path().join("archives/0-a.o");
+        std::fs::create_dir_all(work_file.parent().unwrap()).unwrap();
+        std::fs::write(&work_file, b"member").unwrap();
+        let d = Digests::with_memo(&cache);
+        for path in [&kept, &temporary.path().to_path_buf(), &work_file] {
+            d.file(path).unwrap();
+        }
+        let learnt = d.memo.as_ref().unwrap().this_run.lock().unwrap().len();
+        assert_eq!(learnt, 1, "only the file that outlives the link");
+    }
+
+    #[test]
+    fn one_file_asked_for_by_many_threads_is_read_once() {
+        let (_dir, cache, file) = setup();
+        let d = Digests::with_memo(&cache);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| d.file(&file).unwrap());
+            }
+        });
+        assert_eq!(d.memo.as_ref().unwrap().this_run.lock().unwrap().len(), 1);
+        assert_eq!(d.by_path.lock().unwrap().len(), 1);
+    }
+}
