@@ -5,6 +5,10 @@
 #   ci/buildgrid.sh install          # venv with BuildGrid (idempotent)
 #   ci/buildgrid.sh start DIR PORT   # PostgreSQL on PORT+1, BuildGrid on 127.0.0.1:PORT
 #   ci/buildgrid.sh stop DIR
+#
+# BUILDGRID_THREADS=N raises BuildGrid's gRPC thread pool (its limit of concurrent RPCs: every
+# bot session's long-poll and every client Execute stream holds one) and its database pool to
+# match; the default (5 x CPUs) serves a handful of workers.
 set -euo pipefail
 
 # Outside thindist's own cache directory ($XDG_CACHE_HOME/thindist), which `thindist cache clear`
@@ -45,7 +49,13 @@ start() {
     as_postgres psql -h 127.0.0.1 -p "$pg_port" -U postgres -q -c "create database bgd" postgres
     local db="postgresql+psycopg2://postgres@127.0.0.1:$pg_port/bgd"
     "$venv/bin/bgd" migrate apply "$db" >"$dir/migrate.log" 2>&1 || die "migration failed: $(tail -5 "$dir/migrate.log")"
+    local threads="" pool=""
+    if [ -n "${BUILDGRID_THREADS:-}" ]; then
+        threads="thread-pool-size: $BUILDGRID_THREADS"
+        pool="pool-size: $((BUILDGRID_THREADS / 4 + 5))"
+    fi
     cat >"$dir/buildgrid.yml" <<YAML
+$threads
 server:
   - !channel
     address: "127.0.0.1:$port"
@@ -55,6 +65,7 @@ authorization:
 connections:
   - !sql-connection &sql
     connection-string: $db
+    $pool
 storages:
   - !lru-storage &cas
     size: 2048MB
