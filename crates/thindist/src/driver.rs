@@ -337,6 +337,7 @@ fn run_backends(
     session: &mut Session,
 ) -> Result<HashMap<PathBuf, PathBuf>> {
     let runner = LdSettings::job_runner(executor, cache, output);
+    runner.prepare(jobs);
     let result = run_jobs(jobs, settings, &|job| runner.run(job), session);
     runner.finish(
         session.tally.cache_hits as u64,

@@ -15,6 +15,10 @@ use std::time::Instant;
 pub trait Executor: Sync {
     fn execute(&self, job: &BackendJob) -> JobOutcome;
 
+    /// Gets ready for `jobs`, which are about to be executed, all at once where that is
+    /// cheaper than job by job (remote: the whole build's action-cache lookups and uploads).
+    fn prepare(&self, _jobs: &[BackendJob]) {}
+
     /// A line for the end of the run about the executor itself, if it has one to say.
     fn report(&self) -> Option<String> {
         None

@@ -232,6 +232,11 @@ impl DiskCache {
         crate::fsutil::temp_sibling(&self.dir.join("tmp").join("entry"))
     }
 
+    /// Whether there is an entry for `key` (not yet checked to be valid).
+    pub fn contains(&self, key: &str) -> bool {
+        self.entry_path(key).is_file()
+    }
+
     /// Copies the entry for `key` to `dest` (atomically) if there is a valid one.
     pub fn get(&self, key: &str, dest: &Path) -> Result<bool> {
         self.guarded(false, || self.get_unguarded(key, dest))
