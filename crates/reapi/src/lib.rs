@@ -2,6 +2,7 @@
 //! protobuf code stays inside [`proto`]; callers use [`ActionSpec`], [`Client`] and [`worker`].
 
 pub mod action;
+mod blobcache;
 pub mod client;
 pub mod digest;
 mod paths;
@@ -9,5 +10,6 @@ pub mod proto;
 pub mod worker;
 
 pub use action::{ActionSpec, InputFile};
-pub use client::{CallFailed, Client, RemoteConfig, RemoteError, RemoteOutcome};
+pub use blobcache::CacheStats;
+pub use client::{CallFailed, Client, PreparedAction, RemoteConfig, RemoteError, RemoteOutcome};
 pub use digest::Digest;

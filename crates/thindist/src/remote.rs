@@ -9,10 +9,11 @@ use crate::events::{ExecutedBy, JobOutcome};
 use crate::exec::{native_problem, Executor, LocalExecutor};
 use crate::job::BackendJob;
 use anyhow::{bail, Context, Result};
-use std::path::{Component, Path};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-use thindist_reapi::{ActionSpec, Client, InputFile, RemoteConfig, RemoteError};
+use thindist_reapi::{ActionSpec, Client, InputFile, PreparedAction, RemoteConfig, RemoteError};
 
 /// The environment every remote back end gets: the same on every client, so action digests match.
 const REMOTE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -38,6 +39,8 @@ pub struct RemoteExecutor {
     input_bytes: std::sync::atomic::AtomicU64,
     /// Inputs are hashed once per run, not once per job that imports them.
     digests: Digests,
+    /// The actions [`Executor::prepare`] readied, by native object.
+    prepared: Mutex<HashMap<PathBuf, PreparedAction>>,
 }
 
 impl RemoteExecutor {
@@ -70,6 +73,7 @@ impl RemoteExecutor {
             local_freed: Condvar::new(),
             input_bytes: Default::default(),
             digests: Digests::default(),
+            prepared: Mutex::default(),
         })
     }
 
@@ -123,16 +127,21 @@ impl RemoteExecutor {
         })
     }
 
-    /// One remote attempt: Ok(outcome) when the command ran (whatever its exit), Err for
-    /// infrastructure failures.
+    /// One remote attempt, of the action `prepared` or else readied now: Ok(outcome) when the
+    /// command ran (whatever its exit), Err for infrastructure failures.
     async fn attempt(
         &self,
         client: &Client,
+        prepared: Option<PreparedAction>,
         spec: &ActionSpec,
         job: &BackendJob,
         started: Instant,
     ) -> std::result::Result<JobOutcome, RemoteError> {
-        let outcome = client.run(spec).await?;
+        let action = match prepared {
+            Some(action) => action,
+            None => client.prepare(std::slice::from_ref(spec)).await?.remove(0),
+        };
+        let outcome = client.run_prepared(&action).await?;
         let mut output = String::from_utf8_lossy(&outcome.stdout).into_owned();
         output.push_str(&String::from_utf8_lossy(&outcome.stderr));
         let native = job.cwd.join(&job.native);
@@ -214,13 +223,15 @@ impl Executor for RemoteExecutor {
                 return self.run_locally(job);
             }
         };
+        // Readied with the whole build; a retry readies it again on its own.
+        let mut prepared = self.prepared.lock().unwrap().remove(&job.native);
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
         let last_error = loop {
             attempt += 1;
             match self
                 .runtime
-                .block_on(self.attempt(client, &spec, job, started))
+                .block_on(self.attempt(client, prepared.take(), &spec, job, started))
             {
                 Ok(outcome) => return outcome,
                 Err(err) => {
@@ -257,6 +268,26 @@ impl Executor for RemoteExecutor {
         true
     }
 
+    fn prepare(&self, jobs: &[BackendJob]) {
+        let Some(client) = &self.client else { return };
+        // A job whose action cannot be built is left out; it fails or runs locally when its
+        // turn comes, with the reason.
+        let (jobs, specs): (Vec<&BackendJob>, Vec<ActionSpec>) = jobs
+            .iter()
+            .filter_map(|job| Some((job, self.spec(job).ok()?)))
+            .unzip();
+        match self.runtime.block_on(client.prepare(&specs)) {
+            Ok(prepared) => {
+                let mut readied = self.prepared.lock().unwrap();
+                for (job, action) in jobs.into_iter().zip(prepared) {
+                    readied.insert(job.native.clone(), action);
+                }
+            }
+            // Each job tries again on its own, with retries and the fallback.
+            Err(err) => tracing::debug!("preparing the remote build failed: {err}"),
+        }
+    }
+
     fn report(&self) -> Option<String> {
         let inputs = self.input_bytes.load(std::sync::atomic::Ordering::Relaxed);
         self.client.as_ref().map(|_| {
@@ -268,8 +299,37 @@ impl Executor for RemoteExecutor {
     }
 }
 
-/// `thindist worker`: runs bots until SIGINT or SIGTERM.
-pub fn run_worker(config: thindist_reapi::worker::WorkerConfig) -> Result<()> {
+/// A worker's commands as forks of their compiler's fork server, as local back ends run.
+struct ForkServerRunner(crate::forkserver::ForkServers);
+
+impl thindist_reapi::worker::CommandRunner for ForkServerRunner {
+    fn run(
+        &self,
+        arguments: &[String],
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Option<std::io::Result<thindist_reapi::worker::CommandOutput>> {
+        let result = self.0.run_in_env(arguments, cwd, Some(env))?;
+        // A fork's stdout and stderr arrive as one text; compilers write to stderr.
+        Some(
+            result.map(|(status, output)| {
+                (status.code().unwrap_or(-1), Vec::new(), output.into_bytes())
+            }),
+        )
+    }
+}
+
+/// `thindist worker`: runs bots until SIGINT or SIGTERM, their compiles forked from a fork
+/// server when `fork_server` is set and the compiler allows it.
+pub fn run_worker(
+    mut config: thindist_reapi::worker::WorkerConfig,
+    fork_server: bool,
+    verbose: bool,
+) -> Result<()> {
+    if fork_server {
+        let servers = crate::forkserver::ForkServers::new(verbose);
+        config.runner = Some(std::sync::Arc::new(ForkServerRunner(servers)));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
