@@ -123,6 +123,25 @@ fn tree_cpu(roots: &[u32]) -> f64 {
         .sum()
 }
 
+/// CPU seconds the whole machine has been busy (every process, this farm's or not) and idle.
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // user nice system idle iowait irq softirq steal ...
+    let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
+    let busy: f64 = ticks.iter().take(8).sum::<f64>() - idle;
+    (busy / tick, idle / tick)
+}
+
 /// The farm started here: BuildGrid with its database, and the workers so far.
 struct Farm {
     dir: tempfile::TempDir,
@@ -287,19 +306,28 @@ pub fn main(args: &[String]) {
     );
     let work = tempfile::tempdir().unwrap();
     let project = super::project(&work.path().join("tree"), o.modules);
-    // Every Execute stream and every bot's long-poll holds one of BuildGrid's threads.
-    let remote_jobs_max = o.remote_jobs.unwrap_or(4 * largest);
+    // Every Execute stream and every bot's long-poll holds one of BuildGrid's threads (64:
+    // thindist's default of jobs in flight).
+    let remote_jobs_max = o.remote_jobs.unwrap_or(64);
     let mut farm = o
         .endpoint
         .is_none()
         .then(|| Farm::start(2 * largest + remote_jobs_max + 16));
     println!(
-        "  {:>3} {:>8} {:>8} {:>6}   {:>17} {:>13} {:>9} {:>9}  limiting side",
-        "W", "wall", "ideal", "ratio", "client ms/action", "server", "workers", "compiles"
+        "  {:>3} {:>8} {:>8} {:>6}   {:>17} {:>13} {:>9} {:>9} {:>8}  limiting side",
+        "W",
+        "wall",
+        "ideal",
+        "ratio",
+        "client ms/action",
+        "server",
+        "workers",
+        "compiles",
+        "machine"
     );
     println!(
-        "  {:>3} {:>8} {:>8} {:>6}   {:>17} {:>13} {:>9} {:>9}",
-        "", "s", "s", "", "own (+links)", "ms/action", "ms/action", "ms/action"
+        "  {:>3} {:>8} {:>8} {:>6}   {:>17} {:>13} {:>9} {:>9} {:>8}",
+        "", "s", "s", "", "own (+links)", "ms/action", "ms/action", "ms/action", "busy"
     );
     for &w in &o.workers {
         let mut cmd = Command::new(super::thindist());
@@ -334,7 +362,9 @@ pub fn main(args: &[String]) {
                 f.compilers_cpu(),
             )
         });
+        let machine_before = machine_cpu();
         let client = run_client(&mut cmd);
+        let machine_after = machine_cpu();
         let (jobs, _) = super::summary(&client.stderr);
         let after = farm.as_ref().map(|f| {
             (
@@ -344,6 +374,9 @@ pub fn main(args: &[String]) {
             )
         });
         let per_action = |cpu: f64| 1000.0 * cpu / jobs as f64;
+        // Of all cores, other processes' included: the machine is shared.
+        let machine = (machine_after.0 - machine_before.0)
+            / (machine_after.0 + machine_after.1 - machine_before.0 - machine_before.1);
         let ideal = (jobs as f64 / w as f64).ceil() * o.delay;
         let ratio = client.wall / ideal;
         let (server, workers, compiles) = match (before, after) {
@@ -358,7 +391,7 @@ pub fn main(args: &[String]) {
             }
         };
         println!(
-            "  {w:>3} {:>8.2} {:>8.2} {:>5.2}x   {:>7.2} ({:>6.2}) {:>13} {:>9} {:>9}  {}",
+            "  {w:>3} {:>8.2} {:>8.2} {:>5.2}x   {:>7.2} ({:>6.2}) {:>13} {:>9} {:>9} {:>7.0}%  {}",
             client.wall,
             ideal,
             ratio,
@@ -367,38 +400,45 @@ pub fn main(args: &[String]) {
             shown(server),
             shown(workers),
             shown(compiles),
+            100.0 * machine,
             limiting(
-                ratio,
+                &o,
+                w,
+                jobs,
                 client.wall,
-                client.own + client.children,
-                server,
-                workers + compiles
+                [client.own + client.children, server, workers + compiles],
+                machine
             )
         );
     }
 }
 
 /// Which side holds the farm back: none while the wall is near the ideal (the workers' compile
-/// time is all there is); else the busiest of client and server, each of which works mostly on
-/// one core (BuildGrid is one Python process), or the machine when all of it is busy.
-fn limiting(ratio: f64, wall: f64, client: f64, server: f64, farm: f64) -> String {
-    if ratio < 1.25 {
+/// time is all there is); else the server or the client when it keeps most of a core busy
+/// (BuildGrid is one Python process), or the machine when all of its cores are busy (this farm
+/// shares them with whatever else runs); else the round trips of scheduling, with what they
+/// add to each action.
+fn limiting(o: &Options, w: usize, jobs: usize, wall: f64, cpu: [f64; 3], machine: f64) -> String {
+    let ideal = (jobs as f64 / w as f64).ceil() * o.delay;
+    if wall < 1.25 * ideal {
         return "workers (at the ideal)".into();
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let used = |cpu: f64| if cpu.is_nan() { 0.0 } else { cpu / wall };
-    let total = used(client) + used(server) + used(farm);
-    let busiest = if used(server) >= used(client) {
-        format!("server ({:.2} cores)", used(server))
-    } else {
-        format!("client ({:.2} cores)", used(client))
-    };
-    if total > 0.85 * cores {
+    let [client, server, farm] = cpu.map(|c| if c.is_nan() { 0.0 } else { c / wall });
+    if server >= 0.7 && server >= client {
+        format!("server ({server:.2} cores)")
+    } else if client >= 0.7 {
+        format!("client ({client:.2} cores)")
+    } else if machine >= 0.85 {
         format!(
-            "{busiest}; the machine's {cores} cores are {:.0}% busy",
-            100.0 * total / cores
+            "the machine (this farm {:.0}% of its cores, the rest others')",
+            100.0 * (client + server + farm) / cores
         )
     } else {
-        busiest
+        let added = (wall - ideal) * w as f64 / jobs as f64;
+        format!(
+            "scheduling round trips (+{:.0} ms an action)",
+            1000.0 * added
+        )
     }
 }

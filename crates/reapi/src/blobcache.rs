@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 /// What the cache has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
+pub(crate) struct CacheStats {
     /// Blobs a lease needed that were here already.
     pub hits: u64,
     /// Blobs read from the server.
@@ -26,7 +26,7 @@ pub struct CacheStats {
     pub evicted: u64,
 }
 
-pub struct BlobCache {
+pub(crate) struct BlobCache {
     dir: PathBuf,
     limit: u64,
     state: Mutex<State>,
@@ -64,7 +64,7 @@ impl BlobCache {
     /// A cache of at most `limit` bytes in a directory of its own in `parent` (on the file
     /// system of the lease directories, so that hard links reach them), removed with the cache:
     /// blobs left by an earlier worker are not trusted.
-    pub fn new(parent: &Path, limit: u64) -> Result<BlobCache> {
+    pub(crate) fn new(parent: &Path, limit: u64) -> Result<BlobCache> {
         let owned = tempfile::Builder::new()
             .prefix("thindist-worker-cas-")
             .tempdir_in(parent)
@@ -77,7 +77,7 @@ impl BlobCache {
         })
     }
 
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         self.state.lock().unwrap().stats
     }
 

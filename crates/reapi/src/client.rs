@@ -734,16 +734,17 @@ impl Client {
         specs: &[ActionSpec],
     ) -> std::result::Result<Vec<PreparedAction>, RemoteError> {
         let built: Vec<BuiltAction> = specs.iter().map(ActionSpec::build).collect();
-        let cached: Vec<Option<re::ActionResult>> = futures_util::stream::iter(
-            built
-                .iter()
-                .map(|b| self.get_action_result(&b.action_digest)),
-        )
-        .buffered(LOOKUPS_IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
+        // The futures are made first: a stream over a borrowing closure would not be Send.
+        let lookups: Vec<_> = built
+            .iter()
+            .map(|b| self.get_action_result(&b.action_digest))
+            .collect();
+        let cached: Vec<Option<re::ActionResult>> = futures_util::stream::iter(lookups)
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         let blobs: Vec<Blob> = built
             .iter()
             .zip(&cached)

@@ -280,6 +280,9 @@ struct WorkerOptions {
     verbose: bool,
 }
 
+/// Remote jobs in flight unless `--remote-jobs` says otherwise.
+const REMOTE_JOBS: usize = 64;
+
 /// Remote execution over the Bazel Remote Execution API v2.
 #[derive(Args, Clone, Debug)]
 struct RemoteOptions {
@@ -338,7 +341,8 @@ struct RemoteOptions {
         value_name = "SECS"
     )]
     remote_execute_timeout: u64,
-    /// Jobs in flight on the remote server [default: 4 x the CPU count].
+    /// Jobs in flight on the remote server [default: 64]. Each is a wait on the network, not
+    /// work here; the server holds a thread or stream for each.
     #[arg(long, env = "THINDIST_REMOTE_JOBS", value_name = "N")]
     remote_jobs: Option<usize>,
     /// Never fall back to local compiles when remote execution fails.
@@ -452,8 +456,8 @@ impl RunOptions {
             .unwrap_or(1);
         let slots = match (self.jobs, &self.remote.remote) {
             (Some(n), _) => Slots::Fixed(n.max(1)),
-            // Remote jobs mostly wait on the network: keep more in flight than there are CPUs.
-            (None, Some(_)) => Slots::Fixed(self.remote.remote_jobs.unwrap_or(cpus * 4).max(1)),
+            // Remote jobs wait on the network: as many in flight as a farm has workers.
+            (None, Some(_)) => Slots::Fixed(self.remote.remote_jobs.unwrap_or(REMOTE_JOBS).max(1)),
             (None, None) => Slots::from_env_or(cpus),
         };
         Ok(LdSettings {

@@ -11,9 +11,11 @@ use crate::job::BackendJob;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use thindist_reapi::{ActionSpec, Client, InputFile, PreparedAction, RemoteConfig, RemoteError};
+use thindist_reapi::{
+    ActionSpec, Client, InputFile, PreparedAction, RemoteConfig, RemoteError, RemoteOutcome,
+};
 
 /// The environment every remote back end gets: the same on every client, so action digests match.
 const REMOTE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -30,7 +32,7 @@ pub struct RemoteSettings {
 
 pub struct RemoteExecutor {
     runtime: tokio::runtime::Runtime,
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
     settings: RemoteSettings,
     local: LocalExecutor,
     local_free: Mutex<usize>,
@@ -47,12 +49,13 @@ impl RemoteExecutor {
     /// Connects to the server. If it cannot be reached, every job runs locally (with one
     /// warning) unless remote-only is set, which makes that an error. Local jobs run on `local`.
     pub fn connect(settings: RemoteSettings, local: LocalExecutor) -> Result<RemoteExecutor> {
+        // One thread serves every job in flight: their calls are waits, not work.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .enable_all()
             .build()?;
         let client = match runtime.block_on(Client::connect(settings.config.clone())) {
-            Ok(client) => Some(client),
+            Ok(client) => Some(Arc::new(client)),
             Err(err) if settings.remote_only => {
                 return Err(err.context("remote-only is set and the remote server is unusable"))
             }
@@ -129,19 +132,24 @@ impl RemoteExecutor {
 
     /// One remote attempt, of the action `prepared` or else readied now: Ok(outcome) when the
     /// command ran (whatever its exit), Err for infrastructure failures.
-    async fn attempt(
+    fn attempt(
         &self,
-        client: &Client,
+        client: &Arc<Client>,
         prepared: Option<PreparedAction>,
         spec: &ActionSpec,
         job: &BackendJob,
         started: Instant,
     ) -> std::result::Result<JobOutcome, RemoteError> {
-        let action = match prepared {
-            Some(action) => action,
-            None => client.prepare(std::slice::from_ref(spec)).await?.remove(0),
-        };
-        let outcome = client.run_prepared(&action).await?;
+        let native_in_root = in_root(&job.native).map_err(RemoteError::Infrastructure)?;
+        let action = prepared.ok_or_else(|| spec.clone());
+        // The calls run on the runtime's one thread, which serves every job in flight.
+        let task = self
+            .runtime
+            .spawn(run_remotely(client.clone(), action, native_in_root));
+        let (outcome, native_bytes) = self
+            .runtime
+            .block_on(task)
+            .map_err(|e| RemoteError::Infrastructure(e.into()))??;
         let mut output = String::from_utf8_lossy(&outcome.stdout).into_owned();
         output.push_str(&String::from_utf8_lossy(&outcome.stderr));
         let native = job.cwd.join(&job.native);
@@ -161,13 +169,8 @@ impl RemoteExecutor {
                 output,
             ));
         }
-        let native_in_root = in_root(&job.native).map_err(RemoteError::Infrastructure)?;
-        for (path, digest) in &outcome.outputs {
-            if *path == native_in_root {
-                let bytes = client.read_blob(digest).await?;
-                crate::fsutil::write_atomic(&native, &bytes)
-                    .map_err(RemoteError::Infrastructure)?;
-            }
+        if let Some(bytes) = native_bytes {
+            crate::fsutil::write_atomic(&native, &bytes).map_err(RemoteError::Infrastructure)?;
         }
         Ok(match native_problem(job) {
             Some(problem) => {
@@ -190,6 +193,27 @@ impl RemoteExecutor {
         self.local_freed.notify_one();
         outcome
     }
+}
+
+/// The network half of an attempt: runs the action (readied now if it is only a spec) and
+/// reads its native object (at `native_in_root`) if it ran and wrote one.
+async fn run_remotely(
+    client: Arc<Client>,
+    action: std::result::Result<PreparedAction, ActionSpec>,
+    native_in_root: String,
+) -> std::result::Result<(RemoteOutcome, Option<Vec<u8>>), RemoteError> {
+    let action = match action {
+        Ok(action) => action,
+        Err(spec) => client.prepare(std::slice::from_ref(&spec)).await?.remove(0),
+    };
+    let outcome = client.run_prepared(&action).await?;
+    let mut native = None;
+    if outcome.exit_code == 0 {
+        if let Some((_, digest)) = outcome.outputs.iter().find(|(p, _)| *p == native_in_root) {
+            native = Some(client.read_blob(digest).await?);
+        }
+    }
+    Ok((outcome, native))
 }
 
 /// `path`'s place in the input root, which mirrors the build directory. The work directory of
@@ -229,10 +253,7 @@ impl Executor for RemoteExecutor {
         let mut attempt = 0;
         let last_error = loop {
             attempt += 1;
-            match self
-                .runtime
-                .block_on(self.attempt(client, prepared.take(), &spec, job, started))
-            {
+            match self.attempt(client, prepared.take(), &spec, job, started) {
                 Ok(outcome) => return outcome,
                 Err(err) => {
                     tracing::debug!("remote attempt {attempt} for {} failed: {err}", job.name());

@@ -55,9 +55,13 @@ impl<'a> JobRunner<'a> {
 
     pub fn run(&self, job: &BackendJob) -> JobOutcome {
         let started = Instant::now();
-        let key = match action_key(job, &self.digests) {
-            Ok(key) => Some(key),
-            Err(err) => {
+        // The key serves the cache and the build log; with neither, it is not worth its cost
+        // (the compiler's identity is a `--version` process, each shard is read and hashed).
+        let keyed = self.cache.is_some() || self.log_path.is_some();
+        let key = match keyed.then(|| action_key(job, &self.digests)) {
+            None => None,
+            Some(Ok(key)) => Some(key),
+            Some(Err(err)) => {
                 // Without a key the job still runs; it just cannot be cached.
                 eprintln!(
                     "thindist: warning: {} will not be cached: {err:#}",

@@ -88,14 +88,13 @@ impl Digests {
     }
 
     pub fn compiler(&self, compiler: &str) -> Result<CompilerIdentity> {
-        if let Some(id) = self.compilers.lock().unwrap().get(compiler) {
+        // Probed under the lock: jobs starting together wait for one probe, not run one each.
+        let mut compilers = self.compilers.lock().unwrap();
+        if let Some(id) = compilers.get(compiler) {
             return Ok(id.clone());
         }
         let id = CompilerIdentity::probe(compiler)?;
-        self.compilers
-            .lock()
-            .unwrap()
-            .insert(compiler.to_string(), id.clone());
+        compilers.insert(compiler.to_string(), id.clone());
         Ok(id)
     }
 }
