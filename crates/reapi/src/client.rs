@@ -328,6 +328,14 @@ impl Client {
         self.bytes_uploaded.load(Ordering::Relaxed)
     }
 
+    /// Sends blobs the server cannot have yet (a command's outputs) without asking first:
+    /// a FindMissingBlobs would cost the server as much as the upload. Empty blobs are never
+    /// sent; every server has them.
+    pub async fn upload_new(&self, blobs: &[Blob]) -> Result<()> {
+        let to_send: Vec<&Blob> = blobs.iter().filter(|b| b.digest.size > 0).collect();
+        self.send_blobs(&to_send).await
+    }
+
     /// Makes sure every blob is in the CAS, uploading only those the server lacks and that no
     /// other job of this process has sent already.
     pub async fn upload(&self, blobs: &[Blob]) -> Result<()> {
@@ -681,7 +689,9 @@ impl Client {
         let mut exec = re::execution_client::ExecutionClient::new(self.channel.clone());
         let request = re::ExecuteRequest {
             instance_name: self.config.instance.clone(),
-            skip_cache_lookup: false,
+            // Every action is looked up in the action cache before it is executed
+            // (`prepare`): the server need not look again.
+            skip_cache_lookup: true,
             action_digest: Some(action.to_proto()),
             execution_policy: None,
             results_cache_policy: None,

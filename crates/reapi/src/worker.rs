@@ -82,7 +82,7 @@ pub async fn run(config: WorkerConfig, shutdown: tokio::sync::watch::Receiver<bo
     for slot in 0..config.capacity.max(1) {
         let bot_id = format!("thindist-{}-{}-{slot}", host.trim(), std::process::id());
         bots.push(tokio::spawn(bot_loop(
-            Lease {
+            LeaseContext {
                 client: client.clone(),
                 cache: cache.clone(),
                 work_dir: work_dir.clone(),
@@ -108,7 +108,7 @@ fn any(name: &str, message: &impl Message) -> prost_types::Any {
 
 /// What a bot needs to run a lease, shared by the bots of a worker.
 #[derive(Clone)]
-struct Lease {
+struct LeaseContext {
     client: Arc<Client>,
     cache: Arc<BlobCache>,
     /// Where lease directories are made.
@@ -117,12 +117,12 @@ struct Lease {
 }
 
 async fn bot_loop(
-    lease_env: Lease,
+    context: LeaseContext,
     remote: RemoteConfig,
     bot_id: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut bots = rw::bots_client::BotsClient::new(lease_env.client.channel());
+    let mut bots = rw::bots_client::BotsClient::new(context.client.channel());
     let new_session = || rw::BotSession {
         bot_id: bot_id.clone(),
         status: rw::BotStatus::Ok as i32,
@@ -154,10 +154,10 @@ async fn bot_loop(
             if offered && running.is_none() {
                 lease.state = rw::LeaseState::Active as i32;
                 let payload = lease.payload.clone().unwrap_or_default();
-                let (env, bot) = (lease_env.clone(), bot_id.clone());
+                let (context, bot) = (context.clone(), bot_id.clone());
                 running = Some((
                     lease.id.clone(),
-                    tokio::spawn(async move { execute_lease(&env, payload, &bot).await }),
+                    tokio::spawn(async move { execute_lease(&context, payload, &bot).await }),
                 ));
             } else if lease.state == rw::LeaseState::Cancelled as i32 {
                 if let Some((id, handle)) = &running {
@@ -281,11 +281,11 @@ async fn bot_loop(
 
 /// Runs one lease's action and returns its ActionResult.
 async fn execute_lease(
-    env: &Lease,
+    context: &LeaseContext,
     payload: prost_types::Any,
     bot_id: &str,
 ) -> Result<re::ActionResult> {
-    let client = &*env.client;
+    let client = &*context.client;
     let action = if payload
         .type_url
         .ends_with("build.bazel.remote.execution.v2.Action")
@@ -323,12 +323,12 @@ async fn execute_lease(
         &command.output_paths
     };
     let root = tempfile::Builder::new()
-        .prefix("lease-")
-        .tempdir_in(&env.work_dir)?;
+        .prefix("thindist-lease-")
+        .tempdir_in(&context.work_dir)?;
     let input_root = action_digest(action.input_root_digest.as_ref(), "input root")?;
-    let before = env.cache.stats();
-    fetch_tree(client, &env.cache, &input_root, root.path()).await?;
-    let after = env.cache.stats();
+    let before = context.cache.stats();
+    fetch_tree(client, &context.cache, &input_root, root.path()).await?;
+    let after = context.cache.stats();
     tracing::info!(
         "bot {bot_id}: input root {input_root}: {} blobs fetched ({} bytes), {} from the local CAS",
         after.fetched - before.fetched,
@@ -350,7 +350,7 @@ async fn execute_lease(
         .iter()
         .map(|e| (e.name.clone(), e.value.clone()))
         .collect();
-    let forked = match &env.runner {
+    let forked = match &context.runner {
         Some(runner) => {
             let (runner, arguments, cwd, vars) = (
                 runner.clone(),
@@ -414,7 +414,7 @@ async fn execute_lease(
         digest: stderr_digest.clone(),
         data: BlobData::Bytes(stderr),
     });
-    client.upload(&blobs).await?;
+    client.upload_new(&blobs).await?;
     let now = prost_types::Timestamp::from(std::time::SystemTime::now());
     Ok(re::ActionResult {
         output_files,
