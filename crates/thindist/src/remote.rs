@@ -105,8 +105,6 @@ impl RemoteExecutor {
                 .digests
                 .file_digest(&source)
                 .with_context(|| format!("cannot read input {}", source.display()))?;
-            self.input_bytes
-                .fetch_add(digest.size as u64, std::sync::atomic::Ordering::Relaxed);
             inputs.push(InputFile {
                 path: root_path,
                 digest,
@@ -247,6 +245,9 @@ impl Executor for RemoteExecutor {
                 return self.run_locally(job);
             }
         };
+        let input_bytes = spec.inputs.iter().map(|i| i.digest.size as u64).sum();
+        self.input_bytes
+            .fetch_add(input_bytes, std::sync::atomic::Ordering::Relaxed);
         // Readied with the whole build; a retry readies it again on its own.
         let mut prepared = self.prepared.lock().unwrap().remove(&job.native);
         let mut delay = Duration::from_millis(250);
@@ -349,7 +350,7 @@ pub fn run_worker(
 ) -> Result<()> {
     if fork_server {
         let servers = crate::forkserver::ForkServers::new(verbose);
-        config.runner = Some(std::sync::Arc::new(ForkServerRunner(servers)));
+        config.runner = Some(Arc::new(ForkServerRunner(servers)));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
