@@ -491,6 +491,46 @@ async fn client_errors_say_whether_trying_again_may_help() {
     assert!(err.to_string().contains("Unavailable"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_prepares_a_whole_build_with_one_query_and_one_batch() {
+    let server = fake();
+    let (url, _stop) = server.serve().await;
+    let client = Client::connect(config(&url)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Three jobs over four files; `shared.bc` is an input of every job.
+    let input = |name: &str| {
+        let source = dir.path().join(name);
+        std::fs::write(&source, format!("contents of {name}")).unwrap();
+        thindist_reapi::InputFile {
+            path: name.into(),
+            digest: Digest::of_file(&source).unwrap(),
+            executable: false,
+            source,
+        }
+    };
+    let specs: Vec<ActionSpec> = ["a.bc", "b.bc", "c.bc"]
+        .iter()
+        .map(|module| ActionSpec {
+            arguments: vec!["clang".into(), module.to_string()],
+            inputs: vec![input(module), input("shared.bc")],
+            ..Default::default()
+        })
+        .collect();
+    let prepared = tokio::time::timeout(LIMIT, client.prepare(&specs))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(prepared.len(), 3);
+    let calls = server.state().calls.clone();
+    let expected = [
+        ("GetActionResult", 3),
+        ("FindMissingBlobs", 1),
+        ("BatchUpdateBlobs", 1),
+    ];
+    assert_eq!(calls, expected.into_iter().collect(), "{calls:?}");
+    assert!(server.uploaded(b"contents of shared.bc") && server.uploaded(b"contents of c.bc"));
+}
+
 // ---- the worker ----
 
 /// A scratch directory: the worker's work directory inside it, a secret beside it.
