@@ -330,10 +330,11 @@ async fn execute_lease(
     fetch_tree(client, &context.cache, &input_root, root.path()).await?;
     let after = context.cache.stats();
     tracing::info!(
-        "bot {bot_id}: input root {input_root}: {} blobs fetched ({} bytes), {} from the local CAS",
+        "bot {bot_id}: input root {input_root}: {} blobs fetched ({} bytes), {} from the local CAS, {} evicted",
         after.fetched - before.fetched,
         after.fetched_bytes - before.fetched_bytes,
-        after.hits - before.hits
+        after.hits - before.hits,
+        after.evicted - before.evicted
     );
     let cwd = paths::make_dirs(root.path(), &cwd_components)?;
     // The API makes the worker create every output's parent directory.
