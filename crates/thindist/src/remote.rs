@@ -290,12 +290,11 @@ impl Executor for RemoteExecutor {
         true
     }
 
-    fn prepare(&self, jobs: &[BackendJob]) {
+    fn prepare(&self, jobs: &mut dyn Iterator<Item = &BackendJob>) {
         let Some(client) = &self.client else { return };
         // A job whose action cannot be built is left out; it fails or runs locally when its
         // turn comes, with the reason.
         let (jobs, specs): (Vec<&BackendJob>, Vec<ActionSpec>) = jobs
-            .iter()
             .filter_map(|job| Some((job, self.spec(job).ok()?)))
             .unzip();
         match self.runtime.block_on(client.prepare(&specs)) {

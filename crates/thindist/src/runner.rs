@@ -40,17 +40,13 @@ impl<'a> JobRunner<'a> {
 
     /// Lets the executor get ready for the jobs that the cache will not answer.
     pub fn prepare(&self, jobs: &[BackendJob]) {
-        let to_execute: Vec<BackendJob> = jobs
-            .iter()
-            .filter(|job| {
-                let cached = |cache: &DiskCache| {
-                    action_key(job, &self.digests).is_ok_and(|key| cache.contains(&key.hex))
-                };
-                !self.cache.as_ref().is_some_and(cached)
-            })
-            .cloned()
-            .collect();
-        self.executor.prepare(&to_execute);
+        let mut to_execute = jobs.iter().filter(|job| {
+            let cached = |cache: &DiskCache| {
+                action_key(job, &self.digests).is_ok_and(|key| cache.contains(&key.hex))
+            };
+            !self.cache.as_ref().is_some_and(cached)
+        });
+        self.executor.prepare(&mut to_execute);
     }
 
     pub fn run(&self, job: &BackendJob) -> JobOutcome {

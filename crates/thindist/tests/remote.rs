@@ -59,19 +59,18 @@ impl Farm {
 
     /// Starts a worker of capacity 1 with `extra` options, logging what it does to `log`.
     fn add_worker(&mut self, extra: &[&str], log: Option<&Path>) {
-        let stderr = match log {
-            Some(log) => std::fs::File::create(log).unwrap().into(),
-            None => std::process::Stdio::inherit(),
-        };
-        let worker = Command::new(thindist())
+        let mut worker = Command::new(thindist());
+        worker
             .args(["worker", "--remote", &self.url(), "--capacity", "1"])
             .args(extra)
-            .env("THINDIST_LOG", "info")
             .env_remove("THINDIST_FORK_SERVER")
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+            .stdout(std::process::Stdio::null());
+        if let Some(log) = log {
+            worker
+                .env("THINDIST_LOG", "info")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let worker = worker.spawn().unwrap();
         self.workers.push(worker);
     }
 
