@@ -5,6 +5,10 @@
 #   ci/buildgrid.sh install          # venv with BuildGrid (idempotent)
 #   ci/buildgrid.sh start DIR PORT   # PostgreSQL on PORT+1, BuildGrid on 127.0.0.1:PORT
 #   ci/buildgrid.sh stop DIR
+#
+# BUILDGRID_THREADS=N sets BuildGrid's gRPC thread pool (its limit of concurrent RPCs: every
+# bot session's long-poll and every client Execute stream holds one; default 128, for thindist's
+# 64 jobs in flight and a few workers) and its database pool to match.
 set -euo pipefail
 
 # Outside thindist's own cache directory ($XDG_CACHE_HOME/thindist), which `thindist cache clear`
@@ -45,7 +49,9 @@ start() {
     as_postgres psql -h 127.0.0.1 -p "$pg_port" -U postgres -q -c "create database bgd" postgres
     local db="postgresql+psycopg2://postgres@127.0.0.1:$pg_port/bgd"
     "$venv/bin/bgd" migrate apply "$db" >"$dir/migrate.log" 2>&1 || die "migration failed: $(tail -5 "$dir/migrate.log")"
+    local threads=${BUILDGRID_THREADS:-128}
     cat >"$dir/buildgrid.yml" <<YAML
+thread-pool-size: $threads
 server:
   - !channel
     address: "127.0.0.1:$port"
@@ -55,6 +61,7 @@ authorization:
 connections:
   - !sql-connection &sql
     connection-string: $db
+    pool-size: $((threads / 4 + 5))
 storages:
   - !lru-storage &cas
     size: 2048MB

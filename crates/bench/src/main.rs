@@ -6,6 +6,9 @@
 //!   cargo run --release -p thindist-bench -- cache    # no-change and one-file-change rebuilds
 //!   cargo run --release -p thindist-bench -- dtlto    # thindist ld against lld's DTLTO path
 //!   cargo run --release -p thindist-bench -- remote   # BuildGrid on loopback, 1 and 2 workers
+//!   cargo run --release -p thindist-bench -- farm [--quick] # W workers on loopback (farm.rs)
+
+mod farm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -364,6 +367,9 @@ fn remote() {
 
 fn main() {
     let which: Vec<String> = std::env::args().skip(1).collect();
+    if which.first().is_some_and(|w| w == "farm") {
+        return farm::main(&which[1..]);
+    }
     let all = which.is_empty();
     let wants = |name: &str| all || which.iter().any(|w| w == name);
     if wants("core") {

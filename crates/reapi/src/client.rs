@@ -2,18 +2,18 @@
 //! blob at most once per process), the action cache, and Execute with WaitExecution to
 //! reconnect when the operation stream drops.
 
-use crate::action::{ActionSpec, Blob, BlobData};
+use crate::action::{ActionSpec, Blob, BlobData, BuiltAction};
 use crate::digest::Digest;
 use crate::proto::build::bazel::remote::execution::v2 as re;
 use crate::proto::google::bytestream as bs;
 use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
 use prost::Message;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Where the server is and how to talk to it.
@@ -146,6 +146,26 @@ impl RemoteError {
 impl From<anyhow::Error> for RemoteError {
     fn from(e: anyhow::Error) -> Self {
         RemoteError::Infrastructure(e)
+    }
+}
+
+/// Action-cache lookups in flight at once while preparing a build.
+const LOOKUPS_IN_FLIGHT: usize = 32;
+
+/// Digests per FindMissingBlobs call (about 80 bytes each on the wire).
+const DIGESTS_PER_QUERY: usize = 4096;
+
+/// An action built, looked up in the action cache, and with its inputs in the CAS unless its
+/// result was found there.
+#[derive(Clone, Debug)]
+pub struct PreparedAction {
+    action_digest: Digest,
+    cached: Option<re::ActionResult>,
+}
+
+impl PreparedAction {
+    pub fn digest(&self) -> &Digest {
+        &self.action_digest
     }
 }
 
@@ -308,6 +328,14 @@ impl Client {
         self.bytes_uploaded.load(Ordering::Relaxed)
     }
 
+    /// Sends blobs the server cannot have yet (a command's outputs) without asking first:
+    /// a FindMissingBlobs would cost the server as much as the upload. Empty blobs are never
+    /// sent; every server has them.
+    pub async fn upload_new(&self, blobs: &[Blob]) -> Result<()> {
+        let to_send: Vec<&Blob> = blobs.iter().filter(|b| b.digest.size > 0).collect();
+        self.send_blobs(&to_send).await
+    }
+
     /// Makes sure every blob is in the CAS, uploading only those the server lacks and that no
     /// other job of this process has sent already.
     pub async fn upload(&self, blobs: &[Blob]) -> Result<()> {
@@ -363,24 +391,30 @@ impl Client {
         &self,
         digests: impl Iterator<Item = &'a Digest>,
     ) -> Result<std::collections::HashSet<Digest>> {
-        let request = re::FindMissingBlobsRequest {
-            instance_name: self.config.instance.clone(),
-            blob_digests: digests.map(Digest::to_proto).collect(),
-            digest_function: re::digest_function::Value::Sha256 as i32,
-        };
-        let response = with_retries("FindMissingBlobs", || {
-            let mut cas = self.cas();
-            let request = self.config.request(request.clone(), self.config.timeout);
-            async move { cas.find_missing_blobs(request).await }
-        })
-        .await?
-        .into_inner();
-        // Only membership matters: a malformed digest matches none of ours and is ignored.
-        Ok(response
-            .missing_blob_digests
-            .iter()
-            .filter_map(|d| Digest::parse(d).ok())
-            .collect())
+        let digests: Vec<re::Digest> = digests.map(Digest::to_proto).collect();
+        let mut missing = std::collections::HashSet::new();
+        for chunk in digests.chunks(DIGESTS_PER_QUERY) {
+            let request = re::FindMissingBlobsRequest {
+                instance_name: self.config.instance.clone(),
+                blob_digests: chunk.to_vec(),
+                digest_function: re::digest_function::Value::Sha256 as i32,
+            };
+            let response = with_retries("FindMissingBlobs", || {
+                let mut cas = self.cas();
+                let request = self.config.request(request.clone(), self.config.timeout);
+                async move { cas.find_missing_blobs(request).await }
+            })
+            .await?
+            .into_inner();
+            // Only membership matters: a malformed digest matches none of ours and is ignored.
+            missing.extend(
+                response
+                    .missing_blob_digests
+                    .iter()
+                    .filter_map(|d| Digest::parse(d).ok()),
+            );
+        }
+        Ok(missing)
     }
 
     async fn send_blobs(&self, blobs: &[&Blob]) -> Result<()> {
@@ -507,24 +541,54 @@ impl Client {
     /// size usually comes from the server too, so it only bounds the read: nothing is reserved
     /// for it, and a stream that runs past it is cut off.
     pub async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
-        let Ok(size) = u64::try_from(digest.size) else {
-            bail!("cannot read blob {digest}: negative size");
-        };
-        let data = if size == 0 {
-            Vec::new()
-        } else if size.saturating_add(1024) <= self.max_batch_bytes as u64 {
-            self.batch_read(digest).await?
-        } else {
-            self.bytestream_read(digest, size).await?
-        };
-        digest.verify(&data)?;
-        Ok(data)
+        Ok(self
+            .read_blobs(std::slice::from_ref(digest))
+            .await?
+            .remove(0))
     }
 
-    async fn batch_read(&self, digest: &Digest) -> Result<Vec<u8>> {
+    /// Reads blobs as [`Client::read_blob`] does, in as few calls as the server's batch limit
+    /// allows (ByteStream for those above it), in the order of `digests`.
+    pub async fn read_blobs(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>> {
+        let mut found: HashMap<&Digest, Vec<u8>> = HashMap::new();
+        let mut batch: Vec<&Digest> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for digest in digests {
+            let Ok(size) = u64::try_from(digest.size) else {
+                bail!("cannot read blob {digest}: negative size");
+            };
+            if size == 0 || found.contains_key(digest) || batch.contains(&digest) {
+                continue;
+            }
+            if size.saturating_add(1024) > self.max_batch_bytes as u64 {
+                let data = self.bytestream_read(digest, size).await?;
+                found.insert(digest, data);
+                continue;
+            }
+            if batch_bytes + size + 1024 > self.max_batch_bytes as u64 {
+                found.extend(self.batch_read(&std::mem::take(&mut batch)).await?);
+                batch_bytes = 0;
+            }
+            batch_bytes += size + 100;
+            batch.push(digest);
+        }
+        if !batch.is_empty() {
+            found.extend(self.batch_read(&batch).await?);
+        }
+        digests
+            .iter()
+            .map(|digest| {
+                let data = found.get(digest).cloned().unwrap_or_default();
+                digest.verify(&data)?;
+                Ok(data)
+            })
+            .collect()
+    }
+
+    async fn batch_read<'a>(&self, digests: &[&'a Digest]) -> Result<Vec<(&'a Digest, Vec<u8>)>> {
         let request = re::BatchReadBlobsRequest {
             instance_name: self.config.instance.clone(),
-            digests: vec![digest.to_proto()],
+            digests: digests.iter().map(|d| d.to_proto()).collect(),
             digest_function: re::digest_function::Value::Sha256 as i32,
         };
         let response = with_retries("BatchReadBlobs", || {
@@ -537,20 +601,31 @@ impl Client {
             }
         })
         .await?;
-        let wanted = digest.to_proto();
-        let r = response
-            .responses
-            .into_iter()
-            .find(|r| r.digest.as_ref() == Some(&wanted))
-            .with_context(|| format!("BatchReadBlobs did not return blob {digest}"))?;
-        if let Some(status) = r.status.filter(|s| s.code != 0) {
-            return Err(call_failed(
-                &format!("reading blob {digest}"),
-                tonic::Code::from(status.code),
-                &status.message,
-            ));
-        }
-        Ok(r.data)
+        let mut by_digest: HashMap<(String, i64), re::batch_read_blobs_response::Response> =
+            response
+                .responses
+                .into_iter()
+                .filter_map(|r| {
+                    let d = r.digest.as_ref()?;
+                    Some(((d.hash.clone(), d.size_bytes), r))
+                })
+                .collect();
+        digests
+            .iter()
+            .map(|&digest| {
+                let r = by_digest
+                    .remove(&(digest.hash.clone(), digest.size))
+                    .with_context(|| format!("BatchReadBlobs did not return blob {digest}"))?;
+                if let Some(status) = r.status.filter(|s| s.code != 0) {
+                    return Err(call_failed(
+                        &format!("reading blob {digest}"),
+                        tonic::Code::from(status.code),
+                        &status.message,
+                    ));
+                }
+                Ok((digest, r.data))
+            })
+            .collect()
     }
 
     async fn bytestream_read(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
@@ -586,7 +661,7 @@ impl Client {
         .await
     }
 
-    pub async fn get_action_result(&self, action: &Digest) -> Result<Option<re::ActionResult>> {
+    async fn get_action_result(&self, action: &Digest) -> Result<Option<re::ActionResult>> {
         let request = re::GetActionResultRequest {
             instance_name: self.config.instance.clone(),
             action_digest: Some(action.to_proto()),
@@ -614,7 +689,9 @@ impl Client {
         let mut exec = re::execution_client::ExecutionClient::new(self.channel.clone());
         let request = re::ExecuteRequest {
             instance_name: self.config.instance.clone(),
-            skip_cache_lookup: false,
+            // Every action is looked up in the action cache before it is executed
+            // (`prepare`): the server need not look again.
+            skip_cache_lookup: true,
             action_digest: Some(action.to_proto()),
             execution_policy: None,
             results_cache_policy: None,
@@ -657,15 +734,54 @@ impl Client {
         bail!("the operation stream for {action} kept dropping")
     }
 
-    /// Runs `spec` remotely: the action cache first, then uploads of what the server lacks,
-    /// then Execute. Output files are left in the CAS; fetch them with [`Client::read_blob`].
-    pub async fn run(&self, spec: &ActionSpec) -> std::result::Result<RemoteOutcome, RemoteError> {
-        let built = spec.build();
-        if let Some(result) = self.get_action_result(&built.action_digest).await? {
-            return Ok(self.outcome(result, true).await?);
+    /// Builds `specs` and readies them to execute: every action is looked up in the action
+    /// cache first (up to [`LOOKUPS_IN_FLIGHT`] at once), and only the inputs of those not found
+    /// there are uploaded, all together: one FindMissingBlobs per few thousand blobs, large
+    /// batches, ByteStream for large blobs. This is the whole build's CAS traffic; each action
+    /// then needs only its Execute.
+    pub async fn prepare(
+        &self,
+        specs: &[ActionSpec],
+    ) -> std::result::Result<Vec<PreparedAction>, RemoteError> {
+        let built: Vec<BuiltAction> = specs.iter().map(ActionSpec::build).collect();
+        // The futures are made first: a stream over a borrowing closure would not be Send.
+        let lookups: Vec<_> = built
+            .iter()
+            .map(|b| self.get_action_result(&b.action_digest))
+            .collect();
+        let cached: Vec<Option<re::ActionResult>> = futures_util::stream::iter(lookups)
+            .buffered(LOOKUPS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        let blobs: Vec<Blob> = built
+            .iter()
+            .zip(&cached)
+            .filter(|(_, cached)| cached.is_none())
+            .flat_map(|(b, _)| b.blobs.iter().cloned())
+            .collect();
+        self.upload(&blobs).await?;
+        Ok(built
+            .into_iter()
+            .zip(cached)
+            .map(|(b, cached)| PreparedAction {
+                action_digest: b.action_digest,
+                cached,
+            })
+            .collect())
+    }
+
+    /// Runs an action readied by [`Client::prepare`]: its cached result, or an Execute.
+    /// Output files are left in the CAS; fetch them with [`Client::read_blob`].
+    pub async fn run_prepared(
+        &self,
+        action: &PreparedAction,
+    ) -> std::result::Result<RemoteOutcome, RemoteError> {
+        if let Some(result) = &action.cached {
+            return Ok(self.outcome(result.clone(), true).await?);
         }
-        self.upload(&built.blobs).await?;
-        let response = self.execute(&built.action_digest).await?;
+        let response = self.execute(&action.action_digest).await?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
             return Err(RemoteError::Infrastructure(call_failed(
                 "the server could not run the action",
@@ -677,6 +793,13 @@ impl Client {
             .result
             .context("Execute finished without an ActionResult")?;
         Ok(self.outcome(result, response.cached_result).await?)
+    }
+
+    /// Runs `spec` remotely: the action cache first, then uploads of what the server lacks,
+    /// then Execute. Output files are left in the CAS; fetch them with [`Client::read_blob`].
+    pub async fn run(&self, spec: &ActionSpec) -> std::result::Result<RemoteOutcome, RemoteError> {
+        let prepared = self.prepare(std::slice::from_ref(spec)).await?;
+        self.run_prepared(&prepared[0]).await
     }
 
     async fn outcome(&self, result: re::ActionResult, cached: bool) -> Result<RemoteOutcome> {

@@ -36,7 +36,7 @@ impl Digest {
     }
 
     /// A digest from the network: 64 lowercase hex digits and a size that is not negative.
-    pub fn parse(d: &re::Digest) -> Result<Digest> {
+    pub(crate) fn parse(d: &re::Digest) -> Result<Digest> {
         let hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
         if d.hash.len() != 64 || !d.hash.bytes().all(hex) {
             bail!("invalid digest {:?}: not a SHA-256 hash", d.hash);

@@ -8,6 +8,7 @@
 //! INVALID_ARGUMENT, before anything runs.
 
 use crate::action::{Blob, BlobData};
+use crate::blobcache::{BlobCache, FileBlob};
 use crate::client::{Client, RemoteConfig};
 use crate::digest::Digest;
 use crate::paths::{self, is_invalid_action, InvalidAction};
@@ -22,26 +23,72 @@ use std::time::Duration;
 
 const TYPE_PREFIX: &str = "type.googleapis.com/";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub remote: RemoteConfig,
     /// Leases run at once (one bot session each).
     pub capacity: usize,
     /// Where each lease gets its fresh input directory (default: the system temp directory).
     pub work_dir: Option<PathBuf>,
+    /// Where the local CAS makes its directory (default: `work_dir`), removed when the worker
+    /// stops; on the file system of `work_dir` its blobs are hard-linked, else copied.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the local CAS may hold.
+    pub cache_size: u64,
+    /// Runs the commands (a fork server, say); `None` starts a process for each.
+    pub runner: Option<Arc<dyn CommandRunner>>,
+}
+
+impl WorkerConfig {
+    pub fn new(remote: RemoteConfig) -> WorkerConfig {
+        WorkerConfig {
+            remote,
+            capacity: 1,
+            work_dir: None,
+            cache_dir: None,
+            cache_size: 2 << 30,
+            runner: None,
+        }
+    }
+}
+
+/// How a command of a lease ended: its exit code (-1 for a signal), stdout, stderr.
+pub type CommandOutput = (i32, Vec<u8>, Vec<u8>);
+
+/// Runs a lease's command some other way than as a process of its own: thindist passes one
+/// that forks compilers from a fork server, as its local builds do.
+pub trait CommandRunner: Send + Sync {
+    /// Runs `arguments` in `cwd` with exactly the environment `env`, blocking; `None` when it
+    /// cannot run this command, which then runs as a process.
+    fn run(
+        &self,
+        arguments: &[String],
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Option<std::io::Result<CommandOutput>>;
 }
 
 /// Runs the worker until `shutdown` turns true, then tells the scheduler the bots terminate.
 pub async fn run(config: WorkerConfig, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
     let client = Arc::new(Client::connect(config.remote.clone()).await?);
+    let work_dir = config.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let cache = Arc::new(BlobCache::new(
+        config.cache_dir.as_deref().unwrap_or(&work_dir),
+        config.cache_size,
+    )?);
     let host =
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
     let mut bots = Vec::new();
     for slot in 0..config.capacity.max(1) {
         let bot_id = format!("thindist-{}-{}-{slot}", host.trim(), std::process::id());
         bots.push(tokio::spawn(bot_loop(
-            client.clone(),
-            config.clone(),
+            LeaseContext {
+                client: client.clone(),
+                cache: cache.clone(),
+                work_dir: work_dir.clone(),
+                runner: config.runner.clone(),
+            },
+            config.remote.clone(),
             bot_id,
             shutdown.clone(),
         )));
@@ -59,14 +106,23 @@ fn any(name: &str, message: &impl Message) -> prost_types::Any {
     }
 }
 
-async fn bot_loop(
+/// What a bot needs to run a lease, shared by the bots of a worker.
+#[derive(Clone)]
+struct LeaseContext {
     client: Arc<Client>,
-    config: WorkerConfig,
+    cache: Arc<BlobCache>,
+    /// Where lease directories are made.
+    work_dir: PathBuf,
+    runner: Option<Arc<dyn CommandRunner>>,
+}
+
+async fn bot_loop(
+    context: LeaseContext,
+    remote: RemoteConfig,
     bot_id: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let remote = client.config().clone();
-    let mut bots = rw::bots_client::BotsClient::new(client.channel());
+    let mut bots = rw::bots_client::BotsClient::new(context.client.channel());
     let new_session = || rw::BotSession {
         bot_id: bot_id.clone(),
         status: rw::BotStatus::Ok as i32,
@@ -98,10 +154,10 @@ async fn bot_loop(
             if offered && running.is_none() {
                 lease.state = rw::LeaseState::Active as i32;
                 let payload = lease.payload.clone().unwrap_or_default();
-                let (client, dir, bot) = (client.clone(), config.work_dir.clone(), bot_id.clone());
+                let (context, bot) = (context.clone(), bot_id.clone());
                 running = Some((
                     lease.id.clone(),
-                    tokio::spawn(async move { execute_lease(&client, payload, dir, &bot).await }),
+                    tokio::spawn(async move { execute_lease(&context, payload, &bot).await }),
                 ));
             } else if lease.state == rw::LeaseState::Cancelled as i32 {
                 if let Some((id, handle)) = &running {
@@ -225,11 +281,11 @@ async fn bot_loop(
 
 /// Runs one lease's action and returns its ActionResult.
 async fn execute_lease(
-    client: &Client,
+    context: &LeaseContext,
     payload: prost_types::Any,
-    work_dir: Option<PathBuf>,
     bot_id: &str,
 ) -> Result<re::ActionResult> {
+    let client = &*context.client;
     let action = if payload
         .type_url
         .ends_with("build.bazel.remote.execution.v2.Action")
@@ -266,14 +322,20 @@ async fn execute_lease(
     } else {
         &command.output_paths
     };
-    let root = match &work_dir {
-        Some(dir) => tempfile::Builder::new().prefix("lease-").tempdir_in(dir)?,
-        None => tempfile::Builder::new()
-            .prefix("thindist-lease-")
-            .tempdir()?,
-    };
+    let root = tempfile::Builder::new()
+        .prefix("thindist-lease-")
+        .tempdir_in(&context.work_dir)?;
     let input_root = action_digest(action.input_root_digest.as_ref(), "input root")?;
-    fetch_tree(client, &input_root, root.path()).await?;
+    let before = context.cache.stats();
+    fetch_tree(client, &context.cache, &input_root, root.path()).await?;
+    let after = context.cache.stats();
+    tracing::info!(
+        "bot {bot_id}: input root {input_root}: {} blobs fetched ({} bytes), {} from the local CAS, {} evicted",
+        after.fetched - before.fetched,
+        after.fetched_bytes - before.fetched_bytes,
+        after.hits - before.hits,
+        after.evicted - before.evicted
+    );
     let cwd = paths::make_dirs(root.path(), &cwd_components)?;
     // The API makes the worker create every output's parent directory.
     for output in &every_output {
@@ -284,22 +346,40 @@ async fn execute_lease(
         .split_first()
         .context("the Command has no arguments")?;
     let started = std::time::SystemTime::now();
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(&cwd)
-        .env_clear()
-        .envs(
-            command
-                .environment_variables
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone())),
-        )
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await;
+    let env_vars: Vec<(String, String)> = command
+        .environment_variables
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    let forked = match &context.runner {
+        Some(runner) => {
+            let (runner, arguments, cwd, vars) = (
+                runner.clone(),
+                command.arguments.clone(),
+                cwd.clone(),
+                env_vars.clone(),
+            );
+            tokio::task::spawn_blocking(move || runner.run(&arguments, &cwd, &vars))
+                .await
+                .context("the command runner panicked")?
+        }
+        None => None,
+    };
+    let output = match forked {
+        Some(output) => output,
+        None => tokio::process::Command::new(program)
+            .args(args)
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(env_vars)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map(|out| (out.status.code().unwrap_or(-1), out.stdout, out.stderr)),
+    };
     let (exit_code, stdout, stderr) = match output {
-        Ok(out) => (out.status.code().unwrap_or(-1), out.stdout, out.stderr),
+        Ok(output) => output,
         // The command could not start: report it like a shell would, as a failed command.
         Err(e) => (
             127,
@@ -335,7 +415,7 @@ async fn execute_lease(
         digest: stderr_digest.clone(),
         data: BlobData::Bytes(stderr),
     });
-    client.upload(&blobs).await?;
+    client.upload_new(&blobs).await?;
     let now = prost_types::Timestamp::from(std::time::SystemTime::now());
     Ok(re::ActionResult {
         output_files,
@@ -369,13 +449,20 @@ fn action_digest(digest: Option<&re::Digest>, what: &str) -> Result<Digest> {
     Digest::parse(digest).map_err(|e| InvalidAction(format!("{what}: {e:#}")).into())
 }
 
-/// Writes the Directory tree `digest` (and every file in it) below `dest`. Each name must be a
-/// plain component, unique in its Directory (so no write goes through a symlink or lands on
-/// another entry), and each symlink must lead inside `dest`.
-async fn fetch_tree(client: &Client, digest: &Digest, dest: &Path) -> Result<()> {
+/// Writes the Directory tree `digest` (and every file in it) below `dest`, through the local
+/// CAS `cache`. Each name must be a plain component, unique in its Directory (so no write goes
+/// through a symlink or lands on another entry), and each symlink must lead inside `dest`.
+/// The files are fetched together once every Directory has been checked.
+async fn fetch_tree(
+    client: &Client,
+    cache: &BlobCache,
+    digest: &Digest,
+    dest: &Path,
+) -> Result<()> {
     let mut pending = vec![(digest.clone(), dest.to_path_buf(), 0usize)];
+    let mut files = Vec::new();
     while let Some((digest, dir, depth)) = pending.pop() {
-        let directory = re::Directory::decode(client.read_blob(&digest).await?.as_slice())
+        let directory = re::Directory::decode(cache.read(client, &digest).await?.as_slice())
             .context("undecodable Directory blob")?;
         let mut names = std::collections::HashSet::new();
         let entries = directory
@@ -393,13 +480,11 @@ async fn fetch_tree(client: &Client, digest: &Digest, dest: &Path) -> Result<()>
             }
         }
         for file in &directory.files {
-            let file_digest = action_digest(file.digest.as_ref(), &file.name)?;
-            let path = dir.join(&file.name);
-            tokio::fs::write(&path, client.read_blob(&file_digest).await?).await?;
-            if file.is_executable {
-                use std::os::unix::fs::PermissionsExt;
-                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).await?;
-            }
+            let blob = FileBlob {
+                digest: action_digest(file.digest.as_ref(), &file.name)?,
+                executable: file.is_executable,
+            };
+            files.push((blob, dir.join(&file.name)));
         }
         for link in &directory.symlinks {
             paths::symlink_target(depth, &link.target)?;
@@ -415,5 +500,5 @@ async fn fetch_tree(client: &Client, digest: &Digest, dest: &Path) -> Result<()>
             ));
         }
     }
-    Ok(())
+    cache.materialize(client, &files).await
 }

@@ -491,6 +491,46 @@ async fn client_errors_say_whether_trying_again_may_help() {
     assert!(err.to_string().contains("Unavailable"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_prepares_a_whole_build_with_one_query_and_one_batch() {
+    let server = fake();
+    let (url, _stop) = server.serve().await;
+    let client = Client::connect(config(&url)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Three jobs over four files; `shared.bc` is an input of every job.
+    let input = |name: &str| {
+        let source = dir.path().join(name);
+        std::fs::write(&source, format!("contents of {name}")).unwrap();
+        thindist_reapi::InputFile {
+            path: name.into(),
+            digest: Digest::of_file(&source).unwrap(),
+            executable: false,
+            source,
+        }
+    };
+    let specs: Vec<ActionSpec> = ["a.bc", "b.bc", "c.bc"]
+        .iter()
+        .map(|module| ActionSpec {
+            arguments: vec!["clang".into(), module.to_string()],
+            inputs: vec![input(module), input("shared.bc")],
+            ..Default::default()
+        })
+        .collect();
+    let prepared = tokio::time::timeout(LIMIT, client.prepare(&specs))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(prepared.len(), 3);
+    let calls = server.state().calls.clone();
+    let expected = [
+        ("GetActionResult", 3),
+        ("FindMissingBlobs", 1),
+        ("BatchUpdateBlobs", 1),
+    ];
+    assert_eq!(calls, expected.into_iter().collect(), "{calls:?}");
+    assert!(server.uploaded(b"contents of shared.bc") && server.uploaded(b"contents of c.bc"));
+}
+
 // ---- the worker ----
 
 /// A scratch directory: the worker's work directory inside it, a secret beside it.
@@ -551,47 +591,71 @@ async fn run_lease(
     scratch: &Scratch,
     action: re::Action,
 ) -> (rpc::Status, Option<re::ActionResult>) {
+    let config = |url: &str| WorkerConfig {
+        work_dir: Some(scratch.work()),
+        ..WorkerConfig::new(config(url))
+    };
+    run_leases(server, config, vec![action]).await.remove(0)
+}
+
+/// Hands `actions` to one real worker (made by `worker_config` from the server's URL) as
+/// leases, and returns each lease's status and result.
+async fn run_leases(
+    server: &Fake,
+    worker_config: impl Fn(&str) -> WorkerConfig,
+    actions: Vec<re::Action>,
+) -> Vec<(rpc::Status, Option<re::ActionResult>)> {
     // A fresh id each time: a bot that shuts down reports its last lease once more.
     static LEASES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let id = format!(
-        "lease-{}",
-        LEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    server.state().leases.push(rw::Lease {
-        id: id.clone(),
-        payload: Some(any("build.bazel.remote.execution.v2.Action", &action)),
-        state: rw::LeaseState::Pending as i32,
-        ..Default::default()
-    });
+    let ids: Vec<String> = actions
+        .into_iter()
+        .map(|action| {
+            let id = format!(
+                "lease-{}",
+                LEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            server.state().leases.push(rw::Lease {
+                id: id.clone(),
+                payload: Some(any("build.bazel.remote.execution.v2.Action", &action)),
+                state: rw::LeaseState::Pending as i32,
+                ..Default::default()
+            });
+            id
+        })
+        .collect();
     let (url, _stop) = server.serve().await;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(thindist_reapi::worker::run(
-        WorkerConfig {
-            remote: config(&url),
-            capacity: 1,
-            work_dir: Some(scratch.work()),
-        },
+        worker_config(&url),
         shutdown_rx,
     ));
     let reported = tokio::time::timeout(LIMIT, async {
         loop {
-            if let Some(reported) = server.state().reported.remove(&id) {
-                return reported;
+            {
+                let state = server.state();
+                if ids.iter().all(|id| state.reported.contains_key(id)) {
+                    break;
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
-    .await
-    .expect("the worker never reported the lease");
+    .await;
+    assert!(reported.is_ok(), "the worker never reported every lease");
     shutdown.send(true).unwrap();
     tokio::time::timeout(LIMIT, worker)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    let (status, result) = reported;
-    let result = result.map(|any| re::ActionResult::decode(any.value.as_slice()).unwrap());
-    (status, result)
+    let mut state = server.state();
+    ids.iter()
+        .map(|id| {
+            let (status, result) = state.reported.remove(id).unwrap();
+            let result = result.map(|any| re::ActionResult::decode(any.value.as_slice()).unwrap());
+            (status, result)
+        })
+        .collect()
 }
 
 /// Runs `action` and checks it was refused as invalid, without leaking the secret.
@@ -604,7 +668,16 @@ async fn assert_refused(server: &Fake, scratch: &Scratch, action: re::Action, wh
         status.message
     );
     assert!(!server.uploaded(SECRET), "the secret was uploaded");
-    let lease_dirs = std::fs::read_dir(scratch.work()).unwrap().count();
+    let lease_dirs = std::fs::read_dir(scratch.work())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("lease-")
+        })
+        .count();
     assert_eq!(lease_dirs, 0, "the lease directory was left behind");
 }
 
@@ -621,7 +694,7 @@ async fn worker_refuses_an_absolute_working_directory() {
 async fn worker_refuses_outputs_outside_the_lease() {
     let (server, scratch) = (fake(), Scratch::new());
     let secret = scratch.secret().display().to_string();
-    // The lease directory is work/lease-*, so ../../secret.txt is the secret.
+    // The lease directory is work/thindist-lease-*, so ../../secret.txt is the secret.
     for (output, why) in [
         ("../../secret.txt", "contains \"..\""),
         ("sub/../../../secret.txt", "contains \"..\""),
@@ -780,12 +853,79 @@ async fn worker_runs_a_contained_action_through_a_busy_cas() {
         Some(proto(&Digest::of_bytes(b"input\ninput\n")))
     );
     assert!(server.uploaded(b"input\ninput\n"));
-    // Reads of the command, two directories and a file, then the upload: each failed once.
+    // Reads of the command, two directories and a file, then the upload of the output (new
+    // by nature, so not looked for first): each failed once.
     let calls = server.state().calls.clone();
-    let expected = [
-        ("BatchReadBlobs", 8),
-        ("FindMissingBlobs", 2),
-        ("BatchUpdateBlobs", 2),
-    ];
+    let expected = [("BatchReadBlobs", 8), ("BatchUpdateBlobs", 2)];
     assert_eq!(calls, expected.into_iter().collect(), "{calls:?}");
+}
+
+/// The root of the caching tests: `src/in.txt` and `src/lib.txt`.
+fn two_file_root(server: &Fake) -> re::Directory {
+    let file = |name: &str, bytes: &[u8]| re::FileNode {
+        name: name.into(),
+        digest: Some(proto(&server.put(bytes))),
+        is_executable: false,
+    };
+    re::Directory {
+        directories: vec![re::DirectoryNode {
+            name: "src".into(),
+            digest: Some(proto(&server.put_message(&re::Directory {
+                files: vec![file("in.txt", b"input\n"), file("lib.txt", b"library\n")],
+                ..Default::default()
+            }))),
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_fetches_each_input_once_and_evicts_beyond_its_limit() {
+    let (server, scratch) = (fake(), Scratch::new());
+    let root = two_file_root(&server);
+    // Two actions over the same inputs, differing in their commands.
+    let actions = |server: &Fake| {
+        [
+            "cat src/in.txt src/lib.txt > out.txt",
+            "cat src/lib.txt > out.txt",
+        ]
+        .map(|script| action(server, script, "", &["out.txt"], Some(root.clone())))
+        .to_vec()
+    };
+    let worker = |limit: u64| {
+        let work = scratch.work();
+        move |url: &str| WorkerConfig {
+            work_dir: Some(work.clone()),
+            cache_size: limit,
+            ..WorkerConfig::new(config(url))
+        }
+    };
+    let results = run_leases(&server, worker(1 << 20), actions(&server)).await;
+    let calls = || std::mem::take(&mut server.state().calls);
+    for (status, result) in &results {
+        assert_eq!(status.code, 0, "{status:?}");
+        assert_eq!(result.as_ref().unwrap().exit_code, 0);
+    }
+    assert!(server.uploaded(b"input\nlibrary\n") && server.uploaded(b"library\n"));
+    // The first lease reads its command, both directories and both files (one call); the
+    // second only its command.
+    assert_eq!(calls()["BatchReadBlobs"], 4 + 1);
+    // The cached inputs are read-only: a command cannot change them for the leases after it
+    // (hard links share the mode).
+    let mode = action(
+        &server,
+        "stat -c %a src/in.txt > out.txt",
+        "",
+        &["out.txt"],
+        Some(root.clone()),
+    );
+    let results = run_leases(&server, worker(1 << 20), vec![mode]).await;
+    assert_eq!(results[0].0.code, 0);
+    assert!(server.uploaded(b"444\n"));
+    calls();
+
+    // A limit smaller than one lease's inputs: every lease fetches them again.
+    let results = run_leases(&server, worker(8), actions(&server)).await;
+    assert!(results.iter().all(|(status, _)| status.code == 0));
+    assert_eq!(calls()["BatchReadBlobs"], 2 * 4);
 }

@@ -61,6 +61,7 @@ impl<'a> BackendPhase<'a> {
     /// saves the build log and the cache's run counts. Returns the native objects, or an error
     /// if any job failed or the run was interrupted.
     pub fn run(self, jobs: &[BackendJob], session: &mut Session) -> Result<Natives> {
+        self.runner.prepare(jobs);
         let run_job = |job: &BackendJob| self.runner.run(job);
         let outcomes = exec::dispatch(jobs, self.slots, self.keep_going, &run_job, session);
         let (hits, misses) = session.hits_and_misses();

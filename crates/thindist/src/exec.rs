@@ -17,6 +17,11 @@ use std::time::Instant;
 pub trait Executor: Sync {
     fn execute(&self, job: &BackendJob) -> JobOutcome;
 
+    /// Gets ready for `jobs`, which are about to be executed, all at once where that is
+    /// cheaper than job by job (remote: the whole build's action-cache lookups and uploads).
+    /// The iterator is lazy: an executor with nothing to prepare costs nothing.
+    fn prepare(&self, _jobs: &mut dyn Iterator<Item = &BackendJob>) {}
+
     /// A line for the end of the run about the executor itself, if it has one to say.
     fn report(&self) -> Option<String> {
         None

@@ -93,9 +93,27 @@ impl ForkServers {
     /// stderr), as [`crate::exec::run_tracked`] returns for a process. `None` when no server can
     /// run it; the caller then runs a process.
     pub fn run(&self, command: &[String], cwd: &Path) -> Option<io::Result<(ExitStatus, String)>> {
-        let compiler = resolve(&command[0], cwd)?;
+        self.run_in_env(command, cwd, None)
+    }
+
+    /// [`ForkServers::run`] with exactly the environment `env` (`None`: this process's), as a
+    /// remote worker runs an action's command.
+    pub fn run_in_env(
+        &self,
+        command: &[String],
+        cwd: &Path,
+        env: Option<&[(String, String)]>,
+    ) -> Option<io::Result<(ExitStatus, String)>> {
+        let path = match env {
+            Some(env) => env
+                .iter()
+                .find(|(name, _)| name == "PATH")
+                .map(|(_, value)| value.into()),
+            None => std::env::var_os("PATH"),
+        };
+        let compiler = resolve(&command[0], cwd, path)?;
         let mut server = self.take(&compiler)?;
-        match server.run(command, cwd) {
+        match server.run(command, cwd, env) {
             Sent::Ran(result) => {
                 if let Some(Pool::Usable(idle)) = self.compilers.lock().unwrap().get_mut(&compiler)
                 {
@@ -159,8 +177,11 @@ impl ForkServers {
 /// The compiler a command runs, as exec finds it (the first executable file on PATH, relative
 /// entries taken from `cwd`, where the process would start), with symbolic links resolved: one
 /// server serves every name of the same compiler.
-fn resolve(program: &str, cwd: &Path) -> Option<PathBuf> {
-    crate::exec::find_program(program, cwd)
+fn resolve(program: &str, cwd: &Path, path: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    which::which_in(program, path, cwd)
+        .ok()?
+        .canonicalize()
+        .ok()
 }
 
 /// Why `path` cannot host the preload, if it cannot: only a dynamically linked glibc program
@@ -319,7 +340,7 @@ impl Server {
 
     /// Runs one job: sends it, tracks the child for interrupts while it runs, and collects its
     /// exit status and output.
-    fn run(&mut self, command: &[String], cwd: &Path) -> Sent {
+    fn run(&mut self, command: &[String], cwd: &Path, env: Option<&[(String, String)]>) -> Sent {
         if let Err(e) = interrupts().check_running() {
             return Sent::Ran(Err(e));
         }
@@ -334,7 +355,11 @@ impl Server {
             payload.push(0);
         }
         let mut envc = 0u32;
-        for (key, value) in std::env::vars_os() {
+        let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = match env {
+            Some(env) => env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            None => std::env::vars_os().collect(),
+        };
+        for (key, value) in vars {
             payload.extend_from_slice(key.as_bytes());
             payload.push(b'=');
             payload.extend_from_slice(value.as_bytes());

@@ -57,12 +57,8 @@ enum Commands {
     Worker {
         #[command(flatten)]
         remote: RemoteOptions,
-        /// Leases to run at once.
-        #[arg(long, env = "THINDIST_WORKER_CAPACITY", default_value_t = 1)]
-        capacity: usize,
-        /// Where each lease gets its fresh input directory [default: the temp directory].
-        #[arg(long, env = "THINDIST_WORKER_DIR", value_name = "DIR")]
-        work_dir: Option<PathBuf>,
+        #[command(flatten)]
+        worker: WorkerOptions,
     },
     /// Show or manage the local cache.
     Cache {
@@ -185,16 +181,17 @@ fn run_explain(object: &Path, log: Option<&Path>, options: &CacheOptions) -> Res
     Ok(0)
 }
 
-fn run_worker(remote: &RemoteOptions, capacity: usize, work_dir: Option<PathBuf>) -> Result<i32> {
+fn run_worker(remote: &RemoteOptions, options: &WorkerOptions) -> Result<i32> {
     let endpoint = remote
         .remote
         .as_deref()
         .context("thindist worker needs --remote URL (or THINDIST_REMOTE)")?;
-    thindist::remote::run_worker(thindist_reapi::worker::WorkerConfig {
-        remote: remote.config(endpoint)?,
-        capacity,
-        work_dir,
-    })?;
+    let mut config = thindist_reapi::worker::WorkerConfig::new(remote.config(endpoint)?);
+    config.capacity = options.capacity;
+    config.work_dir = options.work_dir.clone();
+    config.cache_dir = options.cache_dir.clone();
+    config.cache_size = options.cache_mib << 20;
+    thindist::remote::run_worker(config, options.fork_server, options.verbose)?;
     Ok(0)
 }
 
@@ -245,6 +242,39 @@ struct RunOptions {
     )]
     fork_server: bool,
 }
+
+/// How `thindist worker` runs its leases.
+#[derive(Args, Clone, Debug)]
+struct WorkerOptions {
+    /// Leases to run at once.
+    #[arg(long, env = "THINDIST_WORKER_CAPACITY", default_value_t = 1)]
+    capacity: usize,
+    /// Where each lease gets its fresh input directory [default: the temp directory].
+    #[arg(long, env = "THINDIST_WORKER_DIR", value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Where the worker's local CAS makes its directory of fetched blobs (removed when the
+    /// worker stops), best on the file system of the work directory [default: the work directory].
+    #[arg(long, env = "THINDIST_WORKER_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// MiB the worker's local CAS may hold; the least recently used blobs go beyond it.
+    #[arg(long, env = "THINDIST_WORKER_CACHE_MIB", default_value_t = 2048)]
+    cache_mib: u64,
+    /// Run every compile as a process of its own, not as a fork of a compiler fork server
+    /// (THINDIST_FORK_SERVER=0 does the same).
+    #[arg(
+        long = "no-fork-server",
+        env = "THINDIST_FORK_SERVER",
+        action = clap::ArgAction::SetFalse,
+        value_parser = BoolishValueParser::new()
+    )]
+    fork_server: bool,
+    /// Say whether each compiler has a fork server.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Remote jobs in flight unless `--remote-jobs` says otherwise.
+const REMOTE_JOBS: usize = 64;
 
 /// Remote execution over the Bazel Remote Execution API v2.
 #[derive(Args, Clone, Debug)]
@@ -304,7 +334,8 @@ struct RemoteOptions {
         value_name = "SECS"
     )]
     remote_execute_timeout: u64,
-    /// Jobs in flight on the remote server [default: 4 x the CPU count].
+    /// Jobs in flight on the remote server [default: 64]. Each is a wait on the network, not
+    /// work here; the server holds a thread or stream for each.
     #[arg(long, env = "THINDIST_REMOTE_JOBS", value_name = "N")]
     remote_jobs: Option<usize>,
     /// Never fall back to local compiles when remote execution fails.
@@ -424,8 +455,8 @@ impl RunOptions {
             .unwrap_or(1);
         let slots = match (self.jobs, &self.remote.remote) {
             (Some(n), _) => Slots::Fixed(n.max(1)),
-            // Remote jobs mostly wait on the network: keep more in flight than there are CPUs.
-            (None, Some(_)) => Slots::Fixed(self.remote.remote_jobs.unwrap_or(cpus * 4).max(1)),
+            // Remote jobs wait on the network: as many in flight as a farm has workers.
+            (None, Some(_)) => Slots::Fixed(self.remote.remote_jobs.unwrap_or(REMOTE_JOBS).max(1)),
             (None, None) => Slots::from_env_or(cpus),
         };
         Ok(LdSettings {
@@ -578,11 +609,7 @@ fn main() {
             }
             Commands::Cache { action, options } => run_cache(action, options),
             Commands::InstallLinks { dir } => install_links(dir),
-            Commands::Worker {
-                remote,
-                capacity,
-                work_dir,
-            } => run_worker(remote, *capacity, work_dir.clone()),
+            Commands::Worker { remote, worker } => run_worker(remote, worker),
             Commands::Explain {
                 object,
                 log,

@@ -9,10 +9,13 @@ use crate::events::{warn, ExecutedBy, JobFailure, JobOutcome, Termination};
 use crate::exec::{native_problem, Executor, LocalExecutor};
 use crate::job::BackendJob;
 use anyhow::{bail, Context, Result};
-use std::path::{Component, Path};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use thindist_reapi::{ActionSpec, Client, InputFile, RemoteConfig, RemoteError};
+use thindist_reapi::{
+    ActionSpec, Client, InputFile, PreparedAction, RemoteConfig, RemoteError, RemoteOutcome,
+};
 
 /// The environment every remote back end gets: the same on every client, so action digests match.
 const REMOTE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -29,7 +32,7 @@ pub struct RemoteSettings {
 
 pub struct RemoteExecutor {
     runtime: tokio::runtime::Runtime,
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
     settings: RemoteSettings,
     local: LocalExecutor,
     local_free: Mutex<usize>,
@@ -39,6 +42,8 @@ pub struct RemoteExecutor {
     /// The run's digests, shared with the cache: inputs are hashed once per run, not once per
     /// job that imports them.
     digests: Arc<Digests>,
+    /// The actions [`Executor::prepare`] readied, by native object.
+    prepared: Mutex<HashMap<PathBuf, PreparedAction>>,
 }
 
 impl RemoteExecutor {
@@ -49,12 +54,13 @@ impl RemoteExecutor {
         local: LocalExecutor,
         digests: Arc<Digests>,
     ) -> Result<RemoteExecutor> {
+        // One thread serves every job in flight: their calls are waits, not work.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .enable_all()
             .build()?;
         let client = match runtime.block_on(Client::connect(settings.config.clone())) {
-            Ok(client) => Some(client),
+            Ok(client) => Some(Arc::new(client)),
             Err(err) if settings.remote_only => {
                 return Err(err.context("remote-only is set and the remote server is unusable"))
             }
@@ -75,6 +81,7 @@ impl RemoteExecutor {
             local_freed: Condvar::new(),
             input_bytes: Default::default(),
             digests,
+            prepared: Mutex::default(),
         })
     }
 
@@ -103,8 +110,6 @@ impl RemoteExecutor {
                 .digests
                 .file_digest(&source)
                 .with_context(|| format!("cannot read input {}", source.display()))?;
-            self.input_bytes
-                .fetch_add(digest.size as u64, std::sync::atomic::Ordering::Relaxed);
             inputs.push(InputFile {
                 path: root_path,
                 digest,
@@ -128,16 +133,26 @@ impl RemoteExecutor {
         })
     }
 
-    /// One remote attempt: Ok(outcome) when the command ran (whatever its exit), Err for
-    /// infrastructure failures.
-    async fn attempt(
+    /// One remote attempt, of the action `prepared` or else readied now: Ok(outcome) when the
+    /// command ran (whatever its exit), Err for infrastructure failures.
+    fn attempt(
         &self,
-        client: &Client,
+        client: &Arc<Client>,
+        prepared: Option<PreparedAction>,
         spec: &ActionSpec,
         job: &BackendJob,
         started: Instant,
     ) -> std::result::Result<JobOutcome, RemoteError> {
-        let outcome = client.run(spec).await?;
+        let native_in_root = in_root(&job.native).map_err(RemoteError::Infrastructure)?;
+        let action = prepared.ok_or_else(|| spec.clone());
+        // The calls run on the runtime's one thread, which serves every job in flight.
+        let task = self
+            .runtime
+            .spawn(run_remotely(client.clone(), action, native_in_root));
+        let (outcome, native_bytes) = self
+            .runtime
+            .block_on(task)
+            .map_err(|e| RemoteError::Infrastructure(e.into()))??;
         let mut output = String::from_utf8_lossy(&outcome.stdout).into_owned();
         output.push_str(&String::from_utf8_lossy(&outcome.stderr));
         let native = job.cwd.join(&job.native);
@@ -153,13 +168,8 @@ impl RemoteExecutor {
             let failure = JobFailure::compiler(&spec.arguments[0], end, &output);
             return Ok(done(Some(failure), output));
         }
-        let native_in_root = in_root(&job.native).map_err(RemoteError::Infrastructure)?;
-        for (path, digest) in &outcome.outputs {
-            if *path == native_in_root {
-                let bytes = client.read_blob(digest).await?;
-                crate::fsutil::write_atomic(&native, &bytes)
-                    .map_err(RemoteError::Infrastructure)?;
-            }
+        if let Some(bytes) = native_bytes {
+            crate::fsutil::write_atomic(&native, &bytes).map_err(RemoteError::Infrastructure)?;
         }
         let problem = native_problem(job);
         if problem.is_some() {
@@ -188,6 +198,27 @@ fn grpc_code(err: &RemoteError) -> Option<String> {
     err.chain()
         .find_map(|e| e.downcast_ref::<thindist_reapi::CallFailed>())
         .map(|failed| format!("{:?}", failed.code))
+}
+
+/// The network half of an attempt: runs the action (readied now if it is only a spec) and
+/// reads its native object (at `native_in_root`) if it ran and wrote one.
+async fn run_remotely(
+    client: Arc<Client>,
+    action: std::result::Result<PreparedAction, ActionSpec>,
+    native_in_root: String,
+) -> std::result::Result<(RemoteOutcome, Option<Vec<u8>>), RemoteError> {
+    let action = match action {
+        Ok(action) => action,
+        Err(spec) => client.prepare(std::slice::from_ref(&spec)).await?.remove(0),
+    };
+    let outcome = client.run_prepared(&action).await?;
+    let mut native = None;
+    if outcome.exit_code == 0 {
+        if let Some((_, digest)) = outcome.outputs.iter().find(|(p, _)| *p == native_in_root) {
+            native = Some(client.read_blob(digest).await?);
+        }
+    }
+    Ok((outcome, native))
 }
 
 /// `path`'s place in the input root, which mirrors the build directory. The work directory of
@@ -223,14 +254,16 @@ impl Executor for RemoteExecutor {
                 return self.run_locally(job);
             }
         };
+        let input_bytes = spec.inputs.iter().map(|i| i.digest.size as u64).sum();
+        self.input_bytes
+            .fetch_add(input_bytes, std::sync::atomic::Ordering::Relaxed);
+        // Readied with the whole build; a retry readies it again on its own.
+        let mut prepared = self.prepared.lock().unwrap().remove(&job.native);
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
         let last_error = loop {
             attempt += 1;
-            match self
-                .runtime
-                .block_on(self.attempt(client, &spec, job, started))
-            {
+            match self.attempt(client, prepared.take(), &spec, job, started) {
                 Ok(outcome) => return outcome,
                 Err(err) => {
                     tracing::debug!("remote attempt {attempt} for {} failed: {err}", job.name());
@@ -268,6 +301,25 @@ impl Executor for RemoteExecutor {
         true
     }
 
+    fn prepare(&self, jobs: &mut dyn Iterator<Item = &BackendJob>) {
+        let Some(client) = &self.client else { return };
+        // A job whose action cannot be built is left out; it fails or runs locally when its
+        // turn comes, with the reason.
+        let (jobs, specs): (Vec<&BackendJob>, Vec<ActionSpec>) = jobs
+            .filter_map(|job| Some((job, self.spec(job).ok()?)))
+            .unzip();
+        match self.runtime.block_on(client.prepare(&specs)) {
+            Ok(prepared) => {
+                let mut readied = self.prepared.lock().unwrap();
+                for (job, action) in jobs.into_iter().zip(prepared) {
+                    readied.insert(job.native.clone(), action);
+                }
+            }
+            // Each job tries again on its own, with retries and the fallback.
+            Err(err) => tracing::debug!("preparing the remote build failed: {err}"),
+        }
+    }
+
     fn report(&self) -> Option<String> {
         let inputs = self.input_bytes.load(std::sync::atomic::Ordering::Relaxed);
         self.client.as_ref().map(|_| {
@@ -279,8 +331,37 @@ impl Executor for RemoteExecutor {
     }
 }
 
-/// `thindist worker`: runs bots until SIGINT or SIGTERM.
-pub fn run_worker(config: thindist_reapi::worker::WorkerConfig) -> Result<()> {
+/// A worker's commands as forks of their compiler's fork server, as local back ends run.
+struct ForkServerRunner(crate::forkserver::ForkServers);
+
+impl thindist_reapi::worker::CommandRunner for ForkServerRunner {
+    fn run(
+        &self,
+        arguments: &[String],
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Option<std::io::Result<thindist_reapi::worker::CommandOutput>> {
+        let result = self.0.run_in_env(arguments, cwd, Some(env))?;
+        // A fork's stdout and stderr arrive as one text; compilers write to stderr.
+        Some(
+            result.map(|(status, output)| {
+                (status.code().unwrap_or(-1), Vec::new(), output.into_bytes())
+            }),
+        )
+    }
+}
+
+/// `thindist worker`: runs bots until SIGINT or SIGTERM, their compiles forked from a fork
+/// server when `fork_server` is set and the compiler allows it.
+pub fn run_worker(
+    mut config: thindist_reapi::worker::WorkerConfig,
+    fork_server: bool,
+    verbose: bool,
+) -> Result<()> {
+    if fork_server {
+        let servers = crate::forkserver::ForkServers::new(verbose);
+        config.runner = Some(Arc::new(ForkServerRunner(servers)));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

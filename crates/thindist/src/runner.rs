@@ -39,11 +39,26 @@ impl<'a> JobRunner<'a> {
         self
     }
 
+    /// Lets the executor get ready for the jobs that the cache will not answer.
+    pub fn prepare(&self, jobs: &[BackendJob]) {
+        let mut to_execute = jobs.iter().filter(|job| {
+            let cached = |cache: &DiskCache| {
+                action_key(job, self.digests).is_ok_and(|key| cache.contains(&key.hex))
+            };
+            !self.cache.as_ref().is_some_and(cached)
+        });
+        self.executor.prepare(&mut to_execute);
+    }
+
     pub fn run(&self, job: &BackendJob) -> JobOutcome {
         let started = Instant::now();
-        let key = match action_key(job, self.digests) {
-            Ok(key) => Some(key),
-            Err(err) => {
+        // The key serves the cache and the build log; with neither, it is not worth its cost
+        // (the compiler's identity is a `--version` process, each shard is read and hashed).
+        let keyed = self.cache.is_some() || self.log_path.is_some();
+        let key = match keyed.then(|| action_key(job, self.digests)) {
+            None => None,
+            Some(Ok(key)) => Some(key),
+            Some(Err(err)) => {
                 // Without a key the job still runs; it just cannot be cached.
                 warn(format!("{} will not be cached: {err:#}", job.name()));
                 None

@@ -25,7 +25,17 @@ struct Farm {
 }
 
 impl Farm {
+    /// The server and two workers.
     fn start() -> Farm {
+        let mut farm = Farm::server();
+        for _ in 0..2 {
+            farm.add_worker(&[], None);
+        }
+        farm
+    }
+
+    /// The server alone.
+    fn server() -> Farm {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port_pair();
         let out = Command::new(repo().join("ci/buildgrid.sh"))
@@ -40,20 +50,36 @@ impl Farm {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut farm = Farm {
+        Farm {
             dir,
             port,
             workers: Vec::new(),
-        };
-        for _ in 0..2 {
-            let worker = Command::new(thindist())
-                .args(["worker", "--remote", &farm.url(), "--capacity", "1"])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            farm.workers.push(worker);
         }
-        farm
+    }
+
+    /// Starts a worker of capacity 1 with `extra` options, logging what it does to `log`.
+    fn add_worker(&mut self, extra: &[&str], log: Option<&Path>) {
+        let mut worker = Command::new(thindist());
+        worker
+            .args(["worker", "--remote", &self.url(), "--capacity", "1"])
+            .args(extra)
+            .env_remove("THINDIST_FORK_SERVER")
+            .stdout(std::process::Stdio::null());
+        if let Some(log) = log {
+            worker
+                .env("THINDIST_LOG", "info")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let worker = worker.spawn().unwrap();
+        self.workers.push(worker);
+    }
+
+    fn stop_workers(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        self.workers.clear();
     }
 
     fn url(&self) -> String {
@@ -94,10 +120,7 @@ impl Farm {
 
 impl Drop for Farm {
     fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
+        self.stop_workers();
         let _ = Command::new(repo().join("ci/buildgrid.sh"))
             .arg("stop")
             .arg(self.dir.path())
@@ -314,4 +337,99 @@ fn remote_builds_equal_local_ones_hit_the_action_cache_and_survive_a_dead_server
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("remote"), "{}", stderr(&out));
+}
+
+/// Blobs the worker fetched for each lease since `from` (a byte offset of its log).
+fn fetched_per_lease(log: &Path, from: usize) -> Vec<u64> {
+    let text = std::fs::read_to_string(log).unwrap();
+    text[from..]
+        .lines()
+        .filter_map(|l| {
+            l.split_once("blobs fetched")?
+                .0
+                .rsplit_once(": ")?
+                .1
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_fetches_inputs_once_and_its_fork_server_compiles_what_processes_do() {
+    let mut farm = Farm::server();
+    let work = tempfile::tempdir().unwrap();
+    let forking_log = work.path().join("forking-worker.log");
+    farm.add_worker(&["--verbose"], Some(&forking_log));
+    let project = Project::generate(&work.path().join("tree"), 30);
+    project.compile(&[], |_| vec![]);
+    project.partial_link(&[]);
+
+    // 1. Compiled by a worker that forks its compiles from a fork server.
+    let out = build(
+        &project,
+        &farm.url(),
+        "prog-1",
+        &["--remote-only", "--keep-natives"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let forked = natives(&project.dir);
+    assert!(forked.len() >= 15, "{} natives", forked.len());
+    let log = std::fs::read_to_string(&forking_log).unwrap();
+    assert!(log.contains("fork server for "), "{log}");
+    let first = fetched_per_lease(&forking_log, 0);
+    assert!(first.len() >= 15 && first.iter().sum::<u64>() > 0, "{log}");
+
+    // 2. The same link with new actions (the compiler named differently) over the same inputs
+    //    (the shards lie in a work directory named after the output): the worker's local CAS
+    //    has every input already.
+    let out = build(
+        &project,
+        &farm.url(),
+        "prog-1",
+        &["--remote-only", "--remote-compiler", "/usr/bin/clang-22"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = fetched_per_lease(&forking_log, log.len());
+    assert_eq!(
+        again.len(),
+        first.len(),
+        "{}",
+        std::fs::read_to_string(&forking_log).unwrap()
+    );
+    assert!(again.iter().all(|&n| n == 0), "fetched again: {again:?}");
+
+    // 3. A worker that runs compiler processes compiles the same objects, byte for byte.
+    farm.stop_workers();
+    let process_log = work.path().join("process-worker.log");
+    farm.add_worker(&["--verbose", "--no-fork-server"], Some(&process_log));
+    let out = build(
+        &project,
+        &farm.url(),
+        "prog-3",
+        &[
+            "--remote-only",
+            "--keep-natives",
+            "--remote-compiler",
+            "/usr/lib/llvm-22/bin/clang",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = std::fs::read_to_string(&process_log).unwrap();
+    assert!(
+        !log.contains("fork server for ") && log.contains("blobs fetched"),
+        "{log}"
+    );
+    for (path, bytes) in &forked {
+        assert!(
+            std::fs::read(path).unwrap() == *bytes,
+            "{} differs between the forking and the process worker",
+            path.display()
+        );
+    }
+    assert!(
+        std::fs::read(project.dir.join("prog-1")).unwrap()
+            == std::fs::read(project.dir.join("prog-3")).unwrap()
+    );
 }
