@@ -6,11 +6,14 @@
 //!   cargo run --release -p thindist-bench -- cache    # no-change and one-file-change rebuilds
 //!   cargo run --release -p thindist-bench -- dtlto    # thindist ld against lld's DTLTO path
 //!   cargo run --release -p thindist-bench -- remote   # BuildGrid on loopback, 1 and 2 workers
+//!   cargo run --release -p thindist-bench -- scale    # 5,000 modules: thindist's own peak memory
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use thindist_testkit::Project;
+
+mod scale;
 
 const JOBS: usize = 2;
 
@@ -357,5 +360,8 @@ fn main() {
     }
     if wants("remote") {
         remote();
+    }
+    if wants("scale") {
+        scale::scale();
     }
 }
