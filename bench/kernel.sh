@@ -157,7 +157,8 @@ echo "== rebuilds of the vmlinux.o link, warm caches: lld --thinlto-cache-dir ag
 cd "$work/linux-thindist"
 lld_cached=(ld.lld-22 $args --thinlto-jobs=2 --thinlto-cache-dir="$work/lld-cache" -o vmlinux.bench-lldcache.o)
 thindist_cached=("$thindist" ld -j2 -- ld.lld-22 $args -o vmlinux.bench-cached.o)
-rm -rf "$work/lld-cache"
+# Both caches start empty: edits of earlier runs must not be hits for either.
+rm -rf "$work/lld-cache" "$THINDIST_CACHE_DIR"
 measure cache-lld-fill "${lld_cached[@]}"
 measure cache-thindist-fill "${thindist_cached[@]}"
 rm -f "$work"/cache-*.best
