@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Kernel benchmark, side by side in one run on linux-source-6.12 (tinyconfig + ThinLTO):
 #  1. the whole `make -j2 bzImage modules` from clean, in-process ThinLTO against thindist;
-#  2. on the thindist tree, the vmlinux.o link alone: lld in-process (--thinlto-jobs=2)
-#     against `thindist ld -j2` (no cache), and against thindist with a warm cache;
-#  3. a comparison of the two vmlinux images (kernel/compare.sh).
+#  2. the seed's own kbuild series (bench/seed-6.12.patch, CONFIG_LTO_CLANG_THIN_DIST) on its
+#     own copy of the tree, compiled once so that only its distributed link step is timed;
+#  3. the vmlinux.o link alone, 554 modules, caches off: lld in-process (--thinlto-jobs=2),
+#     the seed's flow (`make -j2 vmlinux_a`: thin link, back ends, archive of the natives, then
+#     the `ld -r` of those natives) and `thindist ld -j2 --no-cache`;
+#  4. a comparison of the two vmlinux images (kernel/compare.sh).
 # Prints wall, CPU and peak RSS with ratios, and thindist's orchestration overhead.
 #
-#  4. rebuilds of the vmlinux.o link (no change, one file changed), lld's --thinlto-cache-dir
+#  5. rebuilds of the vmlinux.o link (no change, one file changed), lld's --thinlto-cache-dir
 #     against thindist's cache.
 #
-#   cargo build --release -p thindist && bench/kernel.sh [WORKDIR [SECTION...]]
+#   cargo build --release -p thindist && [BENCH_ROUNDS=2] bench/kernel.sh [WORKDIR [SECTION...]]
 #
-# SECTION is build, link, cache or compare (default: all); all but build reuse the trees a
-# build section left in WORKDIR.
+# SECTION is build, seed, link, cache or compare (default: all); link, cache and compare reuse
+# the trees that build (and seed, for the seed's row) left in WORKDIR. The thindist binary is
+# taken from $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-thindist=$repo/target/release/thindist
+thindist=${CARGO_TARGET_DIR:-$repo/target}/release/thindist
 [ -x "$thindist" ] || { echo "build thindist first: cargo build --release -p thindist" >&2; exit 1; }
 work=${1:-${TMPDIR:-/tmp}/thindist-kernel-bench}
 shift || true
-sections=${*:-build link cache compare}
+sections=${*:-build seed link cache compare}
 wants() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$work"
 export THINDIST_CACHE_DIR=$work/cache
@@ -50,27 +54,94 @@ row "in-process ThinLTO (script total)" make-inprocess
 row "thindist (script total)" make-thindist
 ratio "thindist / in-process" make-thindist make-inprocess
 fi
+
+# The seed's tree: its own copy of the source with the ported series, configured as
+# build-and-boot.sh configures the others but with LTO_CLANG_THIN_DIST, and compiled up to
+# vmlinux.o once (the front ends are not part of the link step measured below).
+seed=$work/linux-seed
+seed_make=(make LLVM=-22 -j2)
+if wants seed; then
+echo "== the seed's tree: unpack, apply bench/seed-6.12.patch, configure, compile"
+rm -rf "$seed" "$seed.unpack"
+mkdir -p "$seed.unpack"
+tar -C "$seed.unpack" -xJf /usr/src/linux-source-6.12.tar.xz
+mv "$seed.unpack/linux-source-6.12" "$seed"
+rmdir "$seed.unpack"
+(
+    cd "$seed"
+    patch -p1 --quiet <"$repo/bench/seed-6.12.patch"
+    make LLVM=-22 tinyconfig >/dev/null
+    scripts/config -e 64BIT -d LTO_NONE -e LTO_CLANG_THIN_DIST -e PRINTK -e TTY -e SERIAL_8250 \
+        -e SERIAL_8250_CONSOLE -e BINFMT_ELF -e BLK_DEV_INITRD -e RD_GZIP -e MODULES -e MODULE_UNLOAD \
+        -m CRC_ITU_T -m CRC7
+    make LLVM=-22 olddefconfig >/dev/null
+    grep -q '^CONFIG_LTO_CLANG_THIN_DIST=y' .config || { echo "bench: CONFIG_LTO_CLANG_THIN_DIST did not stay enabled in $seed/.config" >&2; exit 1; }
+    "${seed_make[@]}" vmlinux_o >"$work/seed-prepare.log" 2>&1 || { tail -20 "$work/seed-prepare.log" >&2; exit 1; }
+    echo "  $(wc -l <vmlinux.thinlto-index) modules in the seed's thin-link index"
+)
+fi
+wants link || wants cache || wants compare || exit 0
 [ -f "$work/linux-thindist/.vmlinux.o.cmd" ] || { echo "bench: no built tree in $work: run the build section first" >&2; exit 1; }
 
 # The vmlinux.o link command kbuild ran, without the linker itself, in $args.
 args=$(sed -n 's/^savedcmd_vmlinux.o := //p' "$work/linux-thindist/.vmlinux.o.cmd" | sed 's/ ; .*//')
 args=${args#* }
 
+# The link and cache rows are measured this many times, interleaved; each keeps its best.
+rounds=${BENCH_ROUNDS:-2}
+# keep_best NAME: of this round's NAME and the best of the rounds before, keeps the one with
+# the shorter wall time (and its log).
+keep_best() {
+    local f=$work/$1
+    if [ -f "$f.best" ] && awk '{exit !($1 > w)}' w="$(cut -d' ' -f1 "$f.best")" "$f"; then
+        cp "$f.best" "$f"; cp "$f.best.log" "$f.log"
+    fi
+    cp "$f" "$f.best"; cp "$f.log" "$f.best.log"
+}
+
 if wants link; then
-echo "== the vmlinux.o link alone (thindist tree, same inputs)"
+rounds=${BENCH_ROUNDS:-2}
+echo "== the vmlinux.o link alone (thindist tree, same inputs), best of $rounds interleaved rounds"
+rm -f "$work"/link-*.best
+seed_args=""
+[ -f "$seed/vmlinux.thinlto-index" ] && seed_args=$(sed -n 's/^savedcmd_vmlinux.o := //p' "$seed/.vmlinux.o.cmd" | sed 's/ ; .*//')
+for _ in $(seq "$rounds"); do
+    cd "$work/linux-thindist"
+    # shellcheck disable=SC2086
+    measure link-inprocess ld.lld-22 $args --thinlto-jobs=2 -o vmlinux.bench-inprocess.o
+    keep_best link-inprocess
+    # shellcheck disable=SC2086
+    measure link-thindist "$thindist" ld -j2 --no-cache -- ld.lld-22 $args -o vmlinux.bench-thindist.o
+    keep_best link-thindist
+    [ -n "$seed_args" ] || continue
+    # The seed's step from bitcode to vmlinux.o, without its objtool run (the other rows have
+    # none): remove what it made, then its own target and the `ld -r` kbuild runs after it.
+    cd "$seed"
+    find . -name '*.thinlto-native.o' -delete -o -name '*.o.thinlto.bc' -delete
+    rm -f vmlinux.a vmlinux.thinlto-index
+    # shellcheck disable=SC2086
+    measure link-seed bash -c '"${@:2}" vmlinux_a && ld.lld-22 $1 -o vmlinux.bench-seed.o' \
+        seed-link "${seed_args#* }" "${seed_make[@]}"
+    keep_best link-seed
+done
+if [ -n "$seed_args" ]; then
+    # make's walk of the tree with nothing to do, included in the seed's row.
+    cd "$seed"
+    measure link-seed-walk "${seed_make[@]}" vmlinux_a
+fi
 cd "$work/linux-thindist"
-# shellcheck disable=SC2086
-measure link-inprocess ld.lld-22 $args --thinlto-jobs=2 -o vmlinux.bench-inprocess.o
-# shellcheck disable=SC2086
-measure link-thindist "$thindist" ld -j2 --no-cache -- ld.lld-22 $args -o vmlinux.bench-thindist.o
 # shellcheck disable=SC2086
 measure link-thindist-warm-1 "$thindist" ld -j2 -- ld.lld-22 $args -o vmlinux.bench-cached.o
 # shellcheck disable=SC2086
 measure link-thindist-warm "$thindist" ld -j2 -- ld.lld-22 $args -o vmlinux.bench-cached.o
 row "ld.lld-22 --thinlto-jobs=2 (in-process)" link-inprocess
+[ -n "$seed_args" ] && row "seed's flow (make -j2 vmlinux_a; ld -r)" link-seed
+[ -n "$seed_args" ] && row "  of which make's walk with nothing to do" link-seed-walk
 row "thindist ld -j2 --no-cache" link-thindist
 row "thindist ld -j2, warm cache" link-thindist-warm
 ratio "thindist / in-process" link-thindist link-inprocess
+[ -n "$seed_args" ] && ratio "seed's flow / in-process" link-seed link-inprocess
+[ -n "$seed_args" ] && ratio "thindist / seed's flow" link-thindist link-seed
 ratio "thindist warm cache / in-process" link-thindist-warm link-inprocess
 summary=$(grep ' modules in ' "$work/link-thindist.log" | tail -1)
 echo "  thindist: ${summary#thindist: }"
@@ -82,26 +153,39 @@ echo "  orchestration overhead: $(echo "$wall - $summed / 2" | bc -l | cut -c1-5
 fi
 
 if wants cache; then
-echo "== rebuilds of the vmlinux.o link, warm caches: lld --thinlto-cache-dir against thindist"
+echo "== rebuilds of the vmlinux.o link, warm caches: lld --thinlto-cache-dir against thindist, best of $rounds rounds"
 cd "$work/linux-thindist"
 lld_cached=(ld.lld-22 $args --thinlto-jobs=2 --thinlto-cache-dir="$work/lld-cache" -o vmlinux.bench-lldcache.o)
 thindist_cached=("$thindist" ld -j2 -- ld.lld-22 $args -o vmlinux.bench-cached.o)
-rm -rf "$work/lld-cache"
+# Both caches start empty: edits of earlier runs must not be hits for either.
+rm -rf "$work/lld-cache" "$THINDIST_CACHE_DIR"
 measure cache-lld-fill "${lld_cached[@]}"
 measure cache-thindist-fill "${thindist_cached[@]}"
-measure cache-lld-nochange "${lld_cached[@]}"
-measure cache-thindist-nochange "${thindist_cached[@]}"
-# One file changed: a new function in kernel/fork.c, recompiled with kbuild's saved command.
+rm -f "$work"/cache-*.best
+# One file changed: a new function in kernel/fork.c (another one each round, so that neither
+# cache has it yet), recompiled with kbuild's saved command.
 edited=kernel/fork.c
 cp "$edited" "$work/fork.c.orig"
 recompile() { sh -c "$(sed -n 's/^savedcmd_kernel\/fork.o := //p' kernel/.fork.o.cmd)"; }
 trap 'cp "$work/fork.c.orig" "$work/linux-thindist/$edited"' EXIT
-printf '\nint thindist_bench_edit(void);\nint thindist_bench_edit(void) { return 42; }\n' >>"$edited"
-recompile
-measure cache-lld-onefile "${lld_cached[@]}"
-measure cache-thindist-onefile "${thindist_cached[@]}"
-cp "$work/fork.c.orig" "$edited"
-recompile
+for round in $(seq "$rounds"); do
+    measure cache-lld-nochange "${lld_cached[@]}"
+    keep_best cache-lld-nochange
+    measure cache-thindist-nochange "${thindist_cached[@]}"
+    keep_best cache-thindist-nochange
+    cp "$work/fork.c.orig" "$edited"
+    printf '\nint thindist_bench_edit(void);\nint thindist_bench_edit(void) { return %d; }\n' "$((41 + round))" >>"$edited"
+    recompile
+    measure cache-lld-onefile "${lld_cached[@]}"
+    keep_best cache-lld-onefile
+    measure cache-thindist-onefile "${thindist_cached[@]}"
+    keep_best cache-thindist-onefile
+    # Back to the tree both caches hold, for the next round's no-change rows.
+    cp "$work/fork.c.orig" "$edited"
+    recompile
+    measure cache-lld-refill "${lld_cached[@]}"
+    measure cache-thindist-refill "${thindist_cached[@]}"
+done
 trap - EXIT
 row "lld, no change" cache-lld-nochange
 row "thindist, no change" cache-thindist-nochange

@@ -7,8 +7,10 @@
 //!   cargo run --release -p thindist-bench -- dtlto    # thindist ld against lld's DTLTO path
 //!   cargo run --release -p thindist-bench -- remote   # BuildGrid on loopback, 1 and 2 workers
 //!   cargo run --release -p thindist-bench -- farm [--quick] # W workers on loopback (farm.rs)
+//!   cargo run --release -p thindist-bench -- scale    # 5,000 modules: thindist's own peak memory
 
 mod farm;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -386,5 +388,8 @@ fn main() {
     }
     if wants("remote") {
         remote();
+    }
+    if wants("scale") {
+        scale::scale();
     }
 }

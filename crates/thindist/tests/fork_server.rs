@@ -10,8 +10,10 @@ use util::{many_modules, many_objects, thindist, SmallProject};
 
 #[test]
 fn fork_server_objects_are_those_of_processes() {
-    let p = many_modules(20);
-    let objects = many_objects(20);
+    // Over 16 jobs a server, so that later jobs run after the server moved libLLVM's code
+    // into huge pages.
+    let p = many_modules(60);
+    let objects = many_objects(60);
     let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
     util::assert_fork_server_matches_processes(&p, &objects);
 }
