@@ -177,8 +177,6 @@ pub struct RemoteOutcome {
     pub stderr: Vec<u8>,
     /// (path relative to the working directory, digest).
     pub outputs: Vec<(String, Digest)>,
-    /// Served from the action cache: nothing ran.
-    pub cached: bool,
 }
 
 pub struct Client {
@@ -779,7 +777,7 @@ impl Client {
         action: &PreparedAction,
     ) -> std::result::Result<RemoteOutcome, RemoteError> {
         if let Some(result) = &action.cached {
-            return Ok(self.outcome(result.clone(), true).await?);
+            return Ok(self.outcome(result.clone()).await?);
         }
         let response = self.execute(&action.action_digest).await?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
@@ -792,7 +790,7 @@ impl Client {
         let result = response
             .result
             .context("Execute finished without an ActionResult")?;
-        Ok(self.outcome(result, response.cached_result).await?)
+        Ok(self.outcome(result).await?)
     }
 
     /// Runs `spec` remotely: the action cache first, then uploads of what the server lacks,
@@ -802,7 +800,7 @@ impl Client {
         self.run_prepared(&prepared[0]).await
     }
 
-    async fn outcome(&self, result: re::ActionResult, cached: bool) -> Result<RemoteOutcome> {
+    async fn outcome(&self, result: re::ActionResult) -> Result<RemoteOutcome> {
         let stdout = match (&result.stdout_digest, result.stdout_raw.is_empty()) {
             (Some(d), true) => self.read_blob(&Digest::parse(d)?).await?,
             _ => result.stdout_raw.clone(),
@@ -824,7 +822,6 @@ impl Client {
             stdout,
             stderr,
             outputs,
-            cached,
         })
     }
 }

@@ -191,7 +191,7 @@ fn run_worker(remote: &RemoteOptions, options: &WorkerOptions) -> Result<i32> {
     config.work_dir = options.work_dir.clone();
     config.cache_dir = options.cache_dir.clone();
     config.cache_size = options.cache_mib << 20;
-    thindist::remote::run_worker(config, options.fork_server, options.verbose)?;
+    thindist::remote::run_worker(config, options.fork_server.enabled, options.verbose)?;
     Ok(0)
 }
 
@@ -232,15 +232,22 @@ struct RunOptions {
     /// native objects) and print where it is; lld's --save-temps on the link line does the same.
     #[arg(long, env = "THINDIST_KEEP_WORK", value_parser = BoolishValueParser::new())]
     keep_work: bool,
-    /// Run every back-end compile as a process of its own, not as a fork of a compiler fork
-    /// server (THINDIST_FORK_SERVER=0 does the same).
+    #[command(flatten)]
+    fork_server: ForkServerOption,
+}
+
+/// Whether compiles fork from a compiler fork server (the local executor's and the worker's).
+#[derive(Args, Clone, Debug)]
+struct ForkServerOption {
+    /// Run every compile as a process of its own, not as a fork of a compiler fork server
+    /// (THINDIST_FORK_SERVER=0 does the same).
     #[arg(
         long = "no-fork-server",
         env = "THINDIST_FORK_SERVER",
         action = clap::ArgAction::SetFalse,
         value_parser = BoolishValueParser::new()
     )]
-    fork_server: bool,
+    enabled: bool,
 }
 
 /// How `thindist worker` runs its leases.
@@ -259,15 +266,8 @@ struct WorkerOptions {
     /// MiB the worker's local CAS may hold; the least recently used blobs go beyond it.
     #[arg(long, env = "THINDIST_WORKER_CACHE_MIB", default_value_t = 2048)]
     cache_mib: u64,
-    /// Run every compile as a process of its own, not as a fork of a compiler fork server
-    /// (THINDIST_FORK_SERVER=0 does the same).
-    #[arg(
-        long = "no-fork-server",
-        env = "THINDIST_FORK_SERVER",
-        action = clap::ArgAction::SetFalse,
-        value_parser = BoolishValueParser::new()
-    )]
-    fork_server: bool,
+    #[command(flatten)]
+    fork_server: ForkServerOption,
     /// Say whether each compiler has a fork server.
     #[arg(short, long)]
     verbose: bool,
@@ -502,7 +502,7 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let local = LocalExecutor::new(options.fork_server, options.verbose);
+    let local = LocalExecutor::new(options.fork_server.enabled, options.verbose);
     // Unchanged inputs are known by their stat across runs, through the cache's digest memo.
     let memo_dir = (settings.cache.as_ref()).and_then(|c| DiskCache::open(c).ok());
     let digests = Arc::new(memo_dir.map_or_else(Digests::default, |c| Digests::with_memo(c.dir())));
