@@ -15,7 +15,10 @@ export RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
 export THINDIST_BUILDGRID_VENV=${THINDIST_BUILDGRID_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/thindist-buildgrid-venv}
 ci/buildgrid.sh install
 
-# The crates a user installs (thindist, thindist-reapi) package and build as published.
+# The crates a user installs (thindist, thindist-reapi) package and build as published. Cargo
+# reuses an earlier extraction of a packaged crate of the same name and version from its
+# registry directory, so an earlier run's thindist-reapi would be verified against instead.
+rm -rf "$CARGO_HOME"/registry/src/*/thindist-reapi-* "$CARGO_HOME"/registry/src/*/thindist-[0-9]*
 cargo publish --workspace --dry-run
 
 empty=$(mktemp -d "${TMPDIR:-/tmp}/thindist-empty-home.XXXXXX")
