@@ -88,20 +88,18 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     for warning in &codegen.warnings {
         session.warn(warning);
     }
-    let sources = || {
-        FlagSources::new(
-            settings.compile_commands.as_deref(),
-            invocation::parent_shell_commands(),
-            &cwd,
-        )
-    };
+    let sources = FlagSources::new(
+        settings.compile_commands.as_deref(),
+        invocation::parent_shell_commands(),
+        &cwd,
+    )?;
     let relink = Relink::new(
         (&invocation.linker, invocation.driver.as_deref()),
         link.prepared(),
         &codegen,
         settings,
         &cwd,
-        sources()?,
+        sources.clone(),
         run.digests,
     );
     if relink.as_ref().is_some_and(Relink::restore) {
@@ -115,7 +113,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         &modules,
         link.work_dir(),
         &cwd,
-        &backends.with_records(sources()?),
+        &backends.with_records(sources),
         &codegen,
         settings.keep_natives,
         &link.prepared().member_labels(),

@@ -34,6 +34,7 @@ fn dot_file(object: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Where to look for saved flags.
+#[derive(Clone)]
 pub struct FlagSources {
     compile_commands: Option<(PathBuf, HashMap<PathBuf, SavedCompile>)>,
     /// The cache's records filed by object content (see [`crate::cc`]).
