@@ -48,7 +48,7 @@ fn publishes(
 ) -> bool {
     let abs = crate::fsutil::normalize(&cwd.join(module));
     let temporary = abs.starts_with(crate::fsutil::normalize(&cwd.join(work_dir)))
-        || abs.parent() == Some(std::env::temp_dir().as_path());
+        || crate::workdir::is_driver_temporary(&abs);
     !temporary
         && (keep == KeepNatives::Always
             || matches!(source, FlagsSource::KbuildCmd(_) | FlagsSource::ParentShell))

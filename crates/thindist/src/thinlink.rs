@@ -43,9 +43,8 @@ impl PreparedLink {
     /// Whether every bitcode input is an object the clang driver compiled into TMPDIR for this
     /// link (the link of `clang -flto=thin a.c -o prog`).
     pub fn bitcode_is_all_temporary(&self) -> bool {
-        let tmp = std::env::temp_dir();
         self.prepared.iter().flatten().all(|p| match p {
-            Prepared::Bitcode { module } => module.parent() == Some(tmp.as_path()),
+            Prepared::Bitcode { module } => crate::workdir::is_driver_temporary(module),
             Prepared::Archive { members } => !members.iter().any(|m| m.bitcode),
             Prepared::Unchanged => true,
         })

@@ -14,6 +14,10 @@ use anyhow::{Context, Result};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+/// How a work directory's name starts: in TMPDIR, and in the build directory.
+const TMP_PREFIX: &str = "thindist-";
+const BUILD_DIR_PREFIX: &str = ".thindist-work-";
+
 pub struct WorkDir {
     /// As the link's commands name it: absolute in TMPDIR, relative in the build directory.
     path: PathBuf,
@@ -29,7 +33,7 @@ impl WorkDir {
         let (path, abs) = match in_build_dir {
             None => {
                 let dir = tempfile::Builder::new()
-                    .prefix("thindist-")
+                    .prefix(TMP_PREFIX)
                     .tempdir()
                     .with_context(|| {
                         format!(
@@ -42,7 +46,7 @@ impl WorkDir {
             }
             Some((cwd, output)) => {
                 let digest = crate::cache::key::sha256_hex(output.as_bytes());
-                let path = PathBuf::from(format!(".thindist-work-{}", &digest[..16]));
+                let path = PathBuf::from(format!("{BUILD_DIR_PREFIX}{}", &digest[..16]));
                 let abs = cwd.join(&path);
                 // Left by a link that was killed: nothing in it is trusted.
                 let _ = std::fs::remove_dir_all(&abs);
@@ -82,13 +86,19 @@ pub fn is_work_path(path: &Path) -> bool {
         .strip_prefix(std::env::temp_dir())
         .ok()
         .and_then(|rest| rest.components().next())
-        .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with("thindist-"));
+        .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with(TMP_PREFIX));
     in_tmp
         || path.components().any(|c| {
             c.as_os_str()
                 .to_string_lossy()
-                .starts_with(".thindist-work-")
+                .starts_with(BUILD_DIR_PREFIX)
         })
+}
+
+/// Whether `path` is an object the clang driver wrote straight into TMPDIR for one
+/// compile-and-link command (`clang -flto=thin a.c -o prog`), gone when that command ends.
+pub fn is_driver_temporary(path: &Path) -> bool {
+    path.parent() == Some(std::env::temp_dir().as_path())
 }
 
 impl Drop for WorkDir {

@@ -122,8 +122,7 @@ impl Memo {
     fn learn(&self, path: &Path, stat: Stat, known: Known) {
         // Files that are gone when the link ends: a link's work directory, and the objects the
         // clang driver writes straight into TMPDIR for a compile-and-link command.
-        let driver_temporary = path.parent() == Some(std::env::temp_dir().as_path());
-        if crate::workdir::is_work_path(path) || driver_temporary {
+        if crate::workdir::is_work_path(path) || crate::workdir::is_driver_temporary(path) {
             return;
         }
         self.this_run
