@@ -2,10 +2,11 @@
 //! this machine or remotely), store the result, and note it for the build log.
 
 use crate::buildlog::{self, BuildLog, Entry};
-use crate::cache::{action_key, Digests, DiskCache};
+use crate::cache::{action_key, ActionKey, Digests, DiskCache};
 use crate::events::{warn, ExecutedBy, JobOutcome};
 use crate::exec::Executor;
 use crate::job::BackendJob;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -18,6 +19,8 @@ pub struct JobRunner<'a> {
     previous: BuildLog,
     log: Mutex<BuildLog>,
     log_path: Option<PathBuf>,
+    /// Keys [`JobRunner::prepare`] computed, by native object, for `run` to take.
+    prepared_keys: Mutex<HashMap<PathBuf, ActionKey>>,
 }
 
 impl<'a> JobRunner<'a> {
@@ -29,6 +32,7 @@ impl<'a> JobRunner<'a> {
             previous: BuildLog::default(),
             log: Mutex::new(BuildLog::default()),
             log_path: None,
+            prepared_keys: Mutex::default(),
         }
     }
 
@@ -43,7 +47,12 @@ impl<'a> JobRunner<'a> {
     pub fn prepare(&self, jobs: &[BackendJob]) {
         let mut to_execute = jobs.iter().filter(|job| {
             let cached = |cache: &DiskCache| {
-                action_key(job, self.digests).is_ok_and(|key| cache.contains(&key.hex))
+                action_key(job, self.digests).is_ok_and(|key| {
+                    let found = cache.contains(&key.hex);
+                    let mut keys = self.prepared_keys.lock().unwrap();
+                    keys.insert(job.native.clone(), key);
+                    found
+                })
             };
             !self.cache.as_ref().is_some_and(cached)
         });
@@ -55,7 +64,11 @@ impl<'a> JobRunner<'a> {
         // The key serves the cache and the build log; with neither, it is not worth its cost
         // (the compiler's identity is a `--version` process, each shard is read and hashed).
         let keyed = self.cache.is_some() || self.log_path.is_some();
-        let key = match keyed.then(|| action_key(job, self.digests)) {
+        let prepared = self.prepared_keys.lock().unwrap().remove(&job.native);
+        let key = match prepared
+            .map(Ok)
+            .or_else(|| keyed.then(|| action_key(job, self.digests)))
+        {
             None => None,
             Some(Ok(key)) => Some(key),
             Some(Err(err)) => {
