@@ -68,7 +68,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// no inode with `src` (a reflink where the file system can make one, else bytes), so a tool
 /// that later changes `dest` in place (objtool, livepatch tools) cannot change `src`.
 pub fn publish(src: &Path, dest: &Path) -> Result<()> {
-    let temp = temp_beside(dest, |path| clone_or_copy(src, path))
+    publish_with_mode(src, dest, 0o666)
+}
+
+/// [`publish`], with `dest` given `mode` less the umask, as open(2) makes a new file.
+pub fn publish_with_mode(src: &Path, dest: &Path, mode: u32) -> Result<()> {
+    let temp = temp_beside(dest, |path| create_copy(src, path, mode))
         .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
     persist(temp, dest)
 }
@@ -77,11 +82,18 @@ pub fn publish(src: &Path, dest: &Path) -> Result<()> {
 /// file system shares extents between files, else a copy. Either way a later change to one
 /// file leaves the other as it was.
 pub fn clone_or_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
+    create_copy(src, dest, 0o666)
+}
+
+/// [`clone_or_copy`], creating `dest` with `mode` less the umask.
+fn create_copy(src: &Path, dest: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let from = std::fs::File::open(src)?;
     let to = std::fs::File::options()
         .write(true)
         .create_new(true)
+        .mode(mode)
         .open(dest)?;
     // SAFETY: both descriptors are open for as long as the call runs.
     if unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0 {

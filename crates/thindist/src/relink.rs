@@ -202,7 +202,7 @@ impl<'a> Relink<'a> {
         }
         for (index, (path, blob)) in sources.into_iter().enumerate() {
             if index == 0 && record.output.is_some() {
-                write_like_lld(&blob, path, self.output_mode())?;
+                fsutil::publish_with_mode(&blob, path, self.output_mode())?;
             } else {
                 fsutil::publish(&blob, path)?;
             }
@@ -327,14 +327,13 @@ impl<'a> Relink<'a> {
         modules
     }
 
-    /// The mode lld gives its output: executable unless relocatable, less the umask.
+    /// The mode lld gives its output before the umask: executable unless relocatable.
     fn output_mode(&self) -> u32 {
-        let full = if self.link.args.is_relocatable() {
+        if self.link.args.is_relocatable() {
             0o666
         } else {
             0o777
-        };
-        full & !umask()
+        }
     }
 }
 
@@ -406,28 +405,6 @@ fn parse_dependency_file(text: &str) -> Vec<PathBuf> {
         ));
     }
     files
-}
-
-/// Writes `dest` with `src`'s content as lld writes its output: a temporary beside it with
-/// `mode`, renamed into place.
-fn write_like_lld(src: &Path, dest: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let temp = fsutil::temp_beside(dest, |temp| fsutil::clone_or_copy(src, temp))
-        .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
-    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {}", temp.path().display()))?;
-    fsutil::persist(temp, dest)
-}
-
-/// The process's umask, read without changing it.
-fn umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("Umask:"))?;
-            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
-        })
-        .unwrap_or(0o022)
 }
 
 #[cfg(test)]
