@@ -286,7 +286,9 @@ impl Digests {
     /// The identity of `compiler` (a path or a name on PATH): its `--version` is asked only
     /// when the memo does not know the binary's stat.
     pub fn compiler(&self, compiler: &str) -> Result<CompilerIdentity> {
-        if let Some(id) = self.compilers.lock().unwrap().get(compiler) {
+        // Probed under the lock: jobs starting together wait for one probe, not run one each.
+        let mut compilers = self.compilers.lock().unwrap();
+        if let Some(id) = compilers.get(compiler) {
             return Ok(id.clone());
         }
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -317,10 +319,7 @@ impl Digests {
             version,
             binary_digest,
         };
-        self.compilers
-            .lock()
-            .unwrap()
-            .insert(compiler.to_string(), id.clone());
+        compilers.insert(compiler.to_string(), id.clone());
         Ok(id)
     }
 }
