@@ -21,6 +21,7 @@ pub struct BackendPhase<'a> {
     slots: &'a Slots,
     keep_going: bool,
     runner: JobRunner<'a>,
+    digests: &'a Digests,
     /// Where `thindist cc` files flag records by content, in the cache.
     records: Option<PathBuf>,
 }
@@ -48,6 +49,7 @@ impl<'a> BackendPhase<'a> {
             slots,
             keep_going,
             runner,
+            digests,
             records,
         }
     }
@@ -75,7 +77,7 @@ impl<'a> BackendPhase<'a> {
             match outcome {
                 Some(o) if o.succeeded() => {
                     if let Some(published) = &job.published {
-                        fsutil::publish(&job.cwd.join(&job.native), &job.cwd.join(published))?;
+                        self.publish(&job.cwd.join(&job.native), &job.cwd.join(published))?;
                     }
                     natives.insert(job.module.clone(), job.native.clone());
                 }
@@ -90,5 +92,18 @@ impl<'a> BackendPhase<'a> {
             bail!("{failed} back-end compile(s) failed");
         }
         Ok(natives)
+    }
+
+    /// Publishes `native` at `dest`, which a rebuild usually finds holding it already: then
+    /// only its modification time changes, and no copy is made.
+    fn publish(&self, native: &Path, dest: &Path) -> Result<()> {
+        let digest = self.digests.file_digest(native)?;
+        if !self
+            .digests
+            .touch_if_holds(dest, &digest, fsutil::NEW_FILE_MODE)
+        {
+            fsutil::publish(native, dest)?;
+        }
+        Ok(())
     }
 }

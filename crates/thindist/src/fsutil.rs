@@ -64,12 +64,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     persist(temp, path)
 }
 
+/// The process's umask, read without changing it (umask(2) can only be read by setting it,
+/// which would race with threads creating files).
+pub fn umask() -> Result<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let read = || {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(value.trim(), 8).ok()
+    };
+    UMASK
+        .get_or_init(read)
+        .context("cannot read the umask from /proc/self/status")
+}
+
 /// Makes `dest` a copy of `src`, replacing whatever `dest` was in one step. The copy shares
 /// no inode with `src` (a reflink where the file system can make one, else bytes), so a tool
 /// that later changes `dest` in place (objtool, livepatch tools) cannot change `src`.
 pub fn publish(src: &Path, dest: &Path) -> Result<()> {
-    publish_with_mode(src, dest, 0o666)
+    publish_with_mode(src, dest, NEW_FILE_MODE)
 }
+
+/// The mode, before the umask, that a new file which is not a program gets.
+pub const NEW_FILE_MODE: u32 = 0o666;
 
 /// [`publish`], with `dest` given `mode` less the umask, as open(2) makes a new file.
 pub fn publish_with_mode(src: &Path, dest: &Path, mode: u32) -> Result<()> {
@@ -82,7 +99,7 @@ pub fn publish_with_mode(src: &Path, dest: &Path, mode: u32) -> Result<()> {
 /// file system shares extents between files, else a copy. Either way a later change to one
 /// file leaves the other as it was.
 pub fn clone_or_copy(src: &Path, dest: &Path) -> std::io::Result<()> {
-    create_copy(src, dest, 0o666)
+    create_copy(src, dest, NEW_FILE_MODE)
 }
 
 /// [`clone_or_copy`], creating `dest` with `mode` less the umask.

@@ -194,17 +194,21 @@ impl<'a> Relink<'a> {
             }
         }
         let mut sources = Vec::with_capacity(blobs.len());
-        for (path, digest) in outputs.into_iter().zip(&blobs) {
+        for (index, (path, digest)) in outputs.into_iter().zip(&blobs).enumerate() {
+            let mode = if index == 0 && record.output.is_some() {
+                self.output_mode()
+            } else {
+                fsutil::NEW_FILE_MODE
+            };
             match self.cache.blob(digest)? {
-                Some(blob) => sources.push((path, blob)),
+                Some(blob) => sources.push((path, digest, blob, mode)),
                 None => return Ok(None),
             }
         }
-        for (index, (path, blob)) in sources.into_iter().enumerate() {
-            if index == 0 && record.output.is_some() {
-                fsutil::publish_with_mode(&blob, path, self.output_mode())?;
-            } else {
-                fsutil::publish(&blob, path)?;
+        // Files that already hold what they would be given only get a new modification time.
+        for (path, digest, blob, mode) in sources {
+            if !self.digests.touch_if_holds(path, digest, mode) {
+                fsutil::publish_with_mode(&blob, path, mode)?;
             }
         }
         eprint!("{}", record.printed);

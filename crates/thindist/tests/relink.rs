@@ -310,3 +310,60 @@ fn a_restored_relocatable_output_has_the_mode_lld_gives_it() {
     assert_eq!(restored, mode, "not executable, as lld writes -r outputs");
     assert_eq!(restored & 0o111, 0);
 }
+
+#[test]
+fn outputs_that_already_hold_what_a_relink_writes_are_kept_with_fresh_times() {
+    use std::os::unix::fs::MetadataExt;
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    assert!(ran_thin_link(&small_link(&p, &[])));
+    let prog = p.path("prog");
+    let native = p.path("twice.thinlto-native.o");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let age = |path: &Path| {
+        std::fs::File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        std::fs::metadata(path).unwrap().ino()
+    };
+    let fresh = |path: &Path| std::fs::metadata(path).unwrap().modified().unwrap() > hour_ago;
+    let (prog_ino, native_ino) = (age(&prog), age(&native));
+    let (prog_bytes, native_bytes) = (
+        std::fs::read(&prog).unwrap(),
+        std::fs::read(&native).unwrap(),
+    );
+
+    // Restored: nothing copied, both given the time a rewrite would give them.
+    assert!(!ran_thin_link(&small_link(&p, &[])));
+    for (path, ino, bytes) in [
+        (&prog, prog_ino, &prog_bytes),
+        (&native, native_ino, &native_bytes),
+    ] {
+        assert_eq!(
+            std::fs::metadata(path).unwrap().ino(),
+            ino,
+            "{}",
+            path.display()
+        );
+        assert!(fresh(path), "{} keeps its old time", path.display());
+        assert_eq!(&std::fs::read(path).unwrap(), bytes);
+    }
+
+    // A full link (another command) publishes the unchanged native the same way.
+    age(&native);
+    assert!(ran_thin_link(&small_link(&p, &["-Wl,-z,now"])));
+    assert_eq!(std::fs::metadata(&native).unwrap().ino(), native_ino);
+    assert!(fresh(&native));
+    assert_eq!(std::fs::read(&native).unwrap(), native_bytes);
+
+    // An output whose mode was changed gets lld's mode back, as lld's rewrite gives it.
+    assert!(ran_thin_link(&small_link(&p, &[])));
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!ran_thin_link(&small_link(&p, &[])));
+    let mode = std::fs::metadata(&prog).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "executable again: {mode:o}");
+    assert_eq!(run(&prog), "42\n");
+}

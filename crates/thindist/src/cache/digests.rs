@@ -106,8 +106,14 @@ impl Memo {
             .collect()
     }
 
+    /// What the memo knows of `path` at `stat`: learnt this run, or loaded and still true.
     fn lookup(&self, tag: &'static str, path: &Path, stat: &Stat) -> Option<Known> {
         let key = (tag, path.to_path_buf());
+        if let Some((known_stat, known)) = self.this_run.lock().unwrap().get(&key) {
+            if known_stat == stat {
+                return Some(known.clone());
+            }
+        }
         let (known_stat, known) = self.loaded.get(&key)?;
         if known_stat != stat {
             return None;
@@ -268,12 +274,7 @@ impl Digests {
         {
             return Ok(digest);
         }
-        let mut hasher = Sha256::new();
-        let size = std::io::copy(&mut file, &mut hasher).with_context(context)?;
-        let digest = thindist_reapi::Digest {
-            hash: hex::encode(hasher.finalize()),
-            size: size as i64,
-        };
+        let digest = hash_content(&mut file).with_context(context)?;
         // A file that changed while it was read is not remembered.
         if let (Some(memo), Ok(after)) = (&self.memo, file.metadata()) {
             if Stat::of(&after) == before {
@@ -281,6 +282,52 @@ impl Digests {
             }
         }
         Ok(digest)
+    }
+
+    /// Whether `path` already is what writing `expected` there with `mode` (less the umask)
+    /// would make, in which case it is given a new modification time, as that write would have
+    /// given it, and kept: an output restored or published again unchanged costs no copy, and
+    /// the memo learns its new stat, so the next run need not read it either. False (and
+    /// nothing changed) when it is missing, differs in content or mode, or cannot be touched.
+    pub fn touch_if_holds(
+        &self,
+        path: &Path,
+        expected: &thindist_reapi::Digest,
+        mode: u32,
+    ) -> bool {
+        let touch = || -> Result<bool> {
+            let mut file = File::open(path)?;
+            let meta = file.metadata()?;
+            let before = Stat::of(&meta);
+            if !meta.is_file()
+                || before.size != expected.size as u64
+                || meta.mode() & 0o7777 != mode & !crate::fsutil::umask()?
+            {
+                return Ok(false);
+            }
+            let abs = std::path::absolute(path)?;
+            let known = self
+                .memo
+                .as_ref()
+                .and_then(|m| m.lookup("F", &abs, &before));
+            let digest = match known {
+                Some(Known::File(digest)) => digest,
+                _ => hash_content(&mut file)?,
+            };
+            if digest != *expected {
+                return Ok(false);
+            }
+            file.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now()))?;
+            let after = Stat::of(&file.metadata()?);
+            if let Some(memo) = &self.memo {
+                // Only the times may have moved; anything else means another writer.
+                if (after.size, after.ino, after.dev) == (before.size, before.ino, before.dev) {
+                    memo.learn(&abs, after, Known::File(digest));
+                }
+            }
+            Ok(true)
+        };
+        touch().unwrap_or(false)
     }
 
     /// The identity of `compiler` (a path or a name on PATH): its `--version` is asked only
@@ -322,6 +369,15 @@ impl Digests {
         compilers.insert(compiler.to_string(), id.clone());
         Ok(id)
     }
+}
+
+fn hash_content(file: &mut File) -> std::io::Result<thindist_reapi::Digest> {
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(file, &mut hasher)?;
+    Ok(thindist_reapi::Digest {
+        hash: hex::encode(hasher.finalize()),
+        size: size as i64,
+    })
 }
 
 #[cfg(test)]
@@ -380,6 +436,37 @@ mod tests {
             third.file(&file).unwrap(),
             d1,
             "a changed file is read again"
+        );
+    }
+
+    #[test]
+    fn only_a_file_with_the_expected_content_and_mode_is_touched_and_then_remembered() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, cache, file) = setup();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        set_mtime(&file, old);
+        let digests = Digests::with_memo(&cache);
+        let one = digests.file_digest(&file).unwrap();
+        let mtime = || std::fs::metadata(&file).unwrap().modified().unwrap();
+        let other = thindist_reapi::Digest {
+            hash: "0".repeat(64),
+            size: 3,
+        };
+        assert!(!digests.touch_if_holds(&file, &other, 0o666));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!digests.touch_if_holds(&file, &one, 0o666), "another mode");
+        assert!(!digests.touch_if_holds(&cache.join("missing"), &one, 0o666));
+        assert_eq!(mtime(), old, "nothing touched");
+        let created = 0o666 & !crate::fsutil::umask().unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(created)).unwrap();
+        assert!(digests.touch_if_holds(&file, &one, 0o666));
+        assert!(mtime() > old);
+        // The memo knows the file under its new stat.
+        let abs = std::path::absolute(&file).unwrap();
+        let stat = Stat::of(&std::fs::metadata(&file).unwrap());
+        assert_eq!(
+            digests.memo.as_ref().unwrap().lookup("F", &abs, &stat),
+            Some(Known::File(one))
         );
     }
 
