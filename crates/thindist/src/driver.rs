@@ -80,7 +80,6 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     let compiler =
         (settings.compiler.clone()).unwrap_or_else(|| invocation::default_compiler(&invocation));
     let codegen = LinkCodegen::from_link(link.args(), compiler)?;
-    codegen.check_compiler()?;
     // A compile-and-link command (every bitcode input is a temporary of the clang driver) is
     // as quiet as lld: configure probes may judge a compiler by whether it printed anything.
     let quiet = link.prepared().bitcode_is_all_temporary();
@@ -102,9 +101,12 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         sources.clone(),
         run.digests,
     );
+    // A link restored as an earlier one wrote it needs no compiler; its identity is in the
+    // record.
     if relink.as_ref().is_some_and(Relink::restore) {
         return Ok(0);
     }
+    codegen.check_compiler(run.digests)?;
 
     let modules = link.thin_link(&mut session)?;
 

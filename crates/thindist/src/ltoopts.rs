@@ -8,6 +8,7 @@
 //! [`LLD_CODEGEN_FLAGS`]) and refuses, before the thin link runs, what no back end can apply as
 //! lld does; [`LinkCodegen::check_compiler`] then asks the back-end clang, once, about the rest.
 
+use crate::cache::Digests;
 use crate::linkargs::{Item, LinkArgs};
 use anyhow::{bail, Context, Result};
 use std::process::Command;
@@ -593,10 +594,11 @@ impl LinkCodegen {
     /// Checks, before any job runs, that the back-end compiler can take the link's LLVM
     /// options: those that need a newer LLVM against its version, the rest with one compile of
     /// an empty module (clang names every option it does not register).
-    pub fn check_compiler(&self) -> Result<()> {
+    /// What the compiler answered before is remembered in `digests`' memo, by its binary.
+    pub fn check_compiler(&self, digests: &Digests) -> Result<()> {
         let compiler = &self.default_compiler;
         if let Some((from, major, why)) = self.needs_llvm.first() {
-            let version = clang_major(compiler)?;
+            let version = clang_major(compiler, &digests.compiler(compiler)?.version)?;
             if version < *major {
                 bail!(
                     "the link option `{from}` needs LLVM {major} or later in distributed mode, and \
@@ -607,6 +609,15 @@ impl LinkCodegen {
         if self.llvm.is_empty() {
             return Ok(());
         }
+        let options: Vec<&str> = self.llvm.iter().map(|l| l.option.as_str()).collect();
+        let question = format!("takes -mllvm {}", options.join(" -mllvm "));
+        digests.remember_yes(compiler, &question, || self.probe_llvm_options())
+    }
+
+    /// Compiles an empty module with the link's LLVM options: an error names those the
+    /// compiler rejects.
+    fn probe_llvm_options(&self) -> Result<()> {
+        let compiler = &self.default_compiler;
         let mut probe = Command::new(compiler);
         for llvm in &self.llvm {
             probe.args(["-mllvm", &llvm.option]);
@@ -660,17 +671,14 @@ fn codegen_flag(llvm: &LlvmOpt) -> Option<Result<Mapped, String>> {
         .map(|(_, map)| map(llvm.value.as_deref()))
 }
 
-/// The LLVM major version of a clang (`clang version 22.1.8`).
-pub fn clang_major(compiler: &str) -> Result<u32> {
-    let out = Command::new(compiler)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("cannot run {compiler} --version"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_once("version ")
+/// The LLVM major version in `version`, the first line of `compiler --version`
+/// (`Debian clang version 22.1.8 ...`).
+fn clang_major(compiler: &str, version: &str) -> Result<u32> {
+    version
+        .split_once("version ")
         .and_then(|(_, rest)| rest.split('.').next())
         .and_then(|major| major.trim().parse().ok())
-        .with_context(|| format!("cannot read a version out of `{compiler} --version`: {text}"))
+        .with_context(|| format!("cannot read a version out of `{compiler} --version`: {version}"))
 }
 
 #[cfg(test)]

@@ -495,6 +495,56 @@ fn options_no_back_end_takes_stop_the_link_before_any_job() {
     }
 }
 
+#[test]
+fn the_compiler_is_asked_once_whether_it_takes_the_links_llvm_options() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = SmallProject::new(&[
+        ("main.c", "int g(int);\nint main(void) { return g(0); }\n"),
+        ("g.c", "int g(int x) { return x; }\n"),
+    ]);
+    p.compile_all(&["-O2"]);
+    let wrapper = p.path("clang-logged");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>{}\nexec clang-22 \"$@\"\n",
+            p.path("compiler.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let probes = || {
+        std::fs::read_to_string(p.path("compiler.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("-c /dev/null -o /dev/null"))
+            .count()
+    };
+    let link = |options: &[&str], output: &str, limit: u32| {
+        let wrapper = wrapper.to_str().unwrap();
+        let mut options = options.to_vec();
+        options.extend(["--compiler", wrapper]);
+        let limit = format!("-import-instr-limit={limit}");
+        let out = p.ld_with(
+            &options,
+            &["-r", "-mllvm", &limit, "main.o", "g.o", "-o", output],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    link(&[], "one.o", 5);
+    assert_eq!(probes(), 1);
+    link(&[], "two.o", 5);
+    assert_eq!(probes(), 1, "the same compiler and options: remembered");
+    link(&[], "three.o", 7);
+    assert_eq!(probes(), 2, "other options are asked about");
+    link(&["--no-cache"], "four.o", 7);
+    assert_eq!(probes(), 3, "without a cache nothing is remembered");
+}
+
 /// The rule where a module's flags and the link both speak: the link's option applies to every
 /// module, after the module's own (as in-process, where the link's are the only ones); where
 /// the link says nothing, the module's own flag stands, even against lld's in-process default.

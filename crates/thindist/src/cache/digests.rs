@@ -63,6 +63,8 @@ impl Stat {
 enum Known {
     File(thindist_reapi::Digest),
     Version(String),
+    /// The digest of a question a program answered yes to (see [`Digests::remember_yes`]).
+    Yes(String),
 }
 
 impl Known {
@@ -70,6 +72,7 @@ impl Known {
         match self {
             Known::File(_) => "F",
             Known::Version(_) => "V",
+            Known::Yes(_) => "Y",
         }
     }
 }
@@ -153,7 +156,7 @@ impl Memo {
             };
             let value = match known {
                 Known::File(d) => format!("{}\t{}", d.hash, d.size),
-                Known::Version(v) => format!("{v}\t0"),
+                Known::Version(v) | Known::Yes(v) => format!("{v}\t0"),
             };
             text.push_str(&format!(
                 "{}\t{}\t{value}\t{path}\n",
@@ -197,6 +200,7 @@ fn parse_memo(text: &str) -> Option<MemoMap> {
                 }),
             ),
             "V" => ("V", Known::Version(value.to_string())),
+            "Y" => ("Y", Known::Yes(value.to_string())),
             _ => return None,
         };
         if !Path::new(path).is_absolute() {
@@ -338,9 +342,7 @@ impl Digests {
         if let Some(id) = compilers.get(compiler) {
             return Ok(id.clone());
         }
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let path = crate::exec::find_program(compiler, &cwd)
-            .with_context(|| format!("compiler {compiler} not found on PATH"))?;
+        let path = find_compiler(compiler)?;
         let binary_digest = self
             .file(&path)
             .with_context(|| format!("cannot read compiler {}", path.display()))?;
@@ -369,6 +371,40 @@ impl Digests {
         compilers.insert(compiler.to_string(), id.clone());
         Ok(id)
     }
+
+    /// Runs `probe`, a question to `compiler` such as "do you take these options?", unless
+    /// the memo remembers a yes to the same `question` from the same binary (by its stat).
+    /// Only a yes is remembered: a no is asked again, and its error is the probe's.
+    pub fn remember_yes(
+        &self,
+        compiler: &str,
+        question: &str,
+        probe: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let Some(memo) = &self.memo else {
+            return probe();
+        };
+        let path = find_compiler(compiler)?;
+        let answer = Known::Yes(crate::cache::key::sha256_hex(question.as_bytes()));
+        let stat = std::fs::metadata(&path).map(|m| Stat::of(&m));
+        if let Ok(stat) = &stat {
+            if memo.lookup("Y", &path, stat).as_ref() == Some(&answer) {
+                return Ok(());
+            }
+        }
+        probe()?;
+        if let Ok(stat) = stat {
+            memo.learn(&path, stat, answer);
+        }
+        Ok(())
+    }
+}
+
+/// The absolute path of `compiler` (a path or a name on PATH).
+fn find_compiler(compiler: &str) -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    crate::exec::find_program(compiler, &cwd)
+        .with_context(|| format!("compiler {compiler} not found on PATH"))
 }
 
 fn hash_content(file: &mut File) -> std::io::Result<thindist_reapi::Digest> {
