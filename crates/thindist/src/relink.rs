@@ -1,8 +1,9 @@
 //! An unchanged link does no work: when a link's command, linker, compilers, output-affecting
 //! settings, every file it reads and every module's back-end flags equal those of an earlier
-//! successful link, its outputs (the output file, natives published beside bitcode) come from
-//! the cache and what its final link printed is printed again, without a thin link, back ends
-//! or final link.
+//! successful link, its outputs stay or come back (the output, which must be as that link
+//! wrote it, gets a new modification time; natives published beside bitcode come from the
+//! cache where they changed) and what its final link printed is printed again, without a thin
+//! link, back ends or final link.
 //!
 //! Two levels, as ccache's direct mode: a lookup key over what is known before reading any
 //! input (thindist itself, the build directory, the linker, the link's tokens, which file each
@@ -27,7 +28,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
-const RECORD_FORMAT: &str = "thindist-link-record-v1";
+const RECORD_FORMAT: &str = "thindist-link-record-v2";
 
 /// Link options that write files besides the output (or keep work files): a link with one of
 /// them always runs, so that those files are written as lld writes them.
@@ -65,10 +66,11 @@ struct LinkRecord {
     /// Over every bitcode module's compiler identity and back-end flags.
     flags: String,
     modules: usize,
-    /// The output; `None` when it is not a regular file (`/dev/null`). Its content is the
-    /// entry's first blob.
-    output: Option<PathBuf>,
-    /// Natives published beside bitcode, whose contents are the entry's next blobs.
+    /// The output and the SHA-256 of what the link wrote there; `None` when it is not a
+    /// regular file (`/dev/null`). A restore needs the output as it was, so its content is not
+    /// kept (a copy of every program linked would double the cache).
+    output: Option<(PathBuf, String)>,
+    /// Natives published beside bitcode, whose contents are the entry's blobs.
     published: Vec<PathBuf>,
     /// What the final link printed.
     printed: String,
@@ -166,8 +168,7 @@ impl<'a> Relink<'a> {
             return Ok(None);
         };
         let record: LinkRecord = serde_json::from_slice(&payload)?;
-        let outputs: Vec<&PathBuf> = record.output.iter().chain(&record.published).collect();
-        if outputs.len() != blobs.len() {
+        if record.published.len() != blobs.len() {
             return Ok(None);
         }
         for (path, digest) in &record.inputs {
@@ -180,35 +181,42 @@ impl<'a> Relink<'a> {
             tracing::debug!("relink: a module's flags changed");
             return Ok(None);
         }
-        match &record.output {
-            Some(path) => {
-                if self.digests.file_digest(path).ok().as_ref() != Some(&blobs[0]) {
+        let output = match &record.output {
+            Some((path, hash)) => match self.digests.file_digest(path) {
+                Ok(digest) if digest.hash == *hash => Some((path, digest)),
+                _ => {
                     tracing::debug!("relink: the output is missing or changed");
                     return Ok(None);
                 }
-            }
+            },
             None => {
                 if !std::fs::metadata(&self.output).is_ok_and(|m| !m.is_file()) {
                     return Ok(None);
                 }
+                None
             }
-        }
-        let mut sources = Vec::with_capacity(blobs.len());
-        for (index, (path, digest)) in outputs.into_iter().zip(&blobs).enumerate() {
-            let mode = if index == 0 && record.output.is_some() {
-                self.output_mode()
-            } else {
-                fsutil::NEW_FILE_MODE
-            };
-            match self.cache.blob(digest)? {
-                Some(blob) => sources.push((path, digest, blob, mode)),
-                None => return Ok(None),
-            }
-        }
+        };
         // Files that already hold what they would be given only get a new modification time.
-        for (path, digest, blob, mode) in sources {
-            if !self.digests.touch_if_holds(path, digest, mode) {
-                fsutil::publish_with_mode(&blob, path, mode)?;
+        let mut stale = Vec::new();
+        for (path, digest) in record.published.iter().zip(&blobs) {
+            if !self
+                .digests
+                .touch_if_holds(path, digest, fsutil::NEW_FILE_MODE)
+            {
+                match self.cache.blob(digest)? {
+                    Some(blob) => stale.push((path, blob)),
+                    None => return Ok(None),
+                }
+            }
+        }
+        for (path, blob) in stale {
+            fsutil::publish(&blob, path)?;
+        }
+        if let Some((path, digest)) = output {
+            let mode = self.output_mode();
+            if !self.digests.touch_if_holds(path, &digest, mode) {
+                // Its mode is not the one lld gives a new output: written again, as lld would.
+                fsutil::publish_with_mode(path, path, mode)?;
             }
         }
         eprint!("{}", record.printed);
@@ -251,13 +259,19 @@ impl<'a> Relink<'a> {
             inputs.push((file, digest));
         }
         let is_regular = std::fs::metadata(&self.output).is_ok_and(|m| m.is_file());
-        let mut blobs = Vec::new();
-        let output = is_regular.then(|| self.output.clone());
+        let output = match is_regular {
+            true => {
+                let digest = self.digests.rewritten_file_digest(&self.output)?;
+                Some((self.output.clone(), digest.hash))
+            }
+            false => None,
+        };
         let published: Vec<PathBuf> = jobs
             .iter()
             .filter_map(|job| Some(job.cwd.join(job.published.as_ref()?)))
             .collect();
-        for path in output.iter().chain(&published) {
+        let mut blobs = Vec::with_capacity(published.len());
+        for path in &published {
             blobs.push(self.cache.put_blob(path)?);
         }
         let record = LinkRecord {
@@ -435,6 +449,7 @@ mod tests {
                 args: crate::linkargs::LinkArgs::parse(&tokens).unwrap(),
                 prepared: vec![],
                 work_dir: PathBuf::from("/w"),
+                index_dir: PathBuf::from("/w"),
             }
         };
         for args in [

@@ -317,6 +317,16 @@ fn outputs_that_already_hold_what_a_relink_writes_are_kept_with_fresh_times() {
     let p = SmallProject::new(FILES);
     p.compile_all(&["-O2"]);
     assert!(ran_thin_link(&small_link(&p, &[])));
+    let blob_dir = p.env.cache_dir().join("blobs");
+    let blobs: Vec<_> = util::tree_paths(&blob_dir)
+        .into_iter()
+        .filter(|path| blob_dir.join(path).is_file())
+        .collect();
+    assert_eq!(
+        blobs.len(),
+        2,
+        "the natives, and no copy of the program: {blobs:?}"
+    );
     let prog = p.path("prog");
     let native = p.path("twice.thinlto-native.o");
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);

@@ -265,6 +265,13 @@ impl Digests {
             .map_err(|e| anyhow!(e))
     }
 
+    /// [`Digests::file_digest`] of a file this run has just written, which an earlier answer
+    /// of this run may no longer describe.
+    pub fn rewritten_file_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
+        self.by_path.lock().unwrap().remove(path);
+        self.file_digest(path)
+    }
+
     /// The digest from the memo when the file's stat vouches for it, else from its content.
     fn read_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
         let context = || format!("cannot read {}", path.display());
