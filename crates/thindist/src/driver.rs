@@ -113,7 +113,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     let backends = run.backend_phase(&link.output());
     let plan = plan::plan(
         &modules,
-        link.work_dir(),
+        (link.work_dir(), &link.prepared().index_dir),
         &cwd,
         &backends.with_records(sources),
         &codegen,

@@ -38,7 +38,7 @@ impl Link {
         let keep = keep_work || args.lto_options().any(|o| *o == LtoOpt::SaveTemps);
         let output = output_name(&args).to_string();
         let work = WorkDir::create(keep, in_build_dir.then_some((cwd, output.as_str())))?;
-        let prepared = thinlink::prepare(args, cwd, work.path())?;
+        let prepared = thinlink::prepare(args, cwd, &work)?;
         Ok(Link {
             linker: linker.to_string(),
             cwd: cwd.to_path_buf(),
@@ -69,7 +69,7 @@ impl Link {
         let command = self.prepared.thin_link_command(&self.linker)?;
         let started = Instant::now();
         reporter.on_event(&Event::ThinLinkStarted { command: &command });
-        let _ = std::fs::remove_file(self.cwd.join(self.work_dir()).join("modules.list"));
+        let _ = std::fs::remove_file(self.cwd.join(self.work.index()).join("modules.list"));
         let (status, text) = self.run_linker(&command)?;
         if !status.success() {
             bail!(

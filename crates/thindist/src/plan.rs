@@ -73,7 +73,7 @@ pub fn job_builder<'a>(
 /// options; `labels` names members extracted from regular archives.
 pub fn plan(
     modules: &[PathBuf],
-    work_dir: &Path,
+    (work_dir, index_dir): (&Path, &Path),
     cwd: &Path,
     sources: &FlagSources,
     codegen: &LinkCodegen,
@@ -83,7 +83,7 @@ pub fn plan(
     let mut builder = job_builder(sources, cwd, codegen);
     let mut jobs = Vec::with_capacity(modules.len());
     for module in modules {
-        let shard = thinlink::shard_path(work_dir, module);
+        let shard = thinlink::shard_path(index_dir, module);
         if std::fs::metadata(cwd.join(&shard)).is_err() {
             bail!(
                 "the thin link wrote no summary shard {} for module {}",
@@ -91,7 +91,7 @@ pub fn plan(
                 module.display()
             );
         }
-        let imports = thinlink::read_imports(&cwd.join(thinlink::imports_path(work_dir, module)))?;
+        let imports = thinlink::read_imports(&cwd.join(thinlink::imports_path(index_dir, module)))?;
         let native = thinlink::native_path(work_dir, module);
         let args = vec![
             format!("-fthinlto-index={}", shard.display()),

@@ -5,6 +5,7 @@ use crate::cmdline;
 use crate::fsutil::{normalize, relative_below};
 use crate::inputs::{self, FileKind, MemberLocation};
 use crate::linkargs::{Input, Item, LinkArgs};
+use crate::workdir::WorkDir;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,9 +35,12 @@ pub struct PreparedLink {
     pub args: LinkArgs,
     /// One entry per item of `args`; `None` for items that are not inputs.
     pub prepared: Vec<Option<Prepared>>,
-    /// The link's private work directory (absolute): shards, import lists, extracted archive
-    /// members, native objects and command files.
+    /// The link's private work directory (absolute): extracted archive members, native
+    /// objects and command files.
     pub work_dir: PathBuf,
+    /// Where the thin link writes shards, import lists and its module list: the work
+    /// directory or one of its own (see [`crate::workdir`]).
+    pub index_dir: PathBuf,
 }
 
 impl PreparedLink {
@@ -86,7 +90,8 @@ fn module_path(path: &Path, cwd: &Path) -> PathBuf {
 
 /// Classifies every input; extracts the bitcode-holding members of regular archives into
 /// `WORK/archives/` (thin archive members are used in place).
-pub fn prepare(args: LinkArgs, cwd: &Path, work_dir: &Path) -> Result<PreparedLink> {
+pub fn prepare(args: LinkArgs, cwd: &Path, work: &WorkDir) -> Result<PreparedLink> {
+    let work_dir = work.path();
     let mut prepared = Vec::with_capacity(args.items.len());
     for (index, item) in args.items.iter().enumerate() {
         let Item::Input(input) = item else {
@@ -100,6 +105,7 @@ pub fn prepare(args: LinkArgs, cwd: &Path, work_dir: &Path) -> Result<PreparedLi
         args,
         prepared,
         work_dir: work_dir.to_path_buf(),
+        index_dir: work.index().to_path_buf(),
     })
 }
 
@@ -162,12 +168,12 @@ fn push_members(out: &mut Vec<String>, input: &Input, members: impl Iterator<Ite
     }
 }
 
-pub fn shard_path(work_dir: &Path, module: &Path) -> PathBuf {
-    work_path(work_dir, module, ".thinlto.bc")
+pub fn shard_path(index_dir: &Path, module: &Path) -> PathBuf {
+    work_path(index_dir, module, ".thinlto.bc")
 }
 
-pub fn imports_path(work_dir: &Path, module: &Path) -> PathBuf {
-    work_path(work_dir, module, ".imports")
+pub fn imports_path(index_dir: &Path, module: &Path) -> PathBuf {
+    work_path(index_dir, module, ".imports")
 }
 
 /// Where the back end of `module` writes its native object in the work directory: beside it
@@ -179,7 +185,8 @@ pub fn native_path(work_dir: &Path, module: &Path) -> PathBuf {
     work_path(work_dir, module, ".native.o")
 }
 
-/// `WORK/<module><suffix>`: where `--thinlto-prefix-replace=;WORK/` makes lld write.
+/// `DIR/<module><suffix>`: where `--thinlto-prefix-replace=;DIR/` makes lld write (DIR the
+/// index directory), and where natives go in the work directory.
 fn work_path(work_dir: &Path, module: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!(
         "{}/{}{}",
@@ -205,12 +212,12 @@ impl PreparedLink {
                 (item, _) => args.extend(item.tokens().iter().cloned()),
             }
         }
-        let list = self.work_dir.join("modules.list");
+        let list = self.index_dir.join("modules.list");
         args.push(format!("--thinlto-index-only={}", list.display()));
         args.push("--thinlto-emit-imports-files".into());
         args.push(format!(
             "--thinlto-prefix-replace=;{}/",
-            self.work_dir.display()
+            self.index_dir.display()
         ));
         let rsp = self.work_dir.join("thinlink.rsp");
         cmdline::write_response_file(&rsp, &args)?;
@@ -219,14 +226,14 @@ impl PreparedLink {
 
     /// The modules the thin link listed in `modules.list` (read from `cwd`), in its order.
     pub fn listed_modules(&self, cwd: &Path) -> Result<Vec<PathBuf>> {
-        let list = cwd.join(self.work_dir.join("modules.list"));
+        let list = cwd.join(self.index_dir.join("modules.list"));
         let text = std::fs::read_to_string(&list)
             .with_context(|| format!("the thin link wrote no module list {}", list.display()))?;
-        let prefix = format!("{}/", self.work_dir.display());
+        let prefix = format!("{}/", self.index_dir.display());
         let mut modules = Vec::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
             let module = line.strip_prefix(&prefix).with_context(|| {
-                format!("the thin link listed {line}, outside the work directory {prefix}")
+                format!("the thin link listed {line}, outside the index directory {prefix}")
             })?;
             modules.push(PathBuf::from(module));
         }

@@ -8,6 +8,14 @@
 //! members by the path the thin link was given, so the directory is a hidden one in the build
 //! directory whose name depends only on the output, and every action of a rebuild has the same
 //! digest as before.
+//!
+//! The thin link's own outputs, two small files per module (summary shard and import list),
+//! go in a second private directory, the index directory, on a memory file system when TMPDIR
+//! is left to its default and that default is on disk: there, creating thousands of files
+//! just after an earlier link deleted as many costs more than the thin link itself (ext4
+//! looks past recently deleted inodes), 0.7 s against 0.15 s for the kernel's 554 modules.
+//! Native objects stay in the work directory, on the cache's file system, where cache hits
+//! are hard links. A TMPDIR the user set is used for both.
 
 use crate::exec::interrupts;
 use anyhow::{Context, Result};
@@ -21,8 +29,11 @@ const BUILD_DIR_PREFIX: &str = ".thindist-work-";
 pub struct WorkDir {
     /// As the link's commands name it: absolute in TMPDIR, relative in the build directory.
     path: PathBuf,
-    /// Where it is, for removal; `None` once kept.
-    remove: Option<PathBuf>,
+    /// Where the thin link writes its index files: `path` itself, or a directory of its own
+    /// on a memory file system (absolute).
+    index: PathBuf,
+    /// What to remove when the link ends; empty once kept.
+    remove: Vec<PathBuf>,
 }
 
 impl WorkDir {
@@ -32,16 +43,7 @@ impl WorkDir {
     pub fn create(keep: bool, in_build_dir: Option<(&Path, &str)>) -> Result<WorkDir> {
         let (path, abs) = match in_build_dir {
             None => {
-                let dir = tempfile::Builder::new()
-                    .prefix(TMP_PREFIX)
-                    .tempdir()
-                    .with_context(|| {
-                        format!(
-                            "cannot create a work directory in {}",
-                            std::env::temp_dir().display()
-                        )
-                    })?;
-                let path = dir.keep();
+                let path = private_dir_in(&std::env::temp_dir())?;
                 (path.clone(), path)
             }
             Some((cwd, output)) => {
@@ -59,35 +61,101 @@ impl WorkDir {
                 (path, abs)
             }
         };
-        if keep {
-            eprintln!(
-                "thindist: keeping this link's work files in {}",
-                abs.display()
-            );
-            return Ok(WorkDir { path, remove: None });
-        }
         // An interrupt exits without running destructors: the handler removes it instead.
         interrupts().add_temp(&abs);
-        Ok(WorkDir {
+        let mut remove = vec![abs.clone()];
+        let memory_root = in_build_dir.is_none().then(memory_root).flatten();
+        let index = match memory_root.map(|root| private_dir_in(&root)) {
+            Some(Ok(index)) => {
+                interrupts().add_temp(&index);
+                remove.push(index.clone());
+                index
+            }
+            // A memory file system that refuses a directory: the work directory will do.
+            Some(Err(_)) | None => path.clone(),
+        };
+        let mut work = WorkDir {
             path,
-            remove: Some(abs),
-        })
+            index,
+            remove,
+        };
+        if keep {
+            work.keep();
+        }
+        Ok(work)
+    }
+
+    /// Leaves the directories in place when the link ends, and says where they are.
+    fn keep(&mut self) {
+        for dir in std::mem::take(&mut self.remove) {
+            interrupts().remove_temp(&dir);
+            eprintln!(
+                "thindist: keeping this link's work files in {}",
+                dir.display()
+            );
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the thin link writes its summary shards, import lists and module list.
+    pub fn index(&self) -> &Path {
+        &self.index
+    }
+}
+
+/// A new directory with a random name in `parent`, readable by its owner only.
+fn private_dir_in(parent: &Path) -> Result<PathBuf> {
+    let dir = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a work directory in {}", parent.display()))?;
+    Ok(dir.keep())
+}
+
+/// The memory file system for index directories, if TMPDIR is left to its default, that
+/// default is on disk, and the user has one: `$XDG_RUNTIME_DIR` (their own), else `/dev/shm`.
+fn memory_root() -> Option<PathBuf> {
+    static ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        if std::env::var_os("TMPDIR").is_some() || is_memory_fs(&std::env::temp_dir()) {
+            return None;
+        }
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        runtime
+            .into_iter()
+            .chain([PathBuf::from("/dev/shm")])
+            .find(|dir| dir.is_absolute() && is_memory_fs(dir))
+    })
+    .clone()
+}
+
+fn is_memory_fs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is a valid C string and `fs` is written by the call before it is read.
+    unsafe {
+        libc::statfs(path.as_ptr(), fs.as_mut_ptr()) == 0
+            && fs.assume_init().f_type == libc::TMPFS_MAGIC
     }
 }
 
 /// Whether `path` (absolute) lies in a link's work directory, whose files are gone when the
 /// link ends: not worth remembering across runs.
 pub fn is_work_path(path: &Path) -> bool {
-    let in_tmp = path
-        .strip_prefix(std::env::temp_dir())
-        .ok()
-        .and_then(|rest| rest.components().next())
-        .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with(TMP_PREFIX));
-    in_tmp
+    let in_dir_of_ours = |root: &Path| {
+        path.strip_prefix(root)
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .is_some_and(|first| first.as_os_str().to_string_lossy().starts_with(TMP_PREFIX))
+    };
+    in_dir_of_ours(&std::env::temp_dir())
+        || memory_root().is_some_and(|root| in_dir_of_ours(&root))
         || path.components().any(|c| {
             c.as_os_str()
                 .to_string_lossy()
@@ -103,9 +171,9 @@ pub fn is_driver_temporary(path: &Path) -> bool {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Some(abs) = self.remove.take() {
-            let _ = std::fs::remove_dir_all(&abs);
-            interrupts().remove_temp(&abs);
+        for dir in self.remove.drain(..) {
+            let _ = std::fs::remove_dir_all(&dir);
+            interrupts().remove_temp(&dir);
         }
     }
 }

@@ -122,6 +122,97 @@ fn keep_natives_puts_them_beside_the_bitcode_and_keep_work_keeps_the_work_direct
     );
 }
 
+/// The file system type `stat -f` names for `dir`.
+fn fs_type(dir: &str) -> String {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%T", dir])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The `thindist-*` directories in `dir`.
+fn ours_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut ours: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("thindist-")
+        })
+        .collect();
+    ours.sort();
+    ours
+}
+
+#[test]
+fn with_tmpdir_left_to_a_disk_default_the_index_files_go_to_memory_and_are_removed() {
+    if fs_type("/tmp") == "tmpfs" || fs_type("/dev/shm") != "tmpfs" {
+        eprintln!("skipped: /tmp is a memory file system already, or there is no /dev/shm");
+        return;
+    }
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let shm = Path::new("/dev/shm");
+    let link = |extra: &[&str]| {
+        let out = p
+            .cmd(thindist())
+            .args(["ld", "-v"])
+            .args(extra)
+            .args([
+                "--",
+                "clang-22",
+                "-fuse-ld=lld",
+                "-flto=thin",
+                "-o",
+                "prog",
+                "main.o",
+                "twice.o",
+            ])
+            .env_remove("TMPDIR")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    // Kept: the shards are in a directory of their own in /dev/shm, the natives in /tmp.
+    let before = ours_in(shm);
+    let err = link(&["--keep-work", "--no-cache"]);
+    let kept: Vec<PathBuf> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("thindist: keeping this link's work files in "))
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(kept.len(), 2, "{err}");
+    let (work, index) = (&kept[0], &kept[1]);
+    assert!(
+        work.starts_with("/tmp") && index.starts_with(shm),
+        "{kept:?}"
+    );
+    let shards = tree_paths(index);
+    assert!(
+        shards.iter().any(|f| f.ends_with("twice.o.thinlto.bc")),
+        "{shards:?}"
+    );
+    assert!(tree_paths(work)
+        .iter()
+        .any(|f| f.ends_with("twice.o.native.o")));
+    for dir in &kept {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    // Not kept: nothing is left in either place.
+    let tmp_before = ours_in(Path::new("/tmp"));
+    link(&[]);
+    assert_eq!(run(&p.path("prog")), "42\n");
+    assert_eq!(ours_in(shm), before);
+    assert_eq!(ours_in(Path::new("/tmp")), tmp_before);
+}
+
 #[test]
 fn an_object_file_glob_does_not_pick_up_native_objects() {
     // A Makefile that archives `*.o` and links the archive, built twice.
