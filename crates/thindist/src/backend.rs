@@ -1,9 +1,10 @@
 //! The back-end phase, the same for `thindist ld` and `thindist distribute`: it owns the run's
 //! cache and build log (through [`JobRunner`]), runs planned jobs on the slots through the
-//! cache and the executor, publishes native objects beside their bitcode, reports failures,
-//! and records the run's hits and misses.
+//! cache and the executor, publishes native objects beside their bitcode as each job ends,
+//! reports failures, and records the run's hits and misses.
 
 use crate::cache::{CacheConfig, Digests, DiskCache};
+use crate::events::JobFailure;
 use crate::exec::{self, Executor, Slots};
 use crate::flags::FlagSources;
 use crate::fsutil;
@@ -64,7 +65,20 @@ impl<'a> BackendPhase<'a> {
     /// if any job failed or the run was interrupted.
     pub fn run(self, jobs: &[BackendJob], session: &mut Session) -> Result<Natives> {
         self.runner.prepare(jobs);
-        let run_job = |job: &BackendJob| self.runner.run(job);
+        // Published as each job ends, while the others run.
+        let run_job = |job: &BackendJob| {
+            let mut outcome = self.runner.run(job);
+            if let (true, Some(published)) = (outcome.succeeded(), &job.published) {
+                let dest = job.cwd.join(published);
+                if let Err(err) = self.publish(&job.cwd.join(&job.native), &dest) {
+                    outcome.failure = Some(JobFailure::CannotPublish {
+                        dest,
+                        error: format!("{err:#}"),
+                    });
+                }
+            }
+            outcome
+        };
         let outcomes = exec::dispatch(jobs, self.slots, self.keep_going, &run_job, session);
         let (hits, misses) = session.hits_and_misses();
         self.runner.finish(hits, misses);
@@ -76,9 +90,6 @@ impl<'a> BackendPhase<'a> {
         for (job, outcome) in jobs.iter().zip(&outcomes) {
             match outcome {
                 Some(o) if o.succeeded() => {
-                    if let Some(published) = &job.published {
-                        self.publish(&job.cwd.join(&job.native), &job.cwd.join(published))?;
-                    }
                     natives.insert(job.module.clone(), job.native.clone());
                 }
                 Some(o) => {

@@ -98,6 +98,11 @@ pub enum JobFailure {
         attempts: u32,
     },
     Interrupted,
+    /// The native object could not be published beside its bitcode.
+    CannotPublish {
+        dest: PathBuf,
+        error: String,
+    },
     /// thindist itself failed while running the job (a bug).
     Internal(String),
 }
@@ -183,6 +188,9 @@ impl fmt::Display for JobFailure {
                 write!(f, ": {message}")
             }
             JobFailure::Interrupted => f.write_str("interrupted"),
+            JobFailure::CannotPublish { dest, error } => {
+                write!(f, "cannot publish the native object as {}: {error}", dest.display())
+            }
             JobFailure::Internal(what) => write!(
                 f,
                 "thindist failed internally while running this job (a bug; please report it): {what}"
