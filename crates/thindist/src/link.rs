@@ -37,7 +37,7 @@ impl Link {
     ) -> Result<Link> {
         let keep = keep_work || args.lto_options().any(|o| *o == LtoOpt::SaveTemps);
         let output = output_name(&args).to_string();
-        let work = WorkDir::create(keep, in_build_dir.then_some((cwd, output.as_str())))?;
+        let work = WorkDir::create(keep, cwd, &output, in_build_dir)?;
         let prepared = thinlink::prepare(args, cwd, &work)?;
         Ok(Link {
             linker: linker.to_string(),

@@ -3,11 +3,18 @@
 //! link ends (success, failure, panic or Ctrl-C) unless the user asked to keep it, so that a
 //! build through thindist leaves no file that in-process ThinLTO would not.
 //!
-//! It lies in TMPDIR with a random name, except for links whose jobs run remotely: there the
-//! input root of an action mirrors the build directory and the shards name extracted archive
-//! members by the path the thin link was given, so the directory is a hidden one in the build
-//! directory whose name depends only on the output, and every action of a rebuild has the same
-//! digest as before.
+//! It lies in TMPDIR, named after the build directory and the output, so that every link of
+//! one output uses the same one: members of regular archives are extracted there, the thin
+//! link is given their paths there, and lld numbers the values of a summary shard in an order
+//! that depends on those paths. Under a random name, each rebuild gave a module that imports
+//! from extracted members a shard with another numbering, and a cache miss. A link holds its
+//! directory with `flock`; one held by a concurrent link of the same output, or that is not a
+//! private directory of this user, makes way for a random name (kept directories have random
+//! names too, so that the next link does not replace them).
+//!
+//! Links whose jobs run remotely use a hidden directory in the build directory instead, whose
+//! name depends only on the output: the input root of an action mirrors the build directory,
+//! so every action of a rebuild has the same digest as before.
 //!
 //! The thin link's own outputs, two small files per module (summary shard and import list),
 //! go in a second private directory, the index directory, on a memory file system when TMPDIR
@@ -34,19 +41,34 @@ pub struct WorkDir {
     index: PathBuf,
     /// What to remove when the link ends; empty once kept.
     remove: Vec<PathBuf>,
+    /// The open work directory, locked for as long as this link uses it (see the module
+    /// documentation); released after the directory is removed.
+    _lock: Option<std::fs::File>,
 }
 
 impl WorkDir {
-    /// A new work directory: in TMPDIR, or with `in_build_dir` (the build directory and the
-    /// link's output as written) a hidden one there. `keep` leaves it in place when the link
-    /// ends (lld's `--save-temps`, thindist's `--keep-work`).
-    pub fn create(keep: bool, in_build_dir: Option<(&Path, &str)>) -> Result<WorkDir> {
+    /// The work directory of the link run in `cwd` whose output is `output` (as written): in
+    /// TMPDIR, or with `in_build_dir` a hidden one in `cwd`. `keep` leaves it in place when
+    /// the link ends (lld's `--save-temps`, thindist's `--keep-work`).
+    pub fn create(keep: bool, cwd: &Path, output: &str, in_build_dir: bool) -> Result<WorkDir> {
+        let mut lock = None;
         let (path, abs) = match in_build_dir {
-            None => {
-                let path = private_dir_in(&std::env::temp_dir())?;
+            false => {
+                let tmp = std::env::temp_dir();
+                let held = match keep {
+                    true => None,
+                    false => held_dir_in(&tmp, &cwd.join(output)),
+                };
+                let path = match held {
+                    Some((path, file)) => {
+                        lock = Some(file);
+                        path
+                    }
+                    None => private_dir_in(&tmp)?,
+                };
                 (path.clone(), path)
             }
-            Some((cwd, output)) => {
+            true => {
                 let digest = crate::cache::key::sha256_hex(output.as_bytes());
                 let path = PathBuf::from(format!("{BUILD_DIR_PREFIX}{}", &digest[..16]));
                 let abs = cwd.join(&path);
@@ -64,7 +86,7 @@ impl WorkDir {
         // An interrupt exits without running destructors: the handler removes it instead.
         interrupts().add_temp(&abs);
         let mut remove = vec![abs.clone()];
-        let memory_root = in_build_dir.is_none().then(memory_root).flatten();
+        let memory_root = (!in_build_dir).then(memory_root).flatten();
         let index = match memory_root.map(|root| private_dir_in(&root)) {
             Some(Ok(index)) => {
                 interrupts().add_temp(&index);
@@ -78,6 +100,7 @@ impl WorkDir {
             path,
             index,
             remove,
+            _lock: lock,
         };
         if keep {
             work.keep();
@@ -104,6 +127,48 @@ impl WorkDir {
     pub fn index(&self) -> &Path {
         &self.index
     }
+}
+
+/// `PARENT/thindist-link-<digest of output>`, created and locked for this link, or `None` when
+/// another link holds it or it is not this user's private directory. A directory that nobody
+/// holds is what a killed link left: it is removed and made again.
+fn held_dir_in(parent: &Path, output: &Path) -> Option<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let digest = crate::cache::key::sha256_hex(output.as_os_str().as_encoded_bytes());
+    let path = parent.join(format!("{TMP_PREFIX}link-{}", &digest[..16]));
+    let lock = |path: &Path| {
+        let dir = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        // SAFETY: flock on a descriptor this function owns.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&dir),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        (locked == 0).then_some(dir)
+    };
+    for _ in 0..2 {
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Some((path.clone(), lock(&path)?)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&path).ok()?;
+                // SAFETY: geteuid has no preconditions.
+                let ours = meta.is_dir() && meta.uid() == unsafe { libc::geteuid() };
+                if !ours || meta.mode() & 0o077 != 0 {
+                    return None;
+                }
+                let leftover = lock(&path)?;
+                std::fs::remove_dir_all(&path).ok()?;
+                drop(leftover);
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// A new directory with a random name in `parent`, readable by its owner only.

@@ -527,3 +527,69 @@ fn save_temps_keeps_the_work_directory() {
         );
     }
 }
+
+/// The work directory a `-v` link's thin-link command names (its response file's directory).
+fn work_dir_of(stderr: &str) -> PathBuf {
+    let rsp = stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('@').filter(|p| p.ends_with("/thinlink.rsp")))
+        .unwrap_or_else(|| panic!("no thin-link command in: {stderr}"));
+    Path::new(rsp).parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn every_link_of_one_output_uses_one_work_directory_unless_it_is_held_or_not_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let link = |output: &str| {
+        let out = p.ld_with(
+            &["-v", "--no-cache"],
+            &["-r", "-o", output, "main.o", "twice.o"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        work_dir_of(&stderr(&out))
+    };
+    // The same directory each time (lld numbers a shard's values by the paths of the modules
+    // extracted there), another one for another output; none left behind.
+    let dir = link("both.o");
+    assert!(dir.starts_with(p.env.tmp_dir()), "{}", dir.display());
+    assert_eq!(link("both.o"), dir);
+    assert_ne!(link("other.o"), dir);
+    assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new());
+
+    // What a killed link left: removed, and the directory made again.
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.join("stale.native.o"), b"stale").unwrap();
+    assert_eq!(link("both.o"), dir);
+    assert!(!dir.exists());
+
+    // Held by another link of the same output: a directory of its own, the held one untouched.
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.join("in-use"), b"").unwrap();
+    let held = std::fs::File::open(&dir).unwrap();
+    // SAFETY: flock on an open descriptor.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
+    assert_ne!(link("both.o"), dir);
+    assert!(dir.join("in-use").exists());
+    drop(held);
+
+    // Not private (another user could have made it): left alone, and not used.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_ne!(link("both.o"), dir);
+    assert!(dir.join("in-use").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A symbolic link there is not followed.
+    let elsewhere = p.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+    assert_ne!(link("both.o"), dir);
+    assert!(dir.is_symlink() && elsewhere.is_dir());
+    std::fs::remove_file(&dir).unwrap();
+    assert_eq!(p.env.tmp_contents(), Vec::<PathBuf>::new());
+}
