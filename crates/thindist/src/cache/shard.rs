@@ -8,9 +8,12 @@
 //! reader and hashes every record, with each module path of the module string table replaced
 //! by the digest of that module's content.
 //!
-//! The thin link numbers modules in the order of their paths, so a module renamed such that it
-//! sorts elsewhere among the link's modules changes the shard and misses once; temporaries
-//! (`NAME-RANDOM.o`), work-directory members and moved trees keep their order and hit.
+//! The thin link numbers modules in the order of their paths, and the values of the shard in an
+//! order that also depends on the path strings, so a module renamed, or given another random
+//! name, can change the shard of a module that imports from it, which then misses once. Moved
+//! trees keep their relative paths and hit; members extracted from regular archives keep their
+//! paths because a link's work directory is named after its output ([`crate::workdir`]); the
+//! clang driver's temporaries (`NAME-RANDOM.o`) can miss.
 
 use super::digests::Digests;
 use anyhow::{anyhow, Context, Result};
