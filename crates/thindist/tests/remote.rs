@@ -59,11 +59,15 @@ impl Farm {
 
     /// Starts a worker of capacity 1 with `extra` options, logging what it does to `log`.
     fn add_worker(&mut self, extra: &[&str], log: Option<&Path>) {
+        // Its leases and local CAS in the farm's directory, not the machine's TMPDIR.
+        let tmp = self.dir.path().join("worker-tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let mut worker = Command::new(thindist());
         worker
             .args(["worker", "--remote", &self.url(), "--capacity", "1"])
             .args(extra)
             .env_remove("THINDIST_FORK_SERVER")
+            .env("TMPDIR", &tmp)
             .stdout(std::process::Stdio::null());
         if let Some(log) = log {
             worker
@@ -74,12 +78,25 @@ impl Farm {
         self.workers.push(worker);
     }
 
+    /// Stops the workers as a service manager would (SIGTERM), so that each removes its
+    /// leases and local CAS; the farm's directory must then hold none.
     fn stop_workers(&mut self) {
         for w in &mut self.workers {
-            let _ = w.kill();
+            // SAFETY: kill(2) on a child this test started and has not yet waited for.
+            unsafe { libc::kill(w.id() as libc::pid_t, libc::SIGTERM) };
             let _ = w.wait();
         }
         self.workers.clear();
+        let tmp = self.dir.path().join("worker-tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            left.is_empty() || std::thread::panicking(),
+            "workers left {left:?}"
+        );
     }
 
     fn url(&self) -> String {
