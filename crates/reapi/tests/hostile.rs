@@ -87,7 +87,7 @@ impl Fake {
     }
 
     /// Serves every service on a loopback port until the returned sender is dropped.
-    async fn serve(&self) -> (String, tokio::sync::oneshot::Sender<()>) {
+    async fn serve(&self) -> (String, Serving) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("grpc://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -111,8 +111,23 @@ impl Fake {
                     let _ = stopped.await;
                 },
             );
-        tokio::spawn(server);
-        (url, stop)
+        let task = tokio::spawn(server);
+        (url, Serving { stop, task })
+    }
+}
+
+/// A running fake server; dropping it asks the server to stop.
+struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Serving {
+    /// Stops the server and waits until it has closed its connections, so that a client's
+    /// next call cannot still reach it.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
     }
 }
 
@@ -330,7 +345,7 @@ async fn run_with_stdout(server: &Fake, stdout: re::Digest) -> String {
         stdout_digest: Some(stdout),
         ..Default::default()
     });
-    let (url, _stop) = server.serve().await;
+    let (url, _serving) = server.serve().await;
     let client = Client::connect(config(&url)).await.unwrap();
     let outcome = tokio::time::timeout(LIMIT, client.run(&spec()))
         .await
@@ -425,7 +440,7 @@ fn blob(bytes: &[u8]) -> Blob {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_retries_busy_cas_calls_by_status_code() {
     let server = fake();
-    let (url, _stop) = server.serve().await;
+    let (url, _serving) = server.serve().await;
     let client = Client::connect(config(&url)).await.unwrap();
     {
         let mut state = server.state();
@@ -449,7 +464,7 @@ async fn client_retries_busy_cas_calls_by_status_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_does_not_retry_invalid_argument() {
     let server = fake();
-    let (url, _stop) = server.serve().await;
+    let (url, _serving) = server.serve().await;
     let client = Client::connect(config(&url)).await.unwrap();
     {
         let mut state = server.state();
@@ -468,7 +483,7 @@ async fn client_does_not_retry_invalid_argument() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_say_whether_trying_again_may_help() {
     let server = fake();
-    let (url, stop) = server.serve().await;
+    let (url, serving) = server.serve().await;
     let client = Client::connect(config(&url)).await.unwrap();
     {
         let mut state = server.state();
@@ -482,7 +497,7 @@ async fn client_errors_say_whether_trying_again_may_help() {
     assert!(!err.is_transient(), "{err}");
     assert_eq!(server.state().calls["GetActionResult"], 1);
     // A server that went away is retried within the call, and then worth retrying later.
-    drop(stop);
+    tokio::time::timeout(LIMIT, serving.stop()).await.unwrap();
     let gone = tokio::time::timeout(LIMIT, client.run(&spec()))
         .await
         .unwrap();
@@ -494,7 +509,7 @@ async fn client_errors_say_whether_trying_again_may_help() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_prepares_a_whole_build_with_one_query_and_one_batch() {
     let server = fake();
-    let (url, _stop) = server.serve().await;
+    let (url, _serving) = server.serve().await;
     let client = Client::connect(config(&url)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Three jobs over four files; `shared.bc` is an input of every job.
@@ -623,7 +638,7 @@ async fn run_leases(
             id
         })
         .collect();
-    let (url, _stop) = server.serve().await;
+    let (url, _serving) = server.serve().await;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(thindist_reapi::worker::run(
         worker_config(&url),
