@@ -149,7 +149,12 @@ fn held_dir_in(parent: &Path, output: &Path) -> Option<(PathBuf, std::fs::File)>
                 libc::LOCK_EX | libc::LOCK_NB,
             )
         };
-        (locked == 0).then_some(dir)
+        // The directory may have been removed and made again by another link between the
+        // open and the lock: only a lock on the one now at `path` holds it.
+        let at_path = std::fs::symlink_metadata(path).ok()?;
+        let locked_dir = dir.metadata().ok()?;
+        let same = (at_path.dev(), at_path.ino()) == (locked_dir.dev(), locked_dir.ino());
+        (locked == 0 && same).then_some(dir)
     };
     for _ in 0..2 {
         match std::fs::DirBuilder::new().mode(0o700).create(&path) {
@@ -240,5 +245,40 @@ impl Drop for WorkDir {
             let _ = std::fs::remove_dir_all(&dir);
             interrupts().remove_temp(&dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Links of one output racing for its directory, each using it as `WorkDir` does (files
+    /// in it, removed before the lock is let go): no two may hold it at once.
+    #[test]
+    fn concurrent_links_of_one_output_never_share_its_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let output = Path::new("/build/prog");
+        std::thread::scope(|scope| {
+            for thread in 0..6 {
+                let parent = parent.path();
+                scope.spawn(move || {
+                    for _ in 0..300 {
+                        let Some((path, lock)) = held_dir_in(parent, output) else {
+                            continue;
+                        };
+                        let mine = std::fs::File::create_new(path.join("holder"));
+                        assert!(
+                            mine.is_ok(),
+                            "thread {thread}: {} is held twice",
+                            path.display()
+                        );
+                        std::thread::yield_now();
+                        std::fs::remove_dir_all(&path).unwrap();
+                        drop(lock);
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
     }
 }
