@@ -65,9 +65,7 @@ impl BlobCache {
     /// system of the lease directories, so that hard links reach them), removed with the cache:
     /// blobs left by an earlier worker are not trusted.
     pub(crate) fn new(parent: &Path, limit: u64) -> Result<BlobCache> {
-        let owned = tempfile::Builder::new()
-            .prefix("thindist-worker-cas-")
-            .tempdir_in(parent)
+        let owned = crate::private_tempdir_in(parent, "thindist-worker-cas-")
             .with_context(|| format!("cannot create a cache in {}", parent.display()))?;
         Ok(BlobCache {
             dir: owned.path().to_path_buf(),

@@ -322,9 +322,7 @@ async fn execute_lease(
     } else {
         &command.output_paths
     };
-    let root = tempfile::Builder::new()
-        .prefix("thindist-lease-")
-        .tempdir_in(&context.work_dir)?;
+    let root = crate::private_tempdir_in(&context.work_dir, "thindist-lease-")?;
     let input_root = action_digest(action.input_root_digest.as_ref(), "input root")?;
     let before = context.cache.stats();
     fetch_tree(client, &context.cache, &input_root, root.path()).await?;

@@ -875,6 +875,27 @@ async fn worker_runs_a_contained_action_through_a_busy_cas() {
     assert_eq!(calls, expected.into_iter().collect(), "{calls:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_keeps_its_lease_and_cache_directories_to_itself() {
+    let (server, scratch) = (fake(), Scratch::new());
+    // The lease's root, and the worker's local CAS beside it in the work directory.
+    let action = action(
+        &server,
+        "stat -c %a . ../thindist-worker-cas-* > modes",
+        "",
+        &["modes"],
+        None,
+    );
+    let (status, result) = run_lease(&server, &scratch, action).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    let modes = &result.unwrap().output_files[0];
+    assert_eq!(
+        modes.digest,
+        Some(proto(&Digest::of_bytes(b"700\n700\n"))),
+        "modes other than 700"
+    );
+}
+
 /// The root of the caching tests: `src/in.txt` and `src/lib.txt`.
 fn two_file_root(server: &Fake) -> re::Directory {
     let file = |name: &str, bytes: &[u8]| re::FileNode {
