@@ -108,12 +108,12 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     }
     codegen.check_compiler(run.digests)?;
 
-    let modules = link.thin_link(&mut session)?;
+    let thin_linked = link.thin_link(&mut session)?;
 
     let backends = run.backend_phase(&link.output());
     let plan = plan::plan(
-        &modules,
-        (link.work_dir(), &link.prepared().index_dir),
+        &thin_linked.modules,
+        (link.work_dir(), &thin_linked.index_dir),
         &cwd,
         &backends.with_records(sources),
         &codegen,

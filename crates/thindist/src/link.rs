@@ -15,6 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Instant;
 
+/// What the thin link wrote: the modules it listed, in its order, and the directory that holds
+/// their summary shards and import lists.
+pub struct ThinLinked {
+    pub modules: Vec<PathBuf>,
+    pub index_dir: PathBuf,
+}
+
 pub struct Link {
     linker: String,
     cwd: PathBuf,
@@ -64,13 +71,30 @@ impl Link {
         self.cwd.join(output_name(&self.prepared.args))
     }
 
-    /// Runs the thin link and returns the modules it listed, in its order.
-    pub fn thin_link(&self, reporter: &mut dyn Reporter) -> Result<Vec<PathBuf>> {
-        let command = self.prepared.thin_link_command(&self.linker)?;
+    /// Runs the thin link and returns the modules it listed, in its order, and where it wrote
+    /// their shards and import lists.
+    pub fn thin_link(&self, reporter: &mut dyn Reporter) -> Result<ThinLinked> {
+        let mut index_dir = self.work.index();
+        let mut command = self.prepared.thin_link_command(&self.linker, index_dir)?;
         let started = Instant::now();
         reporter.on_event(&Event::ThinLinkStarted { command: &command });
-        let _ = std::fs::remove_file(self.cwd.join(self.work.index()).join("modules.list"));
-        let (status, text) = self.run_linker(&command)?;
+        let _ = std::fs::remove_file(self.cwd.join(index_dir).join("modules.list"));
+        let (mut status, mut text) = self.run_linker(&command)?;
+        // lld's messages are not translated: this is strerror(ENOSPC) in any locale.
+        if !status.success() && text.contains("No space left on device") {
+            if let Some(full) = self.work.empty_own_index() {
+                reporter.on_event(&Event::Warning {
+                    message: &format!(
+                        "no room for the thin link's index files in {}: linking again with them in {} (TMPDIR says where work files go)",
+                        full.display(),
+                        self.work.path().display()
+                    ),
+                });
+                index_dir = self.work.path();
+                command = self.prepared.thin_link_command(&self.linker, index_dir)?;
+                (status, text) = self.run_linker(&command)?;
+            }
+        }
         if !status.success() {
             bail!(
                 "the thin link failed ({status}):\n{}\n  to reproduce: cd {} && {}\n  (its response file is removed with the work directory; THINDIST_KEEP_WORK=1 keeps it)",
@@ -79,12 +103,15 @@ impl Link {
                 cmdline::shell_line(&command)
             );
         }
-        let modules = self.prepared.listed_modules(&self.cwd)?;
+        let modules = PreparedLink::listed_modules(&self.cwd, index_dir)?;
         reporter.on_event(&Event::ThinLinkFinished {
             modules: modules.len(),
             duration: started.elapsed(),
         });
-        Ok(modules)
+        Ok(ThinLinked {
+            modules,
+            index_dir: index_dir.to_path_buf(),
+        })
     }
 
     /// Runs the final link with each module's native object. lld writes its output as it

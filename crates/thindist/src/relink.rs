@@ -449,7 +449,6 @@ mod tests {
                 args: crate::linkargs::LinkArgs::parse(&tokens).unwrap(),
                 prepared: vec![],
                 work_dir: PathBuf::from("/w"),
-                index_dir: PathBuf::from("/w"),
             }
         };
         for args in [

@@ -38,9 +38,6 @@ pub struct PreparedLink {
     /// The link's private work directory (absolute): extracted archive members, native
     /// objects and command files.
     pub work_dir: PathBuf,
-    /// Where the thin link writes shards, import lists and its module list: the work
-    /// directory or one of its own (see [`crate::workdir`]).
-    pub index_dir: PathBuf,
 }
 
 impl PreparedLink {
@@ -105,7 +102,6 @@ pub fn prepare(args: LinkArgs, cwd: &Path, work: &WorkDir) -> Result<PreparedLin
         args,
         prepared,
         work_dir: work_dir.to_path_buf(),
-        index_dir: work.index().to_path_buf(),
     })
 }
 
@@ -198,8 +194,9 @@ fn work_path(work_dir: &Path, module: &Path, suffix: &str) -> PathBuf {
 
 impl PreparedLink {
     /// The thin-link command: the original link with archives replaced by member lists and the
-    /// index-only options added. Long argument lists go through a response file.
-    pub fn thin_link_command(&self, linker: &str) -> Result<Vec<String>> {
+    /// index-only options added, writing shards, import lists and its module list in
+    /// `index_dir` (see [`crate::workdir`]). Long argument lists go through a response file.
+    pub fn thin_link_command(&self, linker: &str, index_dir: &Path) -> Result<Vec<String>> {
         let mut args = Vec::new();
         for (item, prepared) in self.args.items.iter().zip(&self.prepared) {
             match (item, prepared) {
@@ -212,24 +209,25 @@ impl PreparedLink {
                 (item, _) => args.extend(item.tokens().iter().cloned()),
             }
         }
-        let list = self.index_dir.join("modules.list");
+        let list = index_dir.join("modules.list");
         args.push(format!("--thinlto-index-only={}", list.display()));
         args.push("--thinlto-emit-imports-files".into());
         args.push(format!(
             "--thinlto-prefix-replace=;{}/",
-            self.index_dir.display()
+            index_dir.display()
         ));
         let rsp = self.work_dir.join("thinlink.rsp");
         cmdline::write_response_file(&rsp, &args)?;
         Ok(vec![linker.to_string(), format!("@{}", rsp.display())])
     }
 
-    /// The modules the thin link listed in `modules.list` (read from `cwd`), in its order.
-    pub fn listed_modules(&self, cwd: &Path) -> Result<Vec<PathBuf>> {
-        let list = cwd.join(self.index_dir.join("modules.list"));
+    /// The modules the thin link listed in `index_dir/modules.list` (read from `cwd`), in its
+    /// order.
+    pub fn listed_modules(cwd: &Path, index_dir: &Path) -> Result<Vec<PathBuf>> {
+        let list = cwd.join(index_dir.join("modules.list"));
         let text = std::fs::read_to_string(&list)
             .with_context(|| format!("the thin link wrote no module list {}", list.display()))?;
-        let prefix = format!("{}/", self.index_dir.display());
+        let prefix = format!("{}/", index_dir.display());
         let mut modules = Vec::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
             let module = line.strip_prefix(&prefix).with_context(|| {

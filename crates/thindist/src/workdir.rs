@@ -127,6 +127,23 @@ impl WorkDir {
     pub fn index(&self) -> &Path {
         &self.index
     }
+
+    /// Empties the index directory if it has one of its own (on a memory file system), and
+    /// returns it: a thin link that found no room there runs again in the work directory.
+    /// The directory itself stays until the link ends, so that its name stays this link's.
+    pub fn empty_own_index(&self) -> Option<&Path> {
+        if self.index == self.path {
+            return None;
+        }
+        for entry in std::fs::read_dir(&self.index).ok()?.flatten() {
+            let path = entry.path();
+            let _ = match entry.file_type().is_ok_and(|t| t.is_dir()) {
+                true => std::fs::remove_dir_all(&path),
+                false => std::fs::remove_file(&path),
+            };
+        }
+        Some(&self.index)
+    }
 }
 
 /// `PARENT/thindist-link-<digest of output>`, created and locked for this link, or `None` when
@@ -178,41 +195,52 @@ fn held_dir_in(parent: &Path, output: &Path) -> Option<(PathBuf, std::fs::File)>
 
 /// A new directory with a random name in `parent`, readable by its owner only.
 fn private_dir_in(parent: &Path) -> Result<PathBuf> {
-    let dir = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempdir_in(parent)
+    let dir = thindist_reapi::private_tempdir_in(parent, TMP_PREFIX)
         .with_context(|| format!("cannot create a work directory in {}", parent.display()))?;
     Ok(dir.keep())
 }
 
+/// How much room a memory file system needs to take a link's index directory: the kernel's 554
+/// modules take 4.5 MiB there (two files of one or two pages each), a large C++ program's tens
+/// of thousands of modules with larger shards can take hundreds. A thin link that runs out of
+/// room all the same is run again with its index in the work directory (see `Link`).
+const MEMORY_FS_MIN_FREE: u64 = 256 << 20;
+
 /// The memory file system for index directories, if TMPDIR is left to its default, that
-/// default is on disk, and the user has one: `$XDG_RUNTIME_DIR` (their own), else `/dev/shm`.
+/// default is on disk, and the user has one with room: `$XDG_RUNTIME_DIR` (their own), else
+/// `/dev/shm`.
 fn memory_root() -> Option<PathBuf> {
     static ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     ROOT.get_or_init(|| {
-        if std::env::var_os("TMPDIR").is_some() || is_memory_fs(&std::env::temp_dir()) {
+        let tmp = std::env::temp_dir();
+        if std::env::var_os("TMPDIR").is_some() || memory_fs_free(&tmp).is_some() {
             return None;
         }
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
         runtime
             .into_iter()
             .chain([PathBuf::from("/dev/shm")])
-            .find(|dir| dir.is_absolute() && is_memory_fs(dir))
+            .find(|dir| {
+                dir.is_absolute()
+                    && memory_fs_free(dir).is_some_and(|free| free >= MEMORY_FS_MIN_FREE)
+            })
     })
     .clone()
 }
 
-fn is_memory_fs(dir: &Path) -> bool {
+/// The bytes free on `dir`'s file system if it is a memory file system (tmpfs).
+fn memory_fs_free(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: `path` is a valid C string and `fs` is written by the call before it is read.
-    unsafe {
-        libc::statfs(path.as_ptr(), fs.as_mut_ptr()) == 0
-            && fs.assume_init().f_type == libc::TMPFS_MAGIC
-    }
+    let fs = unsafe {
+        if libc::statfs(path.as_ptr(), fs.as_mut_ptr()) != 0 {
+            return None;
+        }
+        fs.assume_init()
+    };
+    (fs.f_type == libc::TMPFS_MAGIC).then(|| fs.f_bavail as u64 * fs.f_bsize as u64)
 }
 
 /// Whether `path` (absolute) lies in a link's work directory, whose files are gone when the

@@ -5,6 +5,7 @@
 
 mod util;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use util::{thindist, tree_paths, SmallProject};
@@ -149,51 +150,80 @@ fn ours_in(dir: &Path) -> Vec<PathBuf> {
     ours
 }
 
-#[test]
-fn with_tmpdir_left_to_a_disk_default_the_index_files_go_to_memory_and_are_removed() {
-    if fs_type("/tmp") == "tmpfs" || fs_type("/dev/shm") != "tmpfs" {
-        eprintln!("skipped: /tmp is a memory file system already, or there is no /dev/shm");
-        return;
-    }
-    let p = SmallProject::new(FILES);
-    p.compile_all(&["-O2"]);
-    let shm = Path::new("/dev/shm");
-    let link = |extra: &[&str]| {
-        let out = p
-            .cmd(thindist())
-            .args(["ld", "-v"])
-            .args(extra)
-            .args([
-                "--",
-                "clang-22",
-                "-fuse-ld=lld",
-                "-flto=thin",
-                "-o",
-                "prog",
-                "main.o",
-                "twice.o",
-            ])
-            .env_remove("TMPDIR")
-            .env_remove("XDG_RUNTIME_DIR")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        stderr(&out)
+/// Links `prog` from `p` with TMPDIR unset and XDG_RUNTIME_DIR set to `runtime_dir` (or unset);
+/// returns what thindist printed.
+fn link_with_default_tmpdir(
+    p: &SmallProject,
+    runtime_dir: Option<&Path>,
+    extra: &[&str],
+) -> String {
+    let mut cmd = p.cmd(thindist());
+    cmd.args(["ld", "-v"])
+        .args(extra)
+        .args([
+            "--",
+            "clang-22",
+            "-fuse-ld=lld",
+            "-flto=thin",
+            "-o",
+            "prog",
+            "main.o",
+            "twice.o",
+        ])
+        .env_remove("TMPDIR");
+    match runtime_dir {
+        Some(dir) => cmd.env("XDG_RUNTIME_DIR", dir),
+        None => cmd.env_remove("XDG_RUNTIME_DIR"),
     };
-    // Kept: the shards are in a directory of their own in /dev/shm, the natives in /tmp.
-    let before = ours_in(shm);
-    let err = link(&["--keep-work", "--no-cache"]);
-    let kept: Vec<PathBuf> = err
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stderr(&out)
+}
+
+/// The work and index directories a `--keep-work` link printed that it kept.
+fn kept_dirs(printed: &str) -> Vec<PathBuf> {
+    printed
         .lines()
         .filter_map(|l| l.strip_prefix("thindist: keeping this link's work files in "))
         .map(PathBuf::from)
-        .collect();
+        .collect()
+}
+
+/// Held by the tests that leave TMPDIR to its default: each compares what it finds in /tmp and
+/// /dev/shm before and after its links.
+static DEFAULT_TMPDIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn skip_unless_tmp_on_disk_and_dev_shm() -> bool {
+    let skip = fs_type("/tmp") == "tmpfs" || fs_type("/dev/shm") != "tmpfs";
+    if skip {
+        eprintln!("skipped: /tmp is a memory file system already, or there is no /dev/shm");
+    }
+    skip
+}
+
+#[test]
+fn with_tmpdir_left_to_a_disk_default_the_index_files_go_to_memory_and_are_removed() {
+    if skip_unless_tmp_on_disk_and_dev_shm() {
+        return;
+    }
+    let _alone = DEFAULT_TMPDIR.lock().unwrap_or_else(|e| e.into_inner());
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let shm = Path::new("/dev/shm");
+    // Kept: the shards are in a directory of their own in /dev/shm, the natives in /tmp.
+    let before = ours_in(shm);
+    let err = link_with_default_tmpdir(&p, None, &["--keep-work", "--no-cache"]);
+    let kept = kept_dirs(&err);
     assert_eq!(kept.len(), 2, "{err}");
     let (work, index) = (&kept[0], &kept[1]);
     assert!(
         work.starts_with("/tmp") && index.starts_with(shm),
         "{kept:?}"
     );
+    for dir in &kept {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    }
     let shards = tree_paths(index);
     assert!(
         shards.iter().any(|f| f.ends_with("twice.o.thinlto.bc")),
@@ -207,9 +237,80 @@ fn with_tmpdir_left_to_a_disk_default_the_index_files_go_to_memory_and_are_remov
     }
     // Not kept: nothing is left in either place.
     let tmp_before = ours_in(Path::new("/tmp"));
-    link(&[]);
+    link_with_default_tmpdir(&p, None, &[]);
     assert_eq!(run(&p.path("prog")), "42\n");
     assert_eq!(ours_in(shm), before);
+    assert_eq!(ours_in(Path::new("/tmp")), tmp_before);
+}
+
+/// A tmpfs with the given mount options, mounted for one test and unmounted when dropped.
+struct MountedTmpfs(tempfile::TempDir);
+
+impl MountedTmpfs {
+    fn mount(options: &str) -> Option<MountedTmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("{options},mode=0700")])
+            .arg("thindist-test")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(MountedTmpfs(dir))
+    }
+}
+
+impl Drop for MountedTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_memory_file_system_without_room_for_a_large_thin_link_is_passed_over() {
+    if skip_unless_tmp_on_disk_and_dev_shm() {
+        return;
+    }
+    let _alone = DEFAULT_TMPDIR.lock().unwrap_or_else(|e| e.into_inner());
+    // A container's /dev/shm is 64 MiB: as XDG_RUNTIME_DIR here, so that the next choice,
+    // this machine's /dev/shm, shows that it was passed over.
+    let Some(small) = MountedTmpfs::mount("size=64m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)");
+        return;
+    };
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let err = link_with_default_tmpdir(&p, Some(small.0.path()), &["--keep-work", "--no-cache"]);
+    let kept = kept_dirs(&err);
+    assert_eq!(kept.len(), 2, "{err}");
+    assert!(kept[1].starts_with("/dev/shm"), "{kept:?}");
+    for dir in &kept {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    assert!(tree_paths(small.0.path()).is_empty());
+}
+
+#[test]
+fn a_thin_link_that_fills_the_memory_file_system_runs_again_on_disk() {
+    if skip_unless_tmp_on_disk_and_dev_shm() {
+        return;
+    }
+    let _alone = DEFAULT_TMPDIR.lock().unwrap_or_else(|e| e.into_inner());
+    // Room enough to be chosen, but inodes for the index directory and one file only.
+    let Some(full) = MountedTmpfs::mount("size=300m,nr_inodes=3") else {
+        eprintln!("skipped: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)");
+        return;
+    };
+    let p = SmallProject::new(FILES);
+    p.compile_all(&["-O2"]);
+    let tmp_before = ours_in(Path::new("/tmp"));
+    let err = link_with_default_tmpdir(&p, Some(full.0.path()), &["--no-cache"]);
+    assert!(
+        err.contains("thindist: warning: no room for the thin link's index files in"),
+        "{err}"
+    );
+    assert_eq!(run(&p.path("prog")), "42\n");
+    assert!(tree_paths(full.0.path()).is_empty());
     assert_eq!(ours_in(Path::new("/tmp")), tmp_before);
 }
 
@@ -539,7 +640,6 @@ fn work_dir_of(stderr: &str) -> PathBuf {
 
 #[test]
 fn every_link_of_one_output_uses_one_work_directory_unless_it_is_held_or_not_private() {
-    use std::os::unix::fs::PermissionsExt;
     let p = SmallProject::new(FILES);
     p.compile_all(&["-O2"]);
     let link = |output: &str| {
