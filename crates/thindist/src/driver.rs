@@ -131,12 +131,20 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         }
     };
 
-    let (printed, linked) = link.final_link(&natives, &mut session)?;
+    // The record's inputs, flags and blobs do not depend on the final link: computed meanwhile.
+    let (final_link, record_start) = std::thread::scope(|scope| {
+        let record_start =
+            (relink.as_ref()).map(|relink| scope.spawn(|| relink.start_record(&plan.jobs)));
+        let final_link = link.final_link(&natives, &mut session);
+        let record_start = record_start.and_then(|thread| thread.join().ok().flatten());
+        (final_link, record_start)
+    });
+    let (printed, linked) = final_link?;
     session.finish();
     eprint!("{printed}");
     linked?;
-    if let Some(relink) = &relink {
-        relink.record(&plan.jobs, &printed);
+    if let (Some(relink), Some(start)) = (&relink, record_start) {
+        relink.record(start, &printed);
     }
     Ok(0)
 }

@@ -76,6 +76,15 @@ struct LinkRecord {
     printed: String,
 }
 
+/// The part of a link's record computed while its final link runs.
+pub struct RecordStart {
+    inputs: Vec<(PathBuf, String)>,
+    flags: String,
+    modules: usize,
+    published: Vec<PathBuf>,
+    blobs: Vec<thindist_reapi::Digest>,
+}
+
 /// The restore check and the record of one link, which both need the same keys.
 pub struct Relink<'a> {
     link: &'a PreparedLink,
@@ -223,41 +232,62 @@ impl<'a> Relink<'a> {
         Ok(Some(record.modules))
     }
 
-    /// Records this link, whose final link succeeded having printed `printed`, for later
-    /// relinks. Failing to record only costs the next relink its shortcut.
-    pub fn record(&self, jobs: &[BackendJob], printed: &str) {
-        if let Err(err) = self.try_record(jobs, printed) {
-            tracing::debug!("cannot record this link for relinks: {err:#}");
-        }
+    /// Starts the record of this link: what does not depend on the final link (inputs named
+    /// on the link line and read by back ends, flags, natives stored as blobs), computed while
+    /// the final link runs. `None` when that failed: the next relink only loses its shortcut.
+    pub fn start_record(&self, jobs: &[BackendJob]) -> Option<RecordStart> {
+        self.try_start_record(jobs)
+            .map_err(|err| tracing::debug!("cannot record this link for relinks: {err:#}"))
+            .ok()
     }
 
-    fn try_record(&self, jobs: &[BackendJob], printed: &str) -> Result<()> {
-        let dependency_file = self
-            .link
-            .final_link_dependency_file()
-            .context("the link names its own dependency file")?;
-        let text = std::fs::read_to_string(self.cwd.join(dependency_file))?;
-        let work_dir = fsutil::normalize(&self.cwd.join(&self.link.work_dir));
+    fn try_start_record(&self, jobs: &[BackendJob]) -> Result<RecordStart> {
         let mut files: Vec<PathBuf> = self.link_inputs();
-        files.extend(
-            parse_dependency_file(&text)
-                .iter()
-                .map(|p| self.cwd.join(p)),
-        );
         // Profiles and other files the back ends read.
         files.extend(
             jobs.iter()
                 .flat_map(|job| job.extra_inputs.iter().map(|p| job.cwd.join(p))),
         );
-        let mut inputs = Vec::with_capacity(files.len());
-        for file in files {
-            let file = fsutil::normalize(&file);
-            if file.starts_with(&work_dir) || inputs.iter().any(|(p, _)| *p == file) {
-                continue;
-            }
-            let digest = self.digests.file(&file)?;
-            inputs.push((file, digest));
+        let mut start = RecordStart {
+            inputs: Vec::with_capacity(files.len()),
+            flags: self.flags_digest()?,
+            modules: jobs.len(),
+            published: jobs
+                .iter()
+                .filter_map(|job| Some(job.cwd.join(job.published.as_ref()?)))
+                .collect(),
+            blobs: Vec::new(),
+        };
+        self.add_inputs(&mut start.inputs, files)?;
+        for path in &start.published {
+            start.blobs.push(self.cache.put_blob(path)?);
         }
+        Ok(start)
+    }
+
+    /// Records this link, whose final link succeeded having printed `printed`, for later
+    /// relinks. Failing to record only costs the next relink its shortcut.
+    pub fn record(&self, start: RecordStart, printed: &str) {
+        if let Err(err) = self.try_record(start, printed) {
+            tracing::debug!("cannot record this link for relinks: {err:#}");
+        }
+    }
+
+    fn try_record(&self, start: RecordStart, printed: &str) -> Result<()> {
+        let dependency_file = self
+            .link
+            .final_link_dependency_file()
+            .context("the link names its own dependency file")?;
+        let text = std::fs::read_to_string(self.cwd.join(dependency_file))?;
+        let RecordStart {
+            mut inputs,
+            flags,
+            modules,
+            published,
+            blobs,
+        } = start;
+        let read = parse_dependency_file(&text);
+        self.add_inputs(&mut inputs, read.iter().map(|p| self.cwd.join(p)))?;
         let is_regular = std::fs::metadata(&self.output).is_ok_and(|m| m.is_file());
         let output = match is_regular {
             true => {
@@ -266,24 +296,37 @@ impl<'a> Relink<'a> {
             }
             false => None,
         };
-        let published: Vec<PathBuf> = jobs
-            .iter()
-            .filter_map(|job| Some(job.cwd.join(job.published.as_ref()?)))
-            .collect();
-        let mut blobs = Vec::with_capacity(published.len());
-        for path in &published {
-            blobs.push(self.cache.put_blob(path)?);
-        }
         let record = LinkRecord {
             inputs,
-            flags: self.flags_digest()?,
-            modules: jobs.len(),
+            flags,
+            modules,
             output,
             published,
             printed: printed.to_string(),
         };
         self.cache
             .put_entry(&self.key, &blobs, &serde_json::to_vec(&record)?)
+    }
+
+    /// Adds `files` with their digests to `inputs`, but not files of the work directory (gone
+    /// when the link ends) or files already there.
+    fn add_inputs(
+        &self,
+        inputs: &mut Vec<(PathBuf, String)>,
+        files: impl IntoIterator<Item = PathBuf>,
+    ) -> Result<()> {
+        let work_dir = fsutil::normalize(&self.cwd.join(&self.link.work_dir));
+        let mut known: std::collections::HashSet<PathBuf> =
+            inputs.iter().map(|(path, _)| path.clone()).collect();
+        for file in files {
+            let file = fsutil::normalize(&file);
+            if file.starts_with(&work_dir) || !known.insert(file.clone()) {
+                continue;
+            }
+            let digest = self.digests.file(&file)?;
+            inputs.push((file, digest));
+        }
+        Ok(())
     }
 
     /// The files the link names as inputs, with the members of thin archives (regular
