@@ -186,10 +186,6 @@ impl<'a> Relink<'a> {
                 return Ok(None);
             }
         }
-        if self.flags_digest()? != record.flags {
-            tracing::debug!("relink: a module's flags changed");
-            return Ok(None);
-        }
         let output = match &record.output {
             Some((path, hash)) => match self.digests.file_digest(path) {
                 Ok(digest) if digest.hash == *hash => Some((path, digest)),
@@ -205,6 +201,11 @@ impl<'a> Relink<'a> {
                 None
             }
         };
+        // Last of the checks: it looks up every module's flags again.
+        if self.flags_digest()? != record.flags {
+            tracing::debug!("relink: a module's flags changed");
+            return Ok(None);
+        }
         // Files that already hold what they would be given only get a new modification time.
         let mut stale = Vec::new();
         for (path, digest) in record.published.iter().zip(&blobs) {
