@@ -136,7 +136,12 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         let record_start =
             (relink.as_ref()).map(|relink| scope.spawn(|| relink.start_record(&plan.jobs)));
         let final_link = link.final_link(&natives, &mut session);
-        let record_start = record_start.and_then(|thread| thread.join().ok().flatten());
+        // A panic there is a bug to show, as it was when the record ran on this thread.
+        let record_start = record_start.and_then(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
         (final_link, record_start)
     });
     let (printed, linked) = final_link?;
