@@ -257,6 +257,7 @@ fn with_tmpdir_left_to_a_disk_default_the_index_files_go_to_memory_and_are_remov
 struct MountedTmpfs(tempfile::TempDir);
 
 impl MountedTmpfs {
+    /// The mounted tmpfs, or `None` (saying the test is skipped) where mounting is refused.
     fn mount(options: &str) -> Option<MountedTmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
@@ -266,6 +267,9 @@ impl MountedTmpfs {
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)");
+        }
         mounted.then_some(MountedTmpfs(dir))
     }
 }
@@ -285,7 +289,6 @@ fn a_memory_file_system_without_room_for_a_large_thin_link_is_passed_over() {
     // A container's /dev/shm is 64 MiB: as XDG_RUNTIME_DIR here, so that the next choice,
     // this machine's /dev/shm, shows that it was passed over.
     let Some(small) = MountedTmpfs::mount("size=64m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)");
         return;
     };
     let p = SmallProject::new(FILES);
@@ -308,7 +311,6 @@ fn a_thin_link_that_fills_the_memory_file_system_runs_again_on_disk() {
     let _alone = DEFAULT_TMPDIR.lock().unwrap_or_else(|e| e.into_inner());
     // Room enough to be chosen, but inodes for the index directory and one file only.
     let Some(full) = MountedTmpfs::mount("size=300m,nr_inodes=3") else {
-        eprintln!("skipped: cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)");
         return;
     };
     let p = SmallProject::new(FILES);
