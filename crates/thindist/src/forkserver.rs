@@ -48,8 +48,8 @@ const LIBRARY_FD: i32 = 4;
 /// starts with the server's small heap and used to fault in each new 4 KiB page of its own one
 /// at a time: half of a small back end's 1,100 page faults, and on a virtual machine most of its
 /// system time. With each growth of the heap padded by 8 MiB and the heap allowed transparent
-/// huge pages, a child's heap comes mostly in 2 MiB pages (600 generated modules: 602,000 page
-/// faults before, 355,000 after). The heap's addresses are all they change, and a job's own
+/// huge pages, a child's heap comes mostly in 2 MiB pages (600 generated modules: 597,000 page
+/// faults before, 446,000-473,000 after; bench/README.md). The heap's addresses are all they change, and a job's own
 /// processes (the assembler, say) get the job's environment, not these.
 const SERVER_MALLOC_TUNABLES: [(&str, &str); 2] = [
     ("glibc.malloc.hugetlb", "1"),
