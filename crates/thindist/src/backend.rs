@@ -60,10 +60,10 @@ impl<'a> BackendPhase<'a> {
         sources.with_records(self.records.clone())
     }
 
-    /// Runs `jobs`, publishes each native object beside its bitcode, and reports failures; then
-    /// saves the build log and the cache's run counts. Returns the native objects, or an error
-    /// if any job failed or the run was interrupted.
-    pub fn run(self, jobs: &[BackendJob], session: &mut Session) -> Result<Natives> {
+    /// Runs `jobs`, publishes each native object beside its bitcode, and reports failures.
+    /// Returns the native objects, or an error if any job failed or the run was interrupted.
+    /// [`BackendPhase::finish`] records the run afterwards.
+    pub fn run(&self, jobs: &[BackendJob], session: &mut Session) -> Result<Natives> {
         self.runner.prepare(jobs);
         // Published as each job ends, while the others run.
         let run_job = |job: &BackendJob| {
@@ -80,8 +80,6 @@ impl<'a> BackendPhase<'a> {
             outcome
         };
         let outcomes = exec::dispatch(jobs, self.slots, self.keep_going, &run_job, session);
-        let (hits, misses) = session.hits_and_misses();
-        self.runner.finish(hits, misses);
         if let Some(signal) = exec::interrupts().signal() {
             bail!("interrupted by signal {signal}");
         }
@@ -103,6 +101,12 @@ impl<'a> BackendPhase<'a> {
             bail!("{failed} back-end compile(s) failed");
         }
         Ok(natives)
+    }
+
+    /// Saves the build log and the cache's run counts (`session`'s hits and misses), and
+    /// prunes the cache.
+    pub fn finish(self, (hits, misses): (u64, u64)) {
+        self.runner.finish(hits, misses);
     }
 
     /// Publishes `native` at `dest`, which a rebuild usually finds holding it already: then

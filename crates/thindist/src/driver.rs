@@ -108,14 +108,28 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     }
     codegen.check_compiler(run.digests)?;
 
-    let thin_linked = link.thin_link(&mut session)?;
-
-    let backends = run.backend_phase(&link.output());
+    // The thin link keeps one core busy: meanwhile the back-end phase opens the cache and
+    // reads the build log, and every module's saved flags are looked up for the plan.
+    let output = link.output();
+    let (thin_linked, (backends, sources)) = std::thread::scope(|scope| {
+        let ready = scope.spawn(|| {
+            let backends = run.backend_phase(&output);
+            let sources = backends.with_records(sources);
+            for (module, _) in link.prepared().bitcode_modules() {
+                // Problems are the plan's to report, from the memo.
+                let _ = sources.lookup(&module);
+            }
+            (backends, sources)
+        });
+        let thin_linked = link.thin_link(&mut session);
+        (thin_linked, join_or_resume(ready))
+    });
+    let thin_linked = thin_linked?;
     let plan = plan::plan(
         &thin_linked.modules,
         (link.work_dir(), &thin_linked.index_dir),
         &cwd,
-        &backends.with_records(sources),
+        &sources,
         &codegen,
         settings.keep_natives,
         &link.prepared().member_labels(),
@@ -123,26 +137,26 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     if !session.is_quiet() {
         warn_about_flags(&mut session, &plan.problems, &plan.without_flags);
     }
-    let natives = match backends.run(&plan.jobs, &mut session) {
+    let natives = backends.run(&plan.jobs, &mut session);
+    let counts = session.hits_and_misses();
+    let natives = match natives {
         Ok(natives) => natives,
         Err(err) => {
+            backends.finish(counts);
             session.finish();
             return Err(err.context("the link was not run"));
         }
     };
 
-    // The record's inputs, flags and blobs do not depend on the final link: computed meanwhile.
+    // The build log, and the record's inputs, flags and blobs, do not depend on the final
+    // link: saved and computed meanwhile.
     let (final_link, record_start) = std::thread::scope(|scope| {
+        let finished = scope.spawn(|| backends.finish(counts));
         let record_start =
             (relink.as_ref()).map(|relink| scope.spawn(|| relink.start_record(&plan.jobs)));
         let final_link = link.final_link(&natives, &mut session);
-        // A panic there is a bug to show, as it was when the record ran on this thread.
-        let record_start = record_start.and_then(|thread| {
-            thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
-        (final_link, record_start)
+        join_or_resume(finished);
+        (final_link, record_start.and_then(join_or_resume))
     });
     let (printed, linked) = final_link?;
     session.finish();
@@ -152,6 +166,14 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         relink.record(start, &printed);
     }
     Ok(0)
+}
+
+/// What a helper thread returned; a panic there is a bug to show, as it would have been on
+/// this thread.
+fn join_or_resume<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// `thindist distribute JSON`: runs the jobs of lld's DTLTO job file. Returns the exit code.
@@ -168,6 +190,7 @@ pub fn run_distribute(job_file: &Path, run: Run, reporters: ExtraReporters) -> R
     let (jobs, problems) = dtlto::plan_jobs(&file, &cwd, &backends.with_records(sources))?;
     warn_about_flags(&mut session, &problems, &[]);
     let result = backends.run(&jobs, &mut session);
+    backends.finish(session.hits_and_misses());
     session.finish();
     result.with_context(|| format!("the back ends for {} failed", file.common.linker_output))?;
     Ok(0)

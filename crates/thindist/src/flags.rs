@@ -10,6 +10,7 @@ use crate::job::FlagsSource;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// A module's saved front-end compile: the whole command line and where it ran.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,6 +34,12 @@ fn dot_file(object: &Path, suffix: &str) -> PathBuf {
     object.with_file_name(format!(".{name}{suffix}"))
 }
 
+/// What looking up one object's saved compile found.
+type Lookup = std::result::Result<Option<(SavedCompile, FlagsSource)>, FlagsProblem>;
+
+/// Lookups by records directory and object.
+type Lookups = HashMap<(Option<PathBuf>, PathBuf), Lookup>;
+
 /// Where to look for saved flags.
 #[derive(Clone)]
 pub struct FlagSources {
@@ -41,6 +48,10 @@ pub struct FlagSources {
     records: Option<PathBuf>,
     parent_shell: Vec<Vec<String>>,
     cwd: PathBuf,
+    /// This run's lookups, by records directory and object, shared by every clone: the plan,
+    /// the link record and the look-ahead during the thin link all ask for the same modules,
+    /// and a kbuild `.cmd` file is worth reading and parsing once.
+    found: Arc<Mutex<Lookups>>,
 }
 
 /// A problem with one module's saved flags that does not stop the build: the module falls back
@@ -66,6 +77,7 @@ impl FlagSources {
             records: None,
             parent_shell,
             cwd: cwd.to_path_buf(),
+            found: Arc::default(),
         })
     }
 
@@ -75,11 +87,19 @@ impl FlagSources {
         self
     }
 
-    /// Finds the saved compile of `object` (a path relative to the build directory or absolute).
-    pub fn lookup(
-        &self,
-        object: &Path,
-    ) -> std::result::Result<Option<(SavedCompile, FlagsSource)>, FlagsProblem> {
+    /// Finds the saved compile of `object` (a path relative to the build directory or
+    /// absolute); asked again in the same run, answers as the first time.
+    pub fn lookup(&self, object: &Path) -> Lookup {
+        let key = (self.records.clone(), object.to_path_buf());
+        if let Some(found) = self.found.lock().unwrap().get(&key) {
+            return found.clone();
+        }
+        let found = self.checked_find(object);
+        self.found.lock().unwrap().insert(key, found.clone());
+        found
+    }
+
+    fn checked_find(&self, object: &Path) -> Lookup {
         let found = self.find(object)?;
         if let Some((saved, source)) = &found {
             if saved.argv.is_empty() {
@@ -92,10 +112,7 @@ impl FlagSources {
         Ok(found)
     }
 
-    fn find(
-        &self,
-        object: &Path,
-    ) -> std::result::Result<Option<(SavedCompile, FlagsSource)>, FlagsProblem> {
+    fn find(&self, object: &Path) -> Lookup {
         let problem = |message: String| FlagsProblem {
             module: object.to_path_buf(),
             message,
@@ -583,6 +600,34 @@ mod tests {
             cwd: compile_dir.into(),
         };
         backend_options(&saved, Path::new("/b")).unwrap().1
+    }
+
+    /// The run's memo of lookups is shared by clones, but a clone that also looks in the
+    /// cache's records must not be answered from what a clone without them found.
+    #[test]
+    fn remembered_lookups_are_kept_apart_by_records_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = dir.path().join("copied.o");
+        std::fs::write(&object, b"bitcode").unwrap();
+        let records = dir.path().join("records");
+        std::fs::create_dir(&records).unwrap();
+        let saved = SavedCompile {
+            argv: s(&["clang", "-O2", "-c", "a.c", "-o", "a.o"]),
+            cwd: dir.path().into(),
+        };
+        let digest = thindist_reapi::Digest::of_file(&object).unwrap();
+        let record = records.join(format!("{}.json", digest.hash));
+        std::fs::write(&record, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+        let plain = FlagSources::new(None, Vec::new(), dir.path()).unwrap();
+        let with_records = plain.clone().with_records(Some(records));
+        assert_eq!(plain.lookup(&object).unwrap(), None);
+        let found = with_records.lookup(&object).unwrap();
+        assert_eq!(found, Some((saved.clone(), FlagsSource::ThindistRecord(record))));
+        // Asked again, each answers as it did, from the memo: the record is gone by now.
+        std::fs::remove_dir_all(dir.path().join("records")).unwrap();
+        assert_eq!(plain.lookup(&object).unwrap(), None);
+        assert_eq!(with_records.lookup(&object).unwrap(), found);
     }
 
     #[test]

@@ -354,7 +354,7 @@ impl<'a> Relink<'a> {
             hasher.update(b"\n");
         };
         let mut builder = crate::plan::job_builder(&self.sources, self.cwd, self.codegen);
-        for (module, label) in self.bitcode_modules() {
+        for (module, label) in self.link.bitcode_modules() {
             let (command, source) = builder.command_prefix(&module)?;
             let identity = self.digests.compiler(&command[0])?;
             // A member extracted into the work directory is known by ARCHIVE(MEMBER).
@@ -370,23 +370,6 @@ impl<'a> Relink<'a> {
             }
         }
         Ok(hex::encode(hasher.finalize()))
-    }
-
-    fn bitcode_modules(&self) -> Vec<(PathBuf, Option<String>)> {
-        let mut modules = Vec::new();
-        for prepared in self.link.prepared.iter().flatten() {
-            match prepared {
-                Prepared::Bitcode { module } => modules.push((module.clone(), None)),
-                Prepared::Archive { members } => modules.extend(
-                    members
-                        .iter()
-                        .filter(|m| m.bitcode)
-                        .map(|m| (m.path.clone(), m.label.clone())),
-                ),
-                Prepared::Unchanged => {}
-            }
-        }
-        modules
     }
 
     /// The mode lld gives its output before the umask: executable unless relocatable.

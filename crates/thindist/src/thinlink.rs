@@ -64,6 +64,25 @@ impl PreparedLink {
             .collect()
     }
 
+    /// Every bitcode module, in link order, with its `ARCHIVE(MEMBER)` label if it is a member
+    /// extracted into the work directory.
+    pub fn bitcode_modules(&self) -> Vec<(PathBuf, Option<String>)> {
+        let mut modules = Vec::new();
+        for prepared in self.prepared.iter().flatten() {
+            match prepared {
+                Prepared::Bitcode { module } => modules.push((module.clone(), None)),
+                Prepared::Archive { members } => modules.extend(
+                    members
+                        .iter()
+                        .filter(|m| m.bitcode)
+                        .map(|m| (m.path.clone(), m.label.clone())),
+                ),
+                Prepared::Unchanged => {}
+            }
+        }
+        modules
+    }
+
     pub fn has_bitcode(&self) -> bool {
         self.prepared.iter().flatten().any(|p| match p {
             Prepared::Bitcode { .. } => true,
