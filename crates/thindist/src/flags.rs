@@ -623,7 +623,10 @@ mod tests {
         let with_records = plain.clone().with_records(Some(records));
         assert_eq!(plain.lookup(&object).unwrap(), None);
         let found = with_records.lookup(&object).unwrap();
-        assert_eq!(found, Some((saved.clone(), FlagsSource::ThindistRecord(record))));
+        assert_eq!(
+            found,
+            Some((saved.clone(), FlagsSource::ThindistRecord(record)))
+        );
         // Asked again, each answers as it did, from the memo: the record is gone by now.
         std::fs::remove_dir_all(dir.path().join("records")).unwrap();
         assert_eq!(plain.lookup(&object).unwrap(), None);

@@ -261,7 +261,9 @@ impl<'a> Relink<'a> {
         };
         self.add_inputs(&mut start.inputs, files)?;
         for path in &start.published {
-            start.blobs.push(self.cache.put_blob(path)?);
+            // Published (or found holding its content) during this run: the memo knows it.
+            let known = self.digests.file_digest(path).ok();
+            start.blobs.push(self.cache.put_blob(path, known.as_ref())?);
         }
         Ok(start)
     }

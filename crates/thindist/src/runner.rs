@@ -81,7 +81,9 @@ impl<'a> JobRunner<'a> {
         let mut outcome = None;
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             match cache.get(&key.hex, &native) {
-                Ok(true) => {
+                Ok(Some(digest)) => {
+                    // Publishing it need not read it again.
+                    self.digests.made_file(&native, digest);
                     outcome = Some(JobOutcome {
                         failure: None,
                         output: String::new(),
@@ -89,7 +91,7 @@ impl<'a> JobRunner<'a> {
                         executed_by: ExecutedBy::Cache,
                     })
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(err) => warn(format!("cache lookup for {} failed: {err:#}", job.name())),
             }
         }

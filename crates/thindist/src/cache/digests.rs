@@ -265,6 +265,16 @@ impl Digests {
             .map_err(|e| anyhow!(e))
     }
 
+    /// Tells this run that `path`, just made as a copy or hard link of a file whose content was
+    /// checked against `digest` (a cache hit), holds that content: it is not read again.
+    pub fn made_file(&self, path: &Path, digest: thindist_reapi::Digest) {
+        let known: Pending = Arc::new(OnceLock::from(Ok(digest)));
+        self.by_path
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), known);
+    }
+
     /// [`Digests::file_digest`] of a file this run has just written, which an earlier answer
     /// of this run may no longer describe.
     pub fn rewritten_file_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
@@ -453,6 +463,22 @@ mod tests {
         let file = dir.path().join("a.o");
         std::fs::write(&file, b"one").unwrap();
         (dir, cache, file)
+    }
+
+    /// A cache hit's native object, whose blob was checked as it was restored, is not read
+    /// again when it is published; a file the run then writes itself is.
+    #[test]
+    fn a_file_made_from_a_checked_blob_is_not_read_again_in_the_run() {
+        let (_dir, cache, file) = setup();
+        let digests = Digests::with_memo(&cache);
+        let restored = thindist_reapi::Digest::of_bytes(b"one");
+        digests.made_file(&file, restored.clone());
+        std::fs::write(&file, b"two").unwrap();
+        assert_eq!(digests.file_digest(&file).unwrap(), restored);
+        assert_eq!(
+            digests.rewritten_file_digest(&file).unwrap(),
+            thindist_reapi::Digest::of_bytes(b"two")
+        );
     }
 
     #[test]

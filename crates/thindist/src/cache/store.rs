@@ -268,23 +268,24 @@ impl DiskCache {
     }
 
     /// Puts the native object of the entry for `key` at `dest` (in a link's private work
-    /// directory, where it may be a hard link to the blob) if there is a valid one.
-    pub fn get(&self, key: &str, dest: &Path) -> Result<bool> {
-        self.guarded(false, || {
+    /// directory, where it may be a hard link to the blob) if there is a valid one, and
+    /// returns its digest, checked against its content.
+    pub fn get(&self, key: &str, dest: &Path) -> Result<Option<thindist_reapi::Digest>> {
+        self.guarded(None, || {
             let Some((blobs, _)) = self.read_entry_unguarded(key)? else {
-                return Ok(false);
+                return Ok(None);
             };
             let [blob] = blobs.as_slice() else {
-                return Ok(false);
+                return Ok(None);
             };
             let Some(path) = self.blob_unguarded(blob)? else {
                 let _ = std::fs::remove_file(self.entry_path(key));
-                return Ok(false);
+                return Ok(None);
             };
             let temp =
                 crate::fsutil::temp_beside(dest, |temp| crate::fsutil::link_or_copy(&path, temp))?;
             crate::fsutil::persist(temp, dest)?;
-            Ok(true)
+            Ok(Some(blob.clone()))
         })
     }
 
@@ -298,13 +299,25 @@ impl DiskCache {
     }
 
     /// Stores a copy of `file` (one the user may change in place later, such as a linked
-    /// output) as a blob, and returns its digest.
-    pub fn put_blob(&self, file: &Path) -> Result<thindist_reapi::Digest> {
+    /// output) as a blob, and returns its digest. `known` is the file's digest where the caller
+    /// has it (from the digest memo): a blob stored already then costs no read.
+    pub fn put_blob(
+        &self,
+        file: &Path,
+        known: Option<&thindist_reapi::Digest>,
+    ) -> Result<thindist_reapi::Digest> {
         self.guarded(None, || {
+            if let Some(digest) = known.filter(|d| self.holds_blob(d)) {
+                return Ok(Some(digest.clone()));
+            }
             self.store_blob(file, crate::fsutil::clone_or_copy)
                 .map(Some)
         })?
         .context("the cache is off")
+    }
+
+    fn holds_blob(&self, digest: &thindist_reapi::Digest) -> bool {
+        std::fs::metadata(self.blob_path(&digest.hash)).is_ok_and(|m| m.len() == digest.size as u64)
     }
 
     /// Stores an entry under `key` that names `blobs` (stored already) and holds `payload`.
@@ -352,10 +365,10 @@ impl DiskCache {
     ) -> Result<thindist_reapi::Digest> {
         let digest = thindist_reapi::Digest::of_file(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        let path = self.blob_path(&digest.hash);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == digest.size as u64) {
+        if self.holds_blob(&digest) {
             return Ok(digest);
         }
+        let path = self.blob_path(&digest.hash);
         let temp = self
             .temp(|temp| make(file, temp))
             .with_context(|| format!("cannot copy {} into the cache", file.display()))?;
@@ -631,9 +644,9 @@ mod tests {
         let (dir, c) = cache(1 << 20);
         let native = dir.path().join("n.o");
         std::fs::write(&native, b"\x7fELF object").unwrap();
-        assert!(!c.get("abcd", &dir.path().join("out.o")).unwrap());
+        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap().is_none());
         c.put("abcd", &native).unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap());
+        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap().is_some());
         assert_eq!(
             std::fs::read(dir.path().join("out.o")).unwrap(),
             b"\x7fELF object"
@@ -641,12 +654,32 @@ mod tests {
         assert_eq!(c.stats().entries, 1);
     }
 
+    /// A digest the caller already knows spares reading a file whose blob is stored; it never
+    /// names a new blob, so a stale one cannot file content under the wrong name.
+    #[test]
+    fn a_known_digest_is_trusted_only_for_a_blob_already_stored() {
+        let (dir, c) = cache(1 << 20);
+        let file = dir.path().join("native.o");
+        std::fs::write(&file, b"native").unwrap();
+        let stored = c.put_blob(&file, None).unwrap();
+        let stale = thindist_reapi::Digest::of_bytes(b"earlier content");
+        std::fs::write(&file, b"changed").unwrap();
+        let blob = c.put_blob(&file, Some(&stale)).unwrap();
+        assert_eq!(blob, thindist_reapi::Digest::of_bytes(b"changed"));
+        assert_eq!(
+            std::fs::read(c.blob(&blob).unwrap().unwrap()).unwrap(),
+            b"changed"
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(c.put_blob(&file, Some(&stored)).unwrap(), stored);
+    }
+
     #[test]
     fn entries_with_payloads_round_trip() {
         let (dir, c) = cache(1 << 20);
         let file = dir.path().join("prog");
         std::fs::write(&file, b"linked").unwrap();
-        let blob = c.put_blob(&file).unwrap();
+        let blob = c.put_blob(&file, None).unwrap();
         c.put_entry("ee01", std::slice::from_ref(&blob), b"record")
             .unwrap();
         let (blobs, payload) = c.get_entry("ee01").unwrap().unwrap();
@@ -676,7 +709,7 @@ mod tests {
             damage(&mut bytes);
             std::fs::write(&path, bytes).unwrap();
             let dest = dir.path().join("out.o");
-            assert!(!c.get("k1", &dest).unwrap());
+            assert!(c.get("k1", &dest).unwrap().is_none());
             assert!(!path.exists(), "a corrupt blob is removed");
             assert!(!c.entry_path("k1").exists(), "and the entry naming it");
             assert!(!dest.exists(), "nothing is written from a corrupt entry");
@@ -686,7 +719,7 @@ mod tests {
         let entry = c.entry_path("k2");
         let text = std::fs::read_to_string(&entry).unwrap().replace(' ', "  ");
         std::fs::write(&entry, text).unwrap();
-        assert!(!c.get("k2", &dir.path().join("o.o")).unwrap());
+        assert!(c.get("k2", &dir.path().join("o.o")).unwrap().is_none());
         assert!(!entry.exists(), "a damaged entry is removed");
     }
 
@@ -706,7 +739,7 @@ mod tests {
                 .unwrap();
         }
         // Using the oldest makes it the newest.
-        assert!(c.get("aa01", &dir.path().join("x.o")).unwrap());
+        assert!(c.get("aa01", &dir.path().join("x.o")).unwrap().is_some());
         assert_eq!(c.prune(), 2);
         assert!(c.entry_path("aa01").exists());
         assert!(!c.entry_path("aa02").exists() && !c.entry_path("aa03").exists());
@@ -758,7 +791,7 @@ mod tests {
                         let key = format!("ff{:02}", round % 5);
                         c.put(&key, &native).unwrap();
                         let dest = root.join(format!("out{t}.o"));
-                        if c.get(&key, &dest).unwrap() {
+                        if c.get(&key, &dest).unwrap().is_some() {
                             assert_eq!(std::fs::read(&dest).unwrap(), vec![42u8; 200_000]);
                         }
                     }
@@ -797,7 +830,7 @@ mod tests {
         // Later calls do nothing and report nothing.
         c.put("dd01", &native).unwrap();
         assert!(!c.entry_path("dd01").exists());
-        assert!(!c.get("dd01", &dir.path().join("o.o")).unwrap());
+        assert!(c.get("dd01", &dir.path().join("o.o")).unwrap().is_none());
     }
 
     #[test]
