@@ -109,15 +109,21 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     codegen.check_compiler(run.digests)?;
 
     // The thin link keeps one core busy: meanwhile the back-end phase opens the cache and
-    // reads the build log, and every module's saved flags are looked up for the plan.
+    // reads the build log, every module's saved flags are looked up for the plan (which
+    // reports their problems, from the memo), and the executor starts on their compilers.
     let output = link.output();
     let (thin_linked, (backends, sources)) = std::thread::scope(|scope| {
         let ready = scope.spawn(|| {
             let backends = run.backend_phase(&output);
             let sources = backends.with_records(sources);
-            for (module, _) in link.prepared().bitcode_modules() {
-                // Problems are the plan's to report, from the memo.
-                let _ = sources.lookup(&module);
+            let mut builder = plan::job_builder(&sources, &cwd, &codegen);
+            let compilers: std::collections::BTreeSet<String> = (link.prepared())
+                .bitcode_modules()
+                .iter()
+                .filter_map(|(module, _)| Some(builder.command_prefix(module).ok()?.0.remove(0)))
+                .collect();
+            for compiler in &compilers {
+                run.executor.start_early(compiler, &cwd);
             }
             (backends, sources)
         });

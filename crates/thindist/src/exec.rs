@@ -22,6 +22,11 @@ pub trait Executor: Sync {
     /// The iterator is lazy: an executor with nothing to prepare costs nothing.
     fn prepare(&self, _jobs: &mut dyn Iterator<Item = &BackendJob>) {}
 
+    /// Gets ready to run `program` (a job's compiler, as its command names it, in `cwd`)
+    /// before the first job asks, while the thin link leaves a core idle: a local executor
+    /// starts the compiler's fork server.
+    fn start_early(&self, _program: &str, _cwd: &Path) {}
+
     /// A line for the end of the run about the executor itself, if it has one to say.
     fn report(&self) -> Option<String> {
         None
@@ -197,6 +202,12 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
+    fn start_early(&self, program: &str, cwd: &Path) {
+        if let Some(servers) = &self.fork_servers {
+            servers.start_early(program, cwd);
+        }
+    }
+
     fn execute(&self, job: &BackendJob) -> JobOutcome {
         let start = Instant::now();
         let native = job.cwd.join(&job.native);

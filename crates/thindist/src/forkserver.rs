@@ -149,14 +149,31 @@ impl ForkServers {
         let mut server = self.take(&compiler)?;
         match server.run(command, cwd, env) {
             Sent::Ran(result) => {
-                if let Some(Pool::Usable(idle)) = self.compilers.lock().unwrap().get_mut(&compiler)
-                {
-                    idle.push(server);
-                }
+                self.give_back(&compiler, server);
                 Some(result)
             }
             Sent::Lost(e) => Some(Err(e)),
             Sent::NotStarted => None,
+        }
+    }
+
+    /// Starts a server for `program` (as a job's command names it, run in `cwd`) if it has
+    /// none yet, so that the first job does not wait for the compiler's start-up.
+    pub fn start_early(&self, program: &str, cwd: &Path) {
+        let Some(compiler) = resolve(program, cwd, std::env::var_os("PATH")) else {
+            return;
+        };
+        if self.compilers.lock().unwrap().contains_key(&compiler) {
+            return;
+        }
+        if let Some(server) = self.take(&compiler) {
+            self.give_back(&compiler, server);
+        }
+    }
+
+    fn give_back(&self, compiler: &Path, server: Server) {
+        if let Some(Pool::Usable(idle)) = self.compilers.lock().unwrap().get_mut(compiler) {
+            idle.push(server);
         }
     }
 
