@@ -155,9 +155,12 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     };
 
     // The build log, and the record's inputs, flags and blobs, do not depend on the final
-    // link: saved and computed meanwhile.
+    // link: saved and computed meanwhile, and the index files removed.
     let (final_link, record_start) = std::thread::scope(|scope| {
-        let finished = scope.spawn(|| backends.finish(counts));
+        let finished = scope.spawn(|| {
+            backends.finish(counts);
+            link.remove_index_files();
+        });
         let record_start =
             (relink.as_ref()).map(|relink| scope.spawn(|| relink.start_record(&plan.jobs)));
         let final_link = link.final_link(&natives, &mut session);
@@ -169,7 +172,11 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     eprint!("{printed}");
     linked?;
     if let (Some(relink), Some(start)) = (&relink, record_start) {
-        relink.record(start, &printed);
+        // Its output is hashed while the natives are removed.
+        std::thread::scope(|scope| {
+            scope.spawn(|| link.remove_natives(&natives));
+            relink.record(start, &printed);
+        });
     }
     Ok(0)
 }

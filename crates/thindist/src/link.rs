@@ -62,6 +62,17 @@ impl Link {
         self.work.path()
     }
 
+    /// Removes the summary shards and import lists: called once every back end has run.
+    pub fn remove_index_files(&self) {
+        self.work.remove_own_index_files();
+    }
+
+    /// Removes the native objects from the work directory: called once the final link has
+    /// read them.
+    pub fn remove_natives(&self, natives: &Natives) {
+        self.work.remove_files(&self.cwd, natives.values());
+    }
+
     pub fn args(&self) -> &LinkArgs {
         &self.prepared.args
     }

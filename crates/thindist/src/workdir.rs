@@ -128,6 +128,31 @@ impl WorkDir {
         &self.index
     }
 
+    /// Empties the index directory now, if it has one of its own and the link does not keep
+    /// it: once every back end has run nothing reads it, and removing its two files a module
+    /// while the final link runs spares the link's end that work.
+    pub fn remove_own_index_files(&self) {
+        if !self.remove.is_empty() {
+            self.empty_own_index();
+        }
+    }
+
+    /// Removes `files` (relative to the build directory `cwd`, or absolute) that lie in this
+    /// work directory, unless the link keeps it: done beside other work, it spares the
+    /// removal of the whole directory at the link's end most of its files.
+    pub fn remove_files<'a>(&self, cwd: &Path, files: impl IntoIterator<Item = &'a PathBuf>) {
+        let Some(dir) = self.remove.first() else {
+            return;
+        };
+        let dir = crate::fsutil::normalize(dir);
+        for file in files {
+            let file = crate::fsutil::normalize(&cwd.join(file));
+            if file.starts_with(&dir) {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    }
+
     /// Empties the index directory if it has one of its own (on a memory file system), and
     /// returns it: a thin link that found no room there runs again in the work directory.
     /// The directory itself stays until the link ends, so that its name stays this link's.
@@ -308,5 +333,32 @@ mod tests {
             }
         });
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    /// Natives removed early are those in the work directory, named relative to the build
+    /// directory or absolute; a file outside it (an object the link was given) stays, and a
+    /// kept work directory keeps all of them.
+    #[test]
+    fn removing_natives_touches_only_an_unkept_work_directory() {
+        let cwd = tempfile::tempdir().unwrap();
+        let outside = PathBuf::from("given.o");
+        std::fs::write(cwd.path().join(&outside), "x").unwrap();
+        for keep in [false, true] {
+            let work = WorkDir::create(keep, cwd.path(), "prog", true).unwrap();
+            let relative = work.path().join("a.native.o");
+            let absolute = cwd.path().join(work.path()).join("sub/../b.native.o");
+            std::fs::write(cwd.path().join(&relative), "a").unwrap();
+            std::fs::write(cwd.path().join(work.path()).join("b.native.o"), "b").unwrap();
+            work.remove_files(cwd.path(), [&relative, &absolute, &outside]);
+            assert_eq!(cwd.path().join(&relative).exists(), keep);
+            assert_eq!(
+                cwd.path().join(work.path()).join("b.native.o").exists(),
+                keep
+            );
+            assert!(cwd.path().join(&outside).exists());
+            if keep {
+                std::fs::remove_dir_all(cwd.path().join(work.path())).unwrap();
+            }
+        }
     }
 }
