@@ -370,13 +370,25 @@ pub fn dispatch(
         std::collections::HashMap::new();
     let mut running = 0usize;
     let mut stopped = false;
+    // Jobs go to worker threads that take one after another: a thread per job cost thousands
+    // of thread starts in a link of mostly cache hits. A worker is added only when every
+    // one is busy, so there are never more than jobs ran at once.
+    let (work_tx, work_rx) = mpsc::channel::<usize>();
+    let work_rx = std::sync::Mutex::new(work_rx);
+    let mut workers = 0usize;
     std::thread::scope(|scope| {
-        let start = |index: usize, reporter: &mut dyn Reporter| {
+        let mut start = |index: usize, running: usize, reporter: &mut dyn Reporter| {
             reporter.on_event(&Event::JobStarted { job: &jobs[index] });
-            let tx = tx.clone();
-            scope.spawn(move || {
-                let _ = tx.send(Message::Finished(index, run_caught(run, &jobs[index])));
-            });
+            if workers < running {
+                workers += 1;
+                let (tx, work_rx) = (tx.clone(), &work_rx);
+                scope.spawn(move || loop {
+                    let next = work_rx.lock().unwrap().recv();
+                    let Ok(index) = next else { break };
+                    let _ = tx.send(Message::Finished(index, run_caught(run, &jobs[index])));
+                });
+            }
+            let _ = work_tx.send(index);
         };
         loop {
             let cancelled = interrupts().cancelled.load(Ordering::SeqCst);
@@ -386,7 +398,7 @@ pub fn dispatch(
                 };
                 free_slots -= 1;
                 running += 1;
-                start(index, reporter);
+                start(index, running, reporter);
             }
             if let Some(helper) = &helper {
                 while requested < pending.len() && !stopped && !cancelled {
@@ -405,7 +417,7 @@ pub fn dispatch(
                         (Ok(token), Some(index)) if !stopped && !cancelled => {
                             held_tokens.insert(index, token);
                             running += 1;
-                            start(index, reporter);
+                            start(index, running, reporter);
                         }
                         (_, Some(index)) => pending.push_front(index),
                         (_, None) => {}
@@ -429,6 +441,8 @@ pub fn dispatch(
                 }
             }
         }
+        // Idle workers end when no more work can come.
+        drop(work_tx);
     });
     // Dropping the helper cancels token requests still outstanding.
     drop(helper);
@@ -488,5 +502,40 @@ mod tests {
         assert!(
             outcomes[0].as_ref().unwrap().succeeded() && outcomes[2].as_ref().unwrap().succeeded()
         );
+    }
+
+    /// Many jobs, with a fixed number of slots or make's jobserver: every job runs, no more at
+    /// once than there are slots, and on no more threads than that (threads are reused).
+    #[test]
+    fn jobs_run_on_as_many_threads_as_run_at_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Mutex;
+        let jobserver = jobserver::Client::new(2).unwrap();
+        // make's one implicit slot and two tokens.
+        for (slots, most) in [(Slots::Fixed(3), 3), (Slots::Jobserver(jobserver), 3)] {
+            let jobs: Vec<BackendJob> = (0..200).map(|i| job(&format!("m{i}.o"))).collect();
+            let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let threads = Mutex::new(std::collections::HashSet::new());
+            let run = |_: &BackendJob| {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(running, Ordering::SeqCst);
+                threads.lock().unwrap().insert(std::thread::current().id());
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                now.fetch_sub(1, Ordering::SeqCst);
+                JobOutcome {
+                    failure: None,
+                    output: String::new(),
+                    duration: std::time::Duration::ZERO,
+                    executed_by: ExecutedBy::Local,
+                }
+            };
+            let outcomes = dispatch(&jobs, &slots, false, &run, &mut Quiet);
+            assert!(outcomes
+                .iter()
+                .all(|o| o.as_ref().is_some_and(|o| o.succeeded())));
+            assert!(peak.load(Ordering::SeqCst) <= most);
+            let threads = threads.lock().unwrap().len();
+            assert!((1..=most).contains(&threads), "{threads} threads");
+        }
     }
 }
