@@ -37,8 +37,20 @@ fn dot_file(object: &Path, suffix: &str) -> PathBuf {
 /// What looking up one object's saved compile found.
 type Lookup = std::result::Result<Option<(SavedCompile, FlagsSource)>, FlagsProblem>;
 
+/// A module's back-end compiler and options ([`backend_options`] of its saved compile), and
+/// where they came from.
+#[derive(Debug, PartialEq)]
+pub struct BackendFlags {
+    pub compiler: String,
+    pub options: Vec<String>,
+    pub source: FlagsSource,
+}
+
+/// What looking up one object's back-end flags found.
+pub type FoundFlags = std::result::Result<Option<Arc<BackendFlags>>, FlagsProblem>;
+
 /// Lookups by records directory and object.
-type Lookups = HashMap<(Option<PathBuf>, PathBuf), Lookup>;
+type Lookups = HashMap<(Option<PathBuf>, PathBuf), FoundFlags>;
 
 /// Where to look for saved flags.
 #[derive(Clone)]
@@ -50,7 +62,8 @@ pub struct FlagSources {
     cwd: PathBuf,
     /// This run's lookups, by records directory and object, shared by every clone: the plan,
     /// the link record and the look-ahead during the thin link all ask for the same modules,
-    /// and a kbuild `.cmd` file is worth reading and parsing once.
+    /// and a kbuild `.cmd` file is worth reading, parsing and turning into back-end options
+    /// once (about 20 us a module, on the kernel's critical path after the thin link).
     found: Arc<Mutex<Lookups>>,
 }
 
@@ -87,19 +100,34 @@ impl FlagSources {
         self
     }
 
-    /// Finds the saved compile of `object` (a path relative to the build directory or
-    /// absolute); asked again in the same run, answers as the first time.
-    pub fn lookup(&self, object: &Path) -> Lookup {
+    /// The back-end compiler and options of `object` (a path relative to the build directory
+    /// or absolute) from its saved compile, with paths rebased onto the build directory;
+    /// asked again in the same run, answers as the first time. An error: the saved compile
+    /// cannot be turned into a back end's options.
+    pub fn backend_flags(&self, object: &Path) -> Result<FoundFlags> {
         let key = (self.records.clone(), object.to_path_buf());
         if let Some(found) = self.found.lock().unwrap().get(&key) {
-            return found.clone();
+            return Ok(found.clone());
         }
-        let found = self.checked_find(object);
+        let found = match self.lookup(object) {
+            Ok(Some((saved, source))) => {
+                let (compiler, options) = backend_options(&saved, &self.cwd)?;
+                Ok(Some(Arc::new(BackendFlags {
+                    compiler,
+                    options,
+                    source,
+                })))
+            }
+            Ok(None) => Ok(None),
+            Err(problem) => Err(problem),
+        };
         self.found.lock().unwrap().insert(key, found.clone());
-        found
+        Ok(found)
     }
 
-    fn checked_find(&self, object: &Path) -> Lookup {
+    /// Finds the saved compile of `object` (a path relative to the build directory or
+    /// absolute).
+    pub fn lookup(&self, object: &Path) -> Lookup {
         let found = self.find(object)?;
         if let Some((saved, source)) = &found {
             if saved.argv.is_empty() {
@@ -621,16 +649,20 @@ mod tests {
 
         let plain = FlagSources::new(None, Vec::new(), dir.path()).unwrap();
         let with_records = plain.clone().with_records(Some(records));
-        assert_eq!(plain.lookup(&object).unwrap(), None);
-        let found = with_records.lookup(&object).unwrap();
-        assert_eq!(
-            found,
-            Some((saved.clone(), FlagsSource::ThindistRecord(record)))
-        );
+        let flags = |sources: &FlagSources| sources.backend_flags(&object).unwrap().unwrap();
+        assert_eq!(flags(&plain), None);
+        let found = flags(&with_records);
+        let (compiler, options) = backend_options(&saved, dir.path()).unwrap();
+        let expected = BackendFlags {
+            compiler,
+            options,
+            source: FlagsSource::ThindistRecord(record),
+        };
+        assert_eq!(found.as_deref(), Some(&expected));
         // Asked again, each answers as it did, from the memo: the record is gone by now.
         std::fs::remove_dir_all(dir.path().join("records")).unwrap();
-        assert_eq!(plain.lookup(&object).unwrap(), None);
-        assert_eq!(with_records.lookup(&object).unwrap(), found);
+        assert_eq!(flags(&plain), None);
+        assert_eq!(flags(&with_records), found);
     }
 
     #[test]

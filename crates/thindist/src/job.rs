@@ -143,18 +143,21 @@ impl<'a> JobBuilder<'a> {
 
     /// A module's command up to the job's own arguments, and where its flags came from.
     pub fn command_prefix(&mut self, module: &Path) -> Result<(Vec<String>, FlagsSource)> {
-        let found = self.sources.lookup(module).unwrap_or_else(|problem| {
-            self.problems.push(problem);
-            None
-        });
+        let found = self
+            .sources
+            .backend_flags(module)?
+            .unwrap_or_else(|problem| {
+                self.problems.push(problem);
+                None
+            });
         Ok(match found {
-            Some((saved, source)) => {
-                let (compiler, options) = flags::backend_options(&saved, self.cwd)?;
-                let mut command = vec![self.compiler.clone().unwrap_or(compiler)];
-                command.extend(options);
+            Some(found) => {
+                let compiler = self.compiler.as_ref().unwrap_or(&found.compiler);
+                let mut command = vec![compiler.clone()];
+                command.extend(found.options.iter().cloned());
                 command.extend(self.link_options.iter().cloned());
                 command.extend(self.mode.iter().cloned());
-                (command, source)
+                (command, found.source.clone())
             }
             None => {
                 self.without_flags.push(module.to_path_buf());
