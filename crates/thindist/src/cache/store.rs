@@ -282,9 +282,14 @@ impl DiskCache {
                 let _ = std::fs::remove_file(self.entry_path(key));
                 return Ok(None);
             };
-            let temp =
-                crate::fsutil::temp_beside(dest, |temp| crate::fsutil::link_or_copy(&path, temp))?;
-            crate::fsutil::persist(temp, dest)?;
+            // A link's natives are gone before its next link, so a hard link straight to
+            // `dest` usually does; else a link or copy beside it is renamed onto it.
+            if std::fs::hard_link(&path, dest).is_err() {
+                let temp = crate::fsutil::temp_beside(dest, |temp| {
+                    crate::fsutil::link_or_copy(&path, temp)
+                })?;
+                crate::fsutil::persist(temp, dest)?;
+            }
             Ok(Some(blob.clone()))
         })
     }
@@ -406,10 +411,22 @@ impl DiskCache {
     ) -> Result<Option<(Vec<thindist_reapi::Digest>, Vec<u8>)>> {
         let path = self.entry_path(key);
         let mut bytes = Vec::new();
-        match std::fs::File::open(&path) {
-            Ok(mut f) => f
-                .read_to_end(&mut bytes)
-                .with_context(|| format!("cannot read cache entry {}", path.display()))?,
+        // Opened for appending too, so that the same descriptor refreshes its time below; a
+        // cache that is read-only to this user is read all the same.
+        let file = std::fs::File::options()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Err(e),
+                _ => std::fs::File::open(&path),
+            });
+        let file = match file {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes)
+                    .with_context(|| format!("cannot read cache entry {}", path.display()))?;
+                f
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 return Err(e)
@@ -425,9 +442,7 @@ impl DiskCache {
             return Ok(None);
         };
         // Refresh for least-recently-used pruning; a failure only makes pruning less exact.
-        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
-            let _ = file.set_modified(SystemTime::now());
-        }
+        let _ = file.set_modified(SystemTime::now());
         Ok(Some((blobs, payload.to_vec())))
     }
 
@@ -652,6 +667,20 @@ mod tests {
             b"\x7fELF object"
         );
         assert_eq!(c.stats().entries, 1);
+        // A hit onto an output that is there already replaces it, and leaves nothing beside.
+        std::fs::remove_file(dir.path().join("out.o")).unwrap();
+        std::fs::write(dir.path().join("out.o"), b"older").unwrap();
+        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap().is_some());
+        assert_eq!(
+            std::fs::read(dir.path().join("out.o")).unwrap(),
+            b"\x7fELF object"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cache", "n.o", "out.o"]);
     }
 
     /// A digest the caller already knows spares reading a file whose blob is stored; it never
