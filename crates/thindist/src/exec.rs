@@ -27,6 +27,10 @@ pub trait Executor: Sync {
     /// starts the compiler's fork server.
     fn start_early(&self, _program: &str, _cwd: &Path) {}
 
+    /// No more jobs come: a local executor stops its fork servers now, beside the final link,
+    /// rather than at the run's end (each server's exit takes a few milliseconds).
+    fn finish(&self) {}
+
     /// A line for the end of the run about the executor itself, if it has one to say.
     fn report(&self) -> Option<String> {
         None
@@ -205,6 +209,12 @@ impl Executor for LocalExecutor {
     fn start_early(&self, program: &str, cwd: &Path) {
         if let Some(servers) = &self.fork_servers {
             servers.start_early(program, cwd);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(servers) = &self.fork_servers {
+            servers.stop();
         }
     }
 

@@ -171,6 +171,17 @@ impl ForkServers {
         }
     }
 
+    /// Stops every idle server; a job that comes later starts one again.
+    pub fn stop(&self) {
+        let idle: Vec<Server> = (self.compilers.lock().unwrap().values_mut())
+            .flat_map(|pool| match pool {
+                Pool::Usable(idle) => std::mem::take(idle),
+                Pool::Unusable => Vec::new(),
+            })
+            .collect();
+        drop(idle);
+    }
+
     fn give_back(&self, compiler: &Path, server: Server) {
         if let Some(Pool::Usable(idle)) = self.compilers.lock().unwrap().get_mut(compiler) {
             idle.push(server);
@@ -503,6 +514,36 @@ fn send_with_fds(stream: &UnixStream, header: &[u32; 3], fds: [i32; 2]) -> io::R
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The process ids of the idle servers of every compiler.
+    fn idle_pids(servers: &ForkServers) -> Vec<u32> {
+        (servers.compilers.lock().unwrap().values())
+            .flat_map(|pool| match pool {
+                Pool::Usable(idle) => idle.iter().map(|s| s.process.id()).collect(),
+                Pool::Unusable => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Stopped, a server's process is gone (waited for, so it is no zombie either); a later
+    /// job's start makes a new one.
+    #[test]
+    fn stopped_servers_exit_and_start_again_when_asked() {
+        let servers = ForkServers::new(false);
+        let cwd = std::env::current_dir().unwrap();
+        servers.start_early("clang-22", &cwd);
+        let started = idle_pids(&servers);
+        assert_eq!(started.len(), 1, "clang-22 has a fork server");
+        servers.stop();
+        assert!(idle_pids(&servers).is_empty());
+        assert!(!Path::new(&format!("/proc/{}", started[0])).exists());
+        // As a job takes one and gives it back.
+        let compiler = resolve("clang-22", &cwd, std::env::var_os("PATH")).unwrap();
+        let server = servers.take(&compiler).expect("a new server");
+        servers.give_back(&compiler, server);
+        let again = idle_pids(&servers);
+        assert!(again.len() == 1 && again != started);
+    }
 
     #[test]
     fn server_tunables_add_the_malloc_settings_the_user_did_not_make() {

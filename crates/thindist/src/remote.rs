@@ -297,6 +297,10 @@ impl Executor for RemoteExecutor {
         self.run_locally(job)
     }
 
+    fn finish(&self) {
+        self.local.finish();
+    }
+
     fn needs_paths_in_build_dir(&self) -> bool {
         true
     }
