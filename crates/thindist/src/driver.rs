@@ -155,9 +155,11 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     };
 
     // The build log, and the record's inputs, flags and blobs, do not depend on the final
-    // link: saved and computed meanwhile, and the index files removed.
+    // link: saved and computed meanwhile, the fork servers stopped and the index files
+    // removed.
     let (final_link, record_start) = std::thread::scope(|scope| {
         let finished = scope.spawn(|| {
+            run.executor.finish();
             backends.finish(counts);
             link.remove_index_files();
         });
@@ -171,13 +173,18 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     session.finish();
     eprint!("{printed}");
     linked?;
-    if let (Some(relink), Some(start)) = (&relink, record_start) {
-        // Its output is hashed while the natives are removed.
-        std::thread::scope(|scope| {
-            scope.spawn(|| link.remove_natives(&natives));
-            relink.record(start, &printed);
+    // The link is recorded while the natives are removed and the plan freed, which would
+    // otherwise hold up the run's end by several milliseconds.
+    std::thread::scope(|scope| {
+        let link = &link;
+        scope.spawn(move || {
+            link.remove_natives(&natives);
+            drop(plan);
         });
-    }
+        if let (Some(relink), Some(start)) = (&relink, record_start) {
+            relink.record(start, &printed);
+        }
+    });
     Ok(0)
 }
 

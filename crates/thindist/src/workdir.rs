@@ -138,18 +138,29 @@ impl WorkDir {
     }
 
     /// Removes `files` (relative to the build directory `cwd`, or absolute) that lie in this
-    /// work directory, unless the link keeps it: done beside other work, it spares the
-    /// removal of the whole directory at the link's end most of its files.
+    /// work directory, and the directories below it they leave empty, unless the link keeps
+    /// it: done beside other work, it spares the removal of the whole directory at the link's
+    /// end most of its entries.
     pub fn remove_files<'a>(&self, cwd: &Path, files: impl IntoIterator<Item = &'a PathBuf>) {
         let Some(dir) = self.remove.first() else {
             return;
         };
         let dir = crate::fsutil::normalize(dir);
+        let mut parents = std::collections::BTreeSet::new();
         for file in files {
             let file = crate::fsutil::normalize(&cwd.join(file));
-            if file.starts_with(&dir) {
-                let _ = std::fs::remove_file(&file);
+            if file.starts_with(&dir) && std::fs::remove_file(&file).is_ok() {
+                parents.extend(
+                    file.ancestors()
+                        .skip(1)
+                        .take_while(|p| *p != dir)
+                        .map(Path::to_path_buf),
+                );
             }
+        }
+        // Deepest first (a path sorts before those below it); one still holding files stays.
+        for parent in parents.iter().rev() {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 
@@ -345,7 +356,8 @@ mod tests {
         std::fs::write(cwd.path().join(&outside), "x").unwrap();
         for keep in [false, true] {
             let work = WorkDir::create(keep, cwd.path(), "prog", true).unwrap();
-            let relative = work.path().join("a.native.o");
+            let relative = work.path().join("sub/dir/a.native.o");
+            std::fs::create_dir_all(cwd.path().join(work.path()).join("sub/dir")).unwrap();
             let absolute = cwd.path().join(work.path()).join("sub/../b.native.o");
             std::fs::write(cwd.path().join(&relative), "a").unwrap();
             std::fs::write(cwd.path().join(work.path()).join("b.native.o"), "b").unwrap();
@@ -356,6 +368,9 @@ mod tests {
                 keep
             );
             assert!(cwd.path().join(&outside).exists());
+            // The directories the natives left empty go too; the work directory stays.
+            assert_eq!(cwd.path().join(work.path()).join("sub").exists(), keep);
+            assert!(cwd.path().join(work.path()).exists());
             if keep {
                 std::fs::remove_dir_all(cwd.path().join(work.path())).unwrap();
             }
