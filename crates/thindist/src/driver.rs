@@ -174,7 +174,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     eprint!("{printed}");
     linked?;
     // The link is recorded while the natives are removed and the plan freed, which would
-    // otherwise hold up the run's end by several milliseconds.
+    // otherwise hold up the run's end by several milliseconds; so is the flags memo, after.
     std::thread::scope(|scope| {
         let link = &link;
         scope.spawn(move || {
@@ -184,6 +184,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         if let (Some(relink), Some(start)) = (&relink, record_start) {
             relink.record(start, &printed);
         }
+        drop((relink, sources));
     });
     Ok(0)
 }
