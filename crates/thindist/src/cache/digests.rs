@@ -285,16 +285,19 @@ impl Digests {
     /// The digest from the memo when the file's stat vouches for it, else from its content.
     fn read_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
         let context = || format!("cannot read {}", path.display());
-        let mut file = File::open(path).with_context(context)?;
-        let before = Stat::of(&file.metadata().with_context(context)?);
         let abs = std::path::absolute(path).with_context(context)?;
-        if let Some(Known::File(digest)) = self
-            .memo
-            .as_ref()
-            .and_then(|m| m.lookup("F", &abs, &before))
+        // The stat of the path asks one system call, where open, stat and close ask three: a
+        // cache hit checks the module and every module it imports from.
+        let memo = self.memo.as_ref();
+        let stat = memo.and_then(|_| std::fs::metadata(path).ok()).map(|m| Stat::of(&m));
+        if let Some(Known::File(digest)) = memo
+            .zip(stat)
+            .and_then(|(memo, stat)| memo.lookup("F", &abs, &stat))
         {
             return Ok(digest);
         }
+        let mut file = File::open(path).with_context(context)?;
+        let before = Stat::of(&file.metadata().with_context(context)?);
         let digest = hash_content(&mut file).with_context(context)?;
         // A file that changed while it was read is not remembered.
         if let (Some(memo), Ok(after)) = (&self.memo, file.metadata()) {
