@@ -289,7 +289,9 @@ impl Digests {
         // The stat of the path asks one system call, where open, stat and close ask three: a
         // cache hit checks the module and every module it imports from.
         let memo = self.memo.as_ref();
-        let stat = memo.and_then(|_| std::fs::metadata(path).ok()).map(|m| Stat::of(&m));
+        let stat = memo
+            .and_then(|_| std::fs::metadata(path).ok())
+            .map(|m| Stat::of(&m));
         if let Some(Known::File(digest)) = memo
             .zip(stat)
             .and_then(|(memo, stat)| memo.lookup("F", &abs, &stat))
