@@ -126,8 +126,8 @@ impl FlagSources {
     }
 
     /// Finds the saved compile of `object` (a path relative to the build directory or
-    /// absolute).
-    pub fn lookup(&self, object: &Path) -> Lookup {
+    /// absolute), unremembered: [`FlagSources::backend_flags`] is what the run asks.
+    fn lookup(&self, object: &Path) -> Lookup {
         let found = self.find(object)?;
         if let Some((saved, source)) = &found {
             if saved.argv.is_empty() {

@@ -39,7 +39,8 @@ pub struct WorkDir {
     /// Where the thin link writes its index files: `path` itself, or a directory of its own
     /// on a memory file system (absolute).
     index: PathBuf,
-    /// What to remove when the link ends; empty once kept.
+    /// What to remove when the link ends: the work directory (absolute), then the index
+    /// directory if it has one of its own; empty once kept.
     remove: Vec<PathBuf>,
     /// The open work directory, locked for as long as this link uses it (see the module
     /// documentation); released after the directory is removed.

@@ -288,15 +288,11 @@ impl Digests {
         let abs = std::path::absolute(path).with_context(context)?;
         // The stat of the path asks one system call, where open, stat and close ask three: a
         // cache hit checks the module and every module it imports from.
-        let memo = self.memo.as_ref();
-        let stat = memo
-            .and_then(|_| std::fs::metadata(path).ok())
-            .map(|m| Stat::of(&m));
-        if let Some(Known::File(digest)) = memo
-            .zip(stat)
-            .and_then(|(memo, stat)| memo.lookup("F", &abs, &stat))
-        {
-            return Ok(digest);
+        if let Some(memo) = &self.memo {
+            let stat = std::fs::metadata(path).map(|meta| Stat::of(&meta));
+            if let Ok(Some(Known::File(digest))) = stat.map(|stat| memo.lookup("F", &abs, &stat)) {
+                return Ok(digest);
+            }
         }
         let mut file = File::open(path).with_context(context)?;
         let before = Stat::of(&file.metadata().with_context(context)?);
