@@ -215,6 +215,13 @@ impl JobOutcome {
         self.failure.is_none()
     }
 
+    /// What the compiler of a job that succeeded said (its warnings), to be shown as a
+    /// compiler process's would be; a failed job's output goes with its failure report.
+    pub fn warnings(&self) -> Option<&str> {
+        let text = self.output.trim_end();
+        (self.succeeded() && !text.trim_start().is_empty()).then_some(text)
+    }
+
     /// Why the job failed, saying so when the compiler ran on a remote worker.
     pub fn failure_text(&self) -> Option<String> {
         let failure = self.failure.as_ref()?;

@@ -131,7 +131,10 @@ impl Reporter for ConsoleReporter {
                     bar.set_message(job.name());
                 }
             }
-            Event::JobFinished { .. } => {
+            Event::JobFinished { outcome, .. } => {
+                if let Some(warnings) = outcome.warnings() {
+                    self.print(warnings);
+                }
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                 }
@@ -201,6 +204,11 @@ impl<'a> Session<'a> {
         match event {
             Event::Warning { message } if self.quiet => {
                 eprintln!("{}", events::warning_line(message))
+            }
+            Event::JobFinished { outcome, .. } if self.quiet => {
+                if let Some(warnings) = outcome.warnings() {
+                    eprintln!("{warnings}");
+                }
             }
             _ if self.quiet => {}
             _ => self.console.on_event(event),
