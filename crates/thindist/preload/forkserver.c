@@ -2,21 +2,35 @@
  *
  * It takes over __libc_start_main so that, once the compiler's static initialisation has run
  * (glibc runs the executable's constructors before calling main), main is this file's, not the
- * compiler's. That main serves jobs on the socket named by THINDIST_FORK_SERVER_FD: for each it
- * forks a child from this pristine idle state, and the child calls the compiler's own main with
- * the job's arguments, environment and directory. A job costs a fork instead of an exec, a
- * dynamic link of the compiler's libraries and their static constructors. A child serves one job
- * only: calling the compiler's main a second time in one process is not supported by LLVM (each
- * main installs its signal handlers again, and LLVM aborts at the ninth).
+ * compiler's. That main serves jobs on the socket named by THINDIST_FORK_SERVER_FD, in one of
+ * two ways:
+ *
+ * - A driver job: the server forks a child from its pristine idle state, and the child calls
+ *   the compiler's own main with the job's arguments, environment and directory. A job costs a
+ *   fork instead of an exec, a dynamic link of the compiler's libraries and their static
+ *   constructors. Such a child serves one job only: calling the compiler's main a second time
+ *   in one process is not supported by LLVM (each main installs its signal handlers again, and
+ *   LLVM aborts at the ninth).
+ * - A cc1 job (clang only: its executable exports cc1_main): the job's `-cc1` command, which
+ *   thindist derived from the driver's `-###`, runs in a cc1 worker, a child that calls
+ *   cc1_main for job after job with the same flags (the job's key), as lld runs its back ends
+ *   one after another in one process. Its heap is warm and it pays no fork, page faults of a
+ *   new address space or exit per job. Global LLVM options (-mllvm) parsed by one job stay set
+ *   for the next, which is why a worker only runs jobs of one key; the server replaces it when
+ *   the key changes.
  *
  * One job at a time per server (thindist starts one server per job slot), so the protocol is a
  * plain request/reply and the server needs no signal handling:
- *   server -> thindist, once:  "TDFS", u32 length, /proc/self/exe (which program this is)
- *   thindist -> server:        u32 payload length, u32 argc, u32 envc with two fds attached
- *                              (SCM_RIGHTS: the job's stdout and stderr), then the payload:
- *                              cwd, argv[0..argc], env[0..envc], each NUL-terminated
- *   server -> thindist:        i32 pid of the child (or -errno when fork failed)
- *   server -> thindist:        i32 wait status of the child
+ *   server -> thindist, once:  "TDFS", u32 length, /proc/self/exe (which program this is),
+ *                              u32 features (bit 0: cc1 jobs can run)
+ *   thindist -> server:        u32 header[5] = payload length, argc, envc, kind (0 driver
+ *                              job, 1 cc1 job), shown argc; with two fds attached (SCM_RIGHTS:
+ *                              the job's stdout and stderr); then the payload: key, cwd,
+ *                              argv[0..argc], env[0..envc], shown[0..shown argc], each
+ *                              NUL-terminated (shown: the command ps shows, for a cc1 job)
+ *   server -> thindist:        i32 pid of the child or worker (or -errno when none started)
+ *   server -> thindist:        i32 wait status of the job, i32 1 if a cc1 worker died in it
+ *                              (the status is then the worker's) else 0
  * Integers are in the machine's byte order: both ends run on the same machine.
  * Without THINDIST_FORK_SERVER_FD the compiler runs as if nothing was loaded. */
 #define _GNU_SOURCE
@@ -26,6 +40,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -59,10 +74,11 @@ static void show_job(char **argv, uint32_t argc) {
     prctl(PR_SET_NAME, slash ? slash + 1 : argv[0], 0, 0, 0);
 }
 
+/* Sends, never raising SIGPIPE: a peer that died is an error here, not the server's death. */
 static int write_all(int fd, const void *data, size_t len) {
     const char *p = data;
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -87,10 +103,12 @@ static int read_all(int fd, void *data, size_t len) {
     return 0;
 }
 
-/* Reads the 12-byte job header and the two fds sent with it. */
-static int read_header(int sock, uint32_t header[3], int fds[2]) {
+enum { HEADER_WORDS = 5, KIND_DRIVER = 0, KIND_CC1 = 1 };
+
+/* Reads a job's header and the two fds sent with it. */
+static int read_header(int sock, uint32_t header[HEADER_WORDS], int fds[2]) {
     char control[CMSG_SPACE(2 * sizeof(int))];
-    struct iovec iov = {header, 3 * sizeof(uint32_t)};
+    struct iovec iov = {header, HEADER_WORDS * sizeof(uint32_t)};
     struct msghdr msg = {0};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -107,44 +125,255 @@ static int read_header(int sock, uint32_t header[3], int fds[2]) {
         return -1;
     memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
     /* The fds come with the first byte; a short read leaves the rest in the stream. */
-    return read_all(sock, (char *)header + n, 3 * sizeof(uint32_t) - (size_t)n);
+    return read_all(sock, (char *)header + n, HEADER_WORDS * sizeof(uint32_t) - (size_t)n);
 }
 
+/* Sends a job's header with its two fds attached, as read_header reads it. */
+static int send_header(int sock, const uint32_t header[HEADER_WORDS], const int fds[2]) {
+    char control[CMSG_SPACE(2 * sizeof(int))] = {0};
+    struct iovec iov = {(void *)header, HEADER_WORDS * sizeof(uint32_t)};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, 2 * sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return -1;
+    return write_all(sock, (const char *)header + n, HEADER_WORDS * sizeof(uint32_t) - (size_t)n);
+}
+
+/* A job as the payload gives it; the strings point into the payload. */
+struct job {
+    const char *key, *cwd;
+    char **argv, **envp, **shown;
+    uint32_t argc, shown_argc;
+};
+
+/* Splits a payload into a job; -1 if it is malformed. */
+static int parse_job(char *payload, uint32_t len, const uint32_t header[HEADER_WORDS],
+                     struct job *job) {
+    uint32_t argc = header[1], envc = header[2], shown_argc = header[4];
+    job->argc = argc;
+    job->shown_argc = shown_argc;
+    job->argv = calloc((size_t)argc + 1, sizeof(char *));
+    job->envp = calloc((size_t)envc + 1, sizeof(char *));
+    job->shown = calloc((size_t)shown_argc + 1, sizeof(char *));
+    if (!job->argv || !job->envp || !job->shown)
+        return -1;
+    char *p = payload, *end = payload + len;
+    uint64_t strings = 2 + (uint64_t)argc + envc + shown_argc;
+    for (uint64_t i = 0; i < strings; i++) {
+        if (p >= end)
+            return -1;
+        if (i == 0)
+            job->key = p;
+        else if (i == 1)
+            job->cwd = p;
+        else if (i < 2 + (uint64_t)argc)
+            job->argv[i - 2] = p;
+        else if (i < 2 + (uint64_t)argc + envc)
+            job->envp[i - 2 - argc] = p;
+        else
+            job->shown[i - 2 - argc - envc] = p;
+        p += strlen(p) + 1;
+    }
+    return argc > 0 ? 0 : -1;
+}
+
+static void free_job(struct job *job) {
+    free(job->argv);
+    free(job->envp);
+    free(job->shown);
+}
+
+/* The server's cc1 worker, if it has one, and the key of the jobs it runs. */
+static pid_t worker_pid;
+static int worker_sock = -1;
+static char *worker_key;
+
 /* The forked child: becomes the job's compiler process. Never returns. */
-static void run_job(int sock, int fds[2], char *payload, uint32_t len, uint32_t argc,
-                    uint32_t envc) {
+static void run_driver_job(int sock, int fds[2], struct job *job) {
     close(sock);
+    if (worker_sock >= 0)
+        close(worker_sock);
     int null = open("/dev/null", O_RDONLY);
     if (null < 0 || dup2(null, 0) < 0 || dup2(fds[0], 1) < 0 || dup2(fds[1], 2) < 0)
         _exit(127);
     close(null);
     close(fds[0]);
     close(fds[1]);
-    char **argv = calloc((size_t)argc + 1, sizeof *argv);
-    char **envp = calloc((size_t)envc + 1, sizeof *envp);
-    if (!argv || !envp)
-        _exit(127);
-    char *p = payload, *end = payload + len;
-    const char *cwd = p;
-    p += strlen(p) + 1;
-    for (uint32_t i = 0; i < argc + envc; i++) {
-        if (p >= end)
-            _exit(127);
-        if (i < argc)
-            argv[i] = p;
-        else
-            envp[i - argc] = p;
-        p += strlen(p) + 1;
-    }
-    show_job(argv, argc);
-    if (chdir(cwd) != 0) {
-        dprintf(2, "thindist fork server: cannot enter %s: %s\n", cwd, strerror(errno));
+    show_job(job->argv, job->argc);
+    if (chdir(job->cwd) != 0) {
+        dprintf(2, "thindist fork server: cannot enter %s: %s\n", job->cwd, strerror(errno));
         _exit(127);
     }
-    environ = envp;
+    environ = job->envp;
     /* exit, not _exit: the compiler's atexit handlers and destructors run as in a process (and
      * skipping them saved no measurable time on real back ends: bench/README.md). */
-    exit(compiler_main((int)argc, argv, envp));
+    exit(compiler_main((int)job->argc, job->argv, job->envp));
+}
+
+/* clang's cc1 entry point and LLVM's reset of option occurrences, where the compiler exports
+ * them (clang's executable exports its symbols for plugins). llvm::ArrayRef<const char *> is a
+ * pointer and a length, passed as this struct is. */
+struct arg_list {
+    const char *const *data;
+    size_t len;
+};
+typedef int (*cc1_main_fn)(struct arg_list, const char *, void *);
+static cc1_main_fn cc1_main;
+static void (*reset_option_occurrences)(void);
+
+static void find_cc1(void) {
+    cc1_main = (cc1_main_fn)dlsym(RTLD_DEFAULT, "_Z8cc1_mainN4llvm8ArrayRefIPKcEES2_Pv");
+    reset_option_occurrences =
+        (void (*)(void))dlsym(RTLD_DEFAULT, "_ZN4llvm2cl25ResetAllOptionOccurrencesEv");
+    if (!reset_option_occurrences)
+        cc1_main = NULL;
+}
+
+/* A cc1 worker: runs the cc1 jobs the server passes on until the server closes its socket.
+ * Replies each job's exit code. Never returns. */
+static void cc1_worker(int sock) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0 || dup2(null, 0) < 0)
+        _exit(127);
+    char *previous_payload = NULL;
+    struct job previous = {0};
+    for (;;) {
+        uint32_t header[HEADER_WORDS];
+        int fds[2];
+        if (read_header(sock, header, fds) != 0)
+            _exit(0);
+        char *payload = malloc(header[0] + 1);
+        struct job job = {0};
+        if (!payload || read_all(sock, payload, header[0]) != 0)
+            _exit(127);
+        payload[header[0]] = 0;
+        if (parse_job(payload, header[0], header, &job) != 0 || job.argc < 2)
+            _exit(127);
+        if (dup2(fds[0], 1) < 0 || dup2(fds[1], 2) < 0)
+            _exit(127);
+        close(fds[0]);
+        close(fds[1]);
+        if (job.shown_argc > 0)
+            show_job(job.shown, job.shown_argc);
+        else
+            show_job(job.argv, job.argc);
+        int32_t code = 127;
+        int entered = chdir(job.cwd) == 0;
+        if (!entered) {
+            dprintf(2, "thindist fork server: cannot enter %s: %s\n", job.cwd, strerror(errno));
+        } else {
+            /* The environment stays the job's until the next job's replaces it. */
+            environ = job.envp;
+            free_job(&previous);
+            free(previous_payload);
+            previous = job;
+            previous_payload = payload;
+            reset_option_occurrences();
+            /* As clang's driver calls it for an in-process cc1: arguments from "-cc1" on. */
+            struct arg_list args = {(const char *const *)job.argv + 1, job.argc - 1};
+            code = cc1_main(args, job.argv[0], (void *)compiler_main);
+        }
+        fflush(stdout);
+        fflush(stderr);
+        /* The job's output files are closed here: thindist reads them once it has the reply. */
+        if (dup2(null, 1) < 0 || dup2(null, 2) < 0 || write_all(sock, &code, 4) != 0)
+            _exit(127);
+        if (!entered) {
+            free_job(&job);
+            free(payload);
+        }
+    }
+}
+
+/* Stops the worker: closing its socket ends its loop; a worker that hangs is killed. */
+static void stop_worker(void) {
+    if (worker_pid <= 0)
+        return;
+    close(worker_sock);
+    kill(worker_pid, SIGKILL);
+    while (waitpid(worker_pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    worker_pid = 0;
+    worker_sock = -1;
+    free(worker_key);
+    worker_key = NULL;
+}
+
+static int start_worker(int sock, const char *key) {
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(pair[0]);
+        close(pair[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        close(sock);
+        close(pair[0]);
+        cc1_worker(pair[1]);
+    }
+    close(pair[1]);
+    worker_pid = pid;
+    worker_sock = pair[0];
+    worker_key = strdup(key);
+    return 0;
+}
+
+/* Passes a cc1 job to the worker for its key (started, or replaced, as needed). Returns the
+ * worker's pid, or -errno when no worker could take the job. */
+static int32_t pass_to_worker(int sock, const uint32_t header[HEADER_WORDS], int fds[2],
+                              const char *payload, const char *key) {
+    if (worker_pid > 0 && strcmp(worker_key, key) != 0)
+        stop_worker();
+    /* A worker may have died idle (killed by someone): then one new worker is tried. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (worker_pid <= 0) {
+            int error = start_worker(sock, key);
+            if (error < 0)
+                return error;
+        }
+        if (send_header(worker_sock, header, fds) == 0 &&
+            write_all(worker_sock, payload, header[0]) == 0)
+            return worker_pid;
+        stop_worker();
+    }
+    return -EPIPE;
+}
+
+/* The worker's reply to the job passed to it: its exit code as a wait status, or the worker's
+ * own wait status if it died, with *died set. */
+static int32_t worker_reply(int *died) {
+    int32_t code;
+    if (read_all(worker_sock, &code, 4) == 0) {
+        *died = 0;
+        return (code & 0xff) << 8;
+    }
+    int status = 0;
+    close(worker_sock);
+    while (waitpid(worker_pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    worker_pid = 0;
+    worker_sock = -1;
+    free(worker_key);
+    worker_key = NULL;
+    *died = 1;
+    return status;
 }
 
 /* Whether the memory at [start, start + len) is mostly backed by transparent huge pages. */
@@ -166,7 +395,8 @@ static int mostly_huge(unsigned long start, unsigned long len) {
 }
 
 /* Moving the code (below) costs about as much CPU as ten jobs then save, so a server does it
- * between its 16th and 17th job: a link of a few modules never pays for it. */
+ * between its 16th and 17th forked driver: a link of a few modules never pays for it, nor one
+ * whose jobs run in a cc1 worker (forked once). */
 #define MOVE_CODE_AFTER_JOBS 16
 
 /* A job's child starts with no page table entries for the compiler's code: fork copies them
@@ -223,11 +453,14 @@ static int serve(int sock) {
     if (n < 0)
         n = 0;
     uint32_t exe_len = (uint32_t)n;
-    if (write_all(sock, "TDFS", 4) || write_all(sock, &exe_len, 4) || write_all(sock, exe, exe_len))
+    find_cc1();
+    uint32_t features = cc1_main ? 1 : 0;
+    if (write_all(sock, "TDFS", 4) || write_all(sock, &exe_len, 4) ||
+        write_all(sock, exe, exe_len) || write_all(sock, &features, 4))
         _exit(1);
-    unsigned jobs_served = 0;
+    unsigned driver_jobs_served = 0;
     for (;;) {
-        uint32_t header[3];
+        uint32_t header[HEADER_WORDS];
         int fds[2];
         if (read_header(sock, header, fds) != 0)
             _exit(0); /* thindist is gone or done */
@@ -235,25 +468,43 @@ static int serve(int sock) {
         if (!payload || read_all(sock, payload, header[0]) != 0)
             _exit(1);
         payload[header[0]] = 0;
-        pid_t pid = fork();
-        if (pid == 0)
-            run_job(sock, fds, payload, header[0], header[1], header[2]);
-        int32_t reply = pid < 0 ? -errno : pid;
+        struct job job = {0};
+        int32_t reply;
+        int cc1_job = header[3] == KIND_CC1 && cc1_main;
+        if (parse_job(payload, header[0], header, &job) != 0)
+            reply = -EINVAL;
+        else if (cc1_job)
+            reply = pass_to_worker(sock, header, fds, payload, job.key);
+        else {
+            reply = fork();
+            if (reply == 0)
+                run_driver_job(sock, fds, &job);
+            if (reply < 0)
+                reply = -errno;
+        }
         close(fds[0]);
         close(fds[1]);
+        free_job(&job);
         free(payload);
         if (write_all(sock, &reply, 4) != 0)
             _exit(1);
-        if (pid < 0)
+        if (reply < 0)
             continue;
-        int status;
-        while (waitpid(pid, &status, 0) < 0)
-            if (errno != EINTR)
-                _exit(1);
-        int32_t wait_status = status;
-        if (write_all(sock, &wait_status, 4) != 0)
+        int32_t result[2] = {0, 0};
+        if (cc1_job) {
+            int died;
+            result[0] = worker_reply(&died);
+            result[1] = died;
+        } else {
+            int status;
+            while (waitpid(reply, &status, 0) < 0)
+                if (errno != EINTR)
+                    _exit(1);
+            result[0] = status;
+        }
+        if (write_all(sock, result, sizeof result) != 0)
             _exit(1);
-        if (++jobs_served == MOVE_CODE_AFTER_JOBS)
+        if (!cc1_job && ++driver_jobs_served == MOVE_CODE_AFTER_JOBS)
             code_to_huge_pages();
     }
 }

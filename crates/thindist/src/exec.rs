@@ -182,20 +182,21 @@ pub struct LocalExecutor {
 }
 
 impl LocalExecutor {
-    /// `fork_server` false runs every compile as a process; `verbose` says once per compiler
-    /// whether it has a fork server.
-    pub fn new(fork_server: bool, verbose: bool) -> LocalExecutor {
+    /// `fork_server` false runs every compile as a process; `cc1_workers` false runs none in
+    /// a fork server's cc1 worker; `verbose` says once per compiler whether it has a fork
+    /// server.
+    pub fn new(fork_server: bool, cc1_workers: bool, verbose: bool) -> LocalExecutor {
         if verbose && !fork_server {
             eprintln!("thindist: fork server off; running compiler processes");
         }
         LocalExecutor {
-            fork_servers: fork_server.then(|| ForkServers::new(verbose)),
+            fork_servers: fork_server.then(|| ForkServers::new(verbose, cc1_workers)),
         }
     }
 
     fn run(&self, job: &BackendJob) -> std::io::Result<(std::process::ExitStatus, String)> {
         if let Some(result) =
-            (self.fork_servers.as_ref()).and_then(|servers| servers.run(&job.command, &job.cwd))
+            (self.fork_servers.as_ref()).and_then(|servers| servers.run_backend(job))
         {
             return result;
         }

@@ -10,12 +10,21 @@
 //! (at most the slots): each job thread then owns its server for the whole job, with a blocking
 //! request and reply, and the server needs neither threads nor SIGCHLD handling.
 //!
+//! Where the compiler is clang and exports `cc1_main`, a back-end job whose flag set has a cc1
+//! template ([`crate::cc1`]) runs instead in the server's cc1 worker: a child that runs job
+//! after job of one flag set through `cc1_main`, with no fork, no fresh address space and no
+//! exit per job. A worker that dies of anything but SIGKILL (a compiler crash, say) has its job
+//! run again as a forked driver, which reports the crash as clang does.
+//!
 //! The child is the server's, not thindist's, so the server reports its pid (tracked in
 //! [`crate::exec::interrupts`] as a process's is) and its wait status. Anything that keeps a
 //! server from starting (a compiler that is not a dynamically linked glibc ELF, a script, a
 //! preload that did not take, no handshake in time) makes that compiler run as processes.
 
+use crate::cc1::{self, Cc1Template, JobFiles};
 use crate::exec::interrupts;
+use crate::job::BackendJob;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Seek, Write};
@@ -80,8 +89,27 @@ fn server_tunables(user: Option<&OsStr>) -> OsString {
 /// The fork servers of one run, by compiler.
 pub struct ForkServers {
     verbose: bool,
+    /// Whether back ends may run in cc1 workers.
+    cc1_workers: bool,
     compilers: Mutex<HashMap<PathBuf, Pool>>,
     library: OnceLock<Result<OwnedFd, String>>,
+    /// The cc1 templates of the run's flag sets, by worker key.
+    templates: Mutex<HashMap<String, TemplateState>>,
+    /// The compilers whose jobs have run in cc1 workers (said once each with `-v`).
+    cc1_compilers: Mutex<std::collections::HashSet<PathBuf>>,
+}
+
+/// How far a flag set's cc1 template has come. Its first job runs as a driver; the second
+/// derives the template from its dry run; the third checks it against its own dry run. Only
+/// then do the flag set's jobs go to cc1 workers.
+enum TemplateState {
+    /// One job seen.
+    Seen,
+    /// A job is deriving or checking the template: the others run as drivers meanwhile.
+    Busy,
+    Derived(Cc1Template),
+    Checked(Cc1Template),
+    Unusable,
 }
 
 enum Pool {
@@ -94,6 +122,19 @@ enum Pool {
 struct Server {
     stream: UnixStream,
     process: Child,
+    /// Whether the compiler exports clang's cc1_main, so that the server can run cc1 jobs.
+    cc1: bool,
+}
+
+/// What a server is asked to run.
+struct Request<'a> {
+    /// A cc1 job's worker key; `None` for a driver job.
+    worker_key: Option<&'a str>,
+    argv: &'a [String],
+    /// The command the job's child shows (`ps`), if not `argv`.
+    shown: &'a [String],
+    cwd: &'a Path,
+    env: Option<&'a [(String, String)]>,
 }
 
 impl Drop for Server {
@@ -112,48 +153,168 @@ enum Sent {
     Lost(io::Error),
     /// No child was started: the job can still run as a process; the server goes.
     NotStarted,
+    /// The cc1 worker running the job died (its wait status; output until then); the server
+    /// stays.
+    WorkerDied(ExitStatus, String),
 }
 
 impl ForkServers {
-    pub fn new(verbose: bool) -> ForkServers {
+    /// `cc1_workers` lets back ends run in cc1 workers where the compiler allows it.
+    pub fn new(verbose: bool, cc1_workers: bool) -> ForkServers {
         ForkServers {
             verbose,
+            cc1_workers,
             compilers: Mutex::new(HashMap::new()),
             library: OnceLock::new(),
+            templates: Mutex::new(HashMap::new()),
+            cc1_compilers: Mutex::new(Default::default()),
         }
     }
 
-    /// Runs `command` in `cwd` as a fork of its compiler's server: (exit status, stdout then
-    /// stderr), as [`crate::exec::run_tracked`] returns for a process. `None` when no server can
-    /// run it; the caller then runs a process.
-    pub fn run(&self, command: &[String], cwd: &Path) -> Option<io::Result<(ExitStatus, String)>> {
-        self.run_in_env(command, cwd, None)
+    /// Runs a back-end job through its compiler's server: in a cc1 worker when its flag set
+    /// has a checked template, else as a forked driver. (exit status, stdout then stderr), as
+    /// [`crate::exec::run_tracked`] returns for a process; `None` when no server can run it,
+    /// and the caller then runs a process.
+    pub fn run_backend(&self, job: &BackendJob) -> Option<io::Result<(ExitStatus, String)>> {
+        let compiler = resolve(&job.command[0], &job.cwd, std::env::var_os("PATH"))?;
+        let mut server = self.take(&compiler)?;
+        let driver = Request {
+            worker_key: None,
+            argv: &job.command,
+            shown: &[],
+            cwd: &job.cwd,
+            env: None,
+        };
+        let cc1 = (self.cc1_workers && server.cc1)
+            .then(|| self.cc1_command(&mut server, &compiler, job))
+            .flatten();
+        let sent = match cc1 {
+            Some((key, argv)) => {
+                let request = Request {
+                    worker_key: Some(&key),
+                    argv: &argv,
+                    shown: &job.command,
+                    ..driver
+                };
+                match server.run(&request) {
+                    Sent::WorkerDied(status, output) if status.signal() == Some(libc::SIGKILL) => {
+                        Sent::Ran(Ok((status, output)))
+                    }
+                    Sent::WorkerDied(status, _) => {
+                        if self.verbose {
+                            eprintln!(
+                                "thindist: the cc1 worker compiling {} died ({status}); \
+                                 compiling it again as a forked driver",
+                                job.name()
+                            );
+                        }
+                        server.run(&driver)
+                    }
+                    Sent::NotStarted => server.run(&driver),
+                    sent => sent,
+                }
+            }
+            None => server.run(&driver),
+        };
+        self.end_job(&compiler, server, sent)
     }
 
-    /// [`ForkServers::run`] with exactly the environment `env` (`None`: this process's), as a
-    /// remote worker runs an action's command.
+    /// The worker key and cc1 command of `job`, once its flag set's template is checked; moves
+    /// the template along (see [`TemplateState`]) with `server`'s dry runs.
+    fn cc1_command(
+        &self,
+        server: &mut Server,
+        compiler: &Path,
+        job: &BackendJob,
+    ) -> Option<(String, Vec<String>)> {
+        let files = JobFiles::of(job)?;
+        let mut key = Sha256::new();
+        for part in [
+            compiler.as_os_str().as_bytes(),
+            job.cwd.as_os_str().as_bytes(),
+            cc1::driver_key(&job.command, &files)?.as_bytes(),
+        ] {
+            key.update(part);
+            key.update([0]);
+        }
+        let key = hex::encode(key.finalize());
+        let state = {
+            let mut templates = self.templates.lock().unwrap();
+            let Some(state) = templates.get_mut(&key) else {
+                templates.insert(key, TemplateState::Seen);
+                return None;
+            };
+            match state {
+                TemplateState::Checked(template) => return Some((key, template.command(&files))),
+                TemplateState::Busy | TemplateState::Unusable => return None,
+                TemplateState::Seen | TemplateState::Derived(_) => {
+                    std::mem::replace(state, TemplateState::Busy)
+                }
+            }
+        };
+        let output = server.dry_run(job);
+        let next = match (state, output) {
+            (TemplateState::Seen, Some(output)) => Cc1Template::from_dry_run(&output, &files)
+                .map_or(TemplateState::Unusable, TemplateState::Derived),
+            (TemplateState::Derived(template), Some(output))
+                if template.matches_dry_run(&output, &files) =>
+            {
+                TemplateState::Checked(template)
+            }
+            _ => TemplateState::Unusable,
+        };
+        let command = match &next {
+            TemplateState::Checked(template) => Some((key.clone(), template.command(&files))),
+            _ => None,
+        };
+        if command.is_some()
+            && self.verbose
+            && (self.cc1_compilers.lock().unwrap()).insert(compiler.to_path_buf())
+        {
+            eprintln!("thindist: cc1 workers for {}", compiler.display());
+        }
+        self.templates.lock().unwrap().insert(key, next);
+        command
+    }
+
+    /// Runs `command` in `cwd` as a forked driver with exactly the environment `env`, as a
+    /// remote worker runs an action's command; as [`ForkServers::run_backend`] returns.
     pub fn run_in_env(
         &self,
         command: &[String],
         cwd: &Path,
-        env: Option<&[(String, String)]>,
+        env: &[(String, String)],
     ) -> Option<io::Result<(ExitStatus, String)>> {
-        let path = match env {
-            Some(env) => env
-                .iter()
-                .find(|(name, _)| name == "PATH")
-                .map(|(_, value)| value.into()),
-            None => std::env::var_os("PATH"),
-        };
+        let path = (env.iter())
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.into());
         let compiler = resolve(&command[0], cwd, path)?;
         let mut server = self.take(&compiler)?;
-        match server.run(command, cwd, env) {
+        let sent = server.run(&Request {
+            worker_key: None,
+            argv: command,
+            shown: &[],
+            cwd,
+            env: Some(env),
+        });
+        self.end_job(&compiler, server, sent)
+    }
+
+    /// What a job that `server` ran gives its caller; the server goes back to the pool if it
+    /// can take another.
+    fn end_job(
+        &self,
+        compiler: &Path,
+        server: Server,
+        sent: Sent,
+    ) -> Option<io::Result<(ExitStatus, String)>> {
+        match sent {
             Sent::Ran(result) => {
-                self.give_back(&compiler, server);
+                self.give_back(compiler, server);
                 Some(result)
             }
             Sent::Lost(e) => Some(Err(e)),
-            Sent::NotStarted => None,
+            Sent::NotStarted | Sent::WorkerDied(..) => None,
         }
     }
 
@@ -377,13 +538,17 @@ impl Server {
         }
         let process = command.spawn().map_err(|e| e.to_string())?;
         drop(theirs);
-        let server = Server { stream, process };
+        let mut server = Server {
+            stream,
+            process,
+            cc1: false,
+        };
         server.handshake(compiler)?;
         Ok(server)
     }
 
     /// Checks that the process is a fork server, and of `compiler`, not of a program it ran.
-    fn handshake(&self, compiler: &Path) -> Result<(), String> {
+    fn handshake(&mut self, compiler: &Path) -> Result<(), String> {
         let refused = |what: &str| format!("{what} (the preload library did not take)");
         let mut stream = &self.stream;
         stream
@@ -406,12 +571,17 @@ impl Server {
                 String::from_utf8_lossy(&exe)
             ));
         }
+        let mut features = [0u8; 4];
+        stream
+            .read_exact(&mut features)
+            .map_err(|e| refused(&format!("no handshake: {e}")))?;
+        self.cc1 = u32::from_ne_bytes(features) & 1 != 0;
         stream.set_read_timeout(None).map_err(|e| e.to_string())
     }
 
-    /// Runs one job: sends it, tracks the child for interrupts while it runs, and collects its
-    /// exit status and output.
-    fn run(&mut self, command: &[String], cwd: &Path, env: Option<&[(String, String)]>) -> Sent {
+    /// Runs one job: sends it, tracks the child (or worker) for interrupts while it runs, and
+    /// collects its exit status and output.
+    fn run(&mut self, request: &Request) -> Sent {
         if let Err(e) = interrupts().check_running() {
             return Sent::Ran(Err(e));
         }
@@ -419,25 +589,32 @@ impl Server {
             return Sent::NotStarted;
         };
         let mut payload = Vec::new();
-        payload.extend_from_slice(cwd.as_os_str().as_bytes());
-        payload.push(0);
-        for arg in command {
-            payload.extend_from_slice(arg.as_bytes());
+        let mut push = |bytes: &[u8]| {
+            payload.extend_from_slice(bytes);
             payload.push(0);
+        };
+        push(request.worker_key.unwrap_or_default().as_bytes());
+        push(request.cwd.as_os_str().as_bytes());
+        for arg in request.argv {
+            push(arg.as_bytes());
         }
-        let mut envc = 0u32;
-        let vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = match env {
+        let vars: Vec<(OsString, OsString)> = match request.env {
             Some(env) => env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
             None => std::env::vars_os().collect(),
         };
-        for (key, value) in vars {
-            payload.extend_from_slice(key.as_bytes());
-            payload.push(b'=');
-            payload.extend_from_slice(value.as_bytes());
-            payload.push(0);
-            envc += 1;
+        for (key, value) in &vars {
+            push(&[key.as_bytes(), b"=", value.as_bytes()].concat());
         }
-        let header = [payload.len() as u32, command.len() as u32, envc];
+        for arg in request.shown {
+            push(arg.as_bytes());
+        }
+        let header = [
+            payload.len() as u32,
+            request.argv.len() as u32,
+            vars.len() as u32,
+            request.worker_key.is_some() as u32,
+            request.shown.len() as u32,
+        ];
         let sent = send_with_fds(
             &self.stream,
             &header,
@@ -454,30 +631,53 @@ impl Server {
         }
         let pid = i32::from_ne_bytes(reply);
         if pid <= 0 {
-            // fork failed (-errno): no child exists.
+            // No child or worker took the job (-errno).
             return Sent::NotStarted;
         }
         interrupts().track(pid as u32);
-        let status = (&self.stream).read_exact(&mut reply);
+        let mut result = [0u8; 8];
+        let status = (&self.stream).read_exact(&mut result);
         interrupts().untrack(pid as u32);
         if let Err(e) = status {
             // SAFETY: the server died; its child must not outlive the job.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             return Sent::Lost(died(e));
         }
-        let status = ExitStatus::from_raw(i32::from_ne_bytes(reply));
+        let status = ExitStatus::from_raw(i32::from_ne_bytes(result[..4].try_into().unwrap()));
+        let worker_died = result[4..] != [0; 4];
         let mut output = Vec::new();
         for file in [&mut stdout, &mut stderr] {
             if let Err(e) = file.rewind().and_then(|_| file.read_to_end(&mut output)) {
                 return Sent::Ran(Err(e));
             }
         }
-        Sent::Ran(Ok((status, String::from_utf8_lossy(&output).into_owned())))
+        let output = String::from_utf8_lossy(&output).into_owned();
+        if worker_died {
+            return Sent::WorkerDied(status, output);
+        }
+        Sent::Ran(Ok((status, output)))
+    }
+
+    /// The driver's dry run (`-###`) of `job`: what it prints, if it succeeds.
+    fn dry_run(&mut self, job: &BackendJob) -> Option<String> {
+        let mut argv = job.command.clone();
+        argv.push("-###".into());
+        let request = Request {
+            worker_key: None,
+            argv: &argv,
+            shown: &[],
+            cwd: &job.cwd,
+            env: None,
+        };
+        match self.run(&request) {
+            Sent::Ran(Ok((status, output))) if status.success() => Some(output),
+            _ => None,
+        }
     }
 }
 
 /// Sends `header` with two fds attached (SCM_RIGHTS).
-fn send_with_fds(stream: &UnixStream, header: &[u32; 3], fds: [i32; 2]) -> io::Result<()> {
+fn send_with_fds(stream: &UnixStream, header: &[u32; 5], fds: [i32; 2]) -> io::Result<()> {
     const FDS_LEN: usize = 2 * std::mem::size_of::<i32>();
     // u64 elements keep the control buffer aligned for cmsghdr.
     let mut control = [0u64; 8];
@@ -530,7 +730,7 @@ mod tests {
     /// job's start makes a new one.
     #[test]
     fn stopped_servers_exit_and_start_again_when_asked() {
-        let servers = ForkServers::new(false);
+        let servers = ForkServers::new(false, true);
         let cwd = std::env::current_dir().unwrap();
         servers.start_early("clang-22", &cwd);
         let started = idle_pids(&servers);

@@ -5,8 +5,9 @@
 //! link ([`link`]: its work directory, the thin link of [`thinlink`], the final link) -> job
 //! plan ([`plan`], or lld's DTLTO job file in [`dtlto`]; one job constructor in [`job`], with
 //! [`flags`]) -> the back-end phase ([`backend`]: cache and build log through [`runner`],
-//! executors in [`exec`] and [`remote`]) -> report ([`report`], fed by [`events`]). [`driver`]
-//! chains them.
+//! executors in [`exec`], with compiler fork servers and their cc1 workers in [`forkserver`]
+//! fed cc1 commands by [`cc1`], and [`remote`]) -> report ([`report`], fed by [`events`]).
+//! [`driver`] chains them.
 //!
 //! Public are the modules the binary and the tests use; the rest is the
 //! crate's own.
@@ -15,6 +16,7 @@ pub(crate) mod backend;
 pub mod buildlog;
 pub mod cache;
 pub mod cc;
+pub(crate) mod cc1;
 pub(crate) mod cmdline;
 pub mod config;
 pub mod driver;

@@ -234,6 +234,16 @@ struct RunOptions {
     keep_work: bool,
     #[command(flatten)]
     fork_server: ForkServerOption,
+    /// Run no back end in a cc1 worker (a fork server's child that compiles job after job of
+    /// one flag set through clang's cc1_main); each is then a forked driver
+    /// (THINDIST_CC1_WORKERS=0 does the same).
+    #[arg(
+        long = "no-cc1-workers",
+        env = "THINDIST_CC1_WORKERS",
+        action = clap::ArgAction::SetFalse,
+        value_parser = BoolishValueParser::new()
+    )]
+    cc1_workers: bool,
 }
 
 /// Whether compiles fork from a compiler fork server (the local executor's and the worker's).
@@ -502,7 +512,11 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let local = LocalExecutor::new(options.fork_server.enabled, options.verbose);
+    let local = LocalExecutor::new(
+        options.fork_server.enabled,
+        options.cc1_workers,
+        options.verbose,
+    );
     // Unchanged inputs are known by their stat across runs, through the cache's digest memo.
     let memo_dir = (settings.cache.as_ref()).and_then(|c| DiskCache::open(c).ok());
     let digests = Arc::new(memo_dir.map_or_else(Digests::default, |c| Digests::with_memo(c.dir())));

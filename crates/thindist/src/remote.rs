@@ -345,7 +345,7 @@ impl thindist_reapi::worker::CommandRunner for ForkServerRunner {
         cwd: &Path,
         env: &[(String, String)],
     ) -> Option<std::io::Result<thindist_reapi::worker::CommandOutput>> {
-        let result = self.0.run_in_env(arguments, cwd, Some(env))?;
+        let result = self.0.run_in_env(arguments, cwd, env)?;
         // A fork's stdout and stderr arrive as one text; compilers write to stderr.
         Some(
             result.map(|(status, output)| {
@@ -363,7 +363,7 @@ pub fn run_worker(
     verbose: bool,
 ) -> Result<()> {
     if fork_server {
-        let servers = crate::forkserver::ForkServers::new(verbose);
+        let servers = crate::forkserver::ForkServers::new(verbose, false);
         config.runner = Some(Arc::new(ForkServerRunner(servers)));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -428,14 +428,25 @@ fn truncated_or_missing_shard_is_reported() {
 #[test]
 fn a_back_end_warning_is_shown() {
     let p = SmallProject::new(&[
-        ("a.c", "int f(int);\nint main(int c, char **v){(void)v; return f(c);}\n"),
+        (
+            "a.c",
+            "int f(int);\nint main(int c, char **v){(void)v; return f(c);}\n",
+        ),
         (
             "b.c",
             "int f(int x){ volatile int a[64]; a[x & 63] = x; return a[(x + 1) & 63]; }\n",
         ),
     ]);
     // The front end marks the function with the limit; the back end measures and warns.
-    let b = ["clang-22", "-O2", "-Wframe-larger-than=64", "-c", "b.c", "-o", "b.o"];
+    let b = [
+        "clang-22",
+        "-O2",
+        "-Wframe-larger-than=64",
+        "-c",
+        "b.c",
+        "-o",
+        "b.o",
+    ];
     p.compile_all(&b[1..3]);
     p.write_record("b.o", &b);
     let out = p.ld_clang(&["-o", "prog", "a.o", "b.o"]);

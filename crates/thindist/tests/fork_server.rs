@@ -1,6 +1,7 @@
-//! The compiler fork server: the same objects as processes, a child killed by a signal fails its
-//! job naming the signal, an interrupt stops forked children, and compilers that cannot host
-//! the server (turned off, a script) run as processes.
+//! The compiler fork server: the same objects as processes (with cc1 workers and without), a
+//! child or cc1 worker killed by SIGKILL fails its job naming the signal, a job whose cc1 worker
+//! crashes runs again as a forked driver, an interrupt stops forked children, and compilers
+//! that cannot host the server (turned off, a script) run as processes.
 
 mod util;
 
@@ -15,27 +16,46 @@ fn fork_server_objects_are_those_of_processes() {
     let p = many_modules(60);
     let objects = many_objects(60);
     let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
-    util::assert_fork_server_matches_processes(&p, &objects);
+    util::assert_fork_server_matches_processes(&p, &objects, true);
 }
 
-/// A module whose back end runs for seconds, so that a test can signal it while it runs.
-fn slow_project() -> SmallProject {
-    let big: String = (0..1500)
+/// C source of `n` functions whose back end takes about a second a thousand.
+fn slow_source(name: &str, n: usize) -> String {
+    (0..n)
         .map(|i| {
             format!(
-                "__attribute__((used)) int g{i}(int *a, int n) {{ int s = 0; for (int j = 0; j < n; j++) {{ s += a[j] * {} ^ (s >> 3); if (s & {}) s -= a[j + 1] * {i}; }} return s; }}\n",
+                "__attribute__((used)) int {name}{i}(int *a, int n) {{ int s = 0; for (int j = 0; j < n; j++) {{ s += a[j] * {} ^ (s >> 3); if (s & {}) s -= a[j + 1] * {i}; }} return s; }}\n",
                 i + 3,
                 i + 1
             )
         })
+        .collect()
+}
+
+/// Modules whose back ends run for seconds, so that a test can signal one while it runs:
+/// `(name, functions)`, and main.c, all with one flag set.
+fn slow_project(modules: &[(&str, usize)]) -> SmallProject {
+    let sources: Vec<(String, String)> = (modules.iter())
+        .map(|(name, n)| (format!("{name}.c"), slow_source(name, *n)))
         .collect();
-    let main = "int g0(int *, int); int main(int c, char **v) { (void)v; int a[9] = {0}; return g0(a, c) & 1; }\n";
-    let p = SmallProject::new(&[("big.c", &big), ("main.c", main)]);
+    let first = modules[0].0;
+    let main = format!("int {first}0(int *, int); int main(int c, char **v) {{ (void)v; int a[9] = {{0}}; return {first}0(a, c) & 1; }}\n");
+    let mut files: Vec<(&str, &str)> = (sources.iter())
+        .map(|(f, s)| (f.as_str(), s.as_str()))
+        .collect();
+    files.push(("main.c", &main));
+    let p = SmallProject::new(&files);
     p.compile_all(&["-O2"]);
     p
 }
 
-fn start_slow_link(p: &SmallProject) -> Child {
+/// One slow module, big.o, which runs as a forked driver (a flag set's first job).
+fn big_project() -> SmallProject {
+    slow_project(&[("big", 1500)])
+}
+
+/// Links main.o and `modules` one job at a time (largest first), verbose.
+fn start_slow_link(p: &SmallProject, modules: &[&str]) -> Child {
     p.cmd(thindist())
         .args(["ld", "-v", "-j1", "--no-cache", "--"])
         .args([
@@ -45,8 +65,8 @@ fn start_slow_link(p: &SmallProject) -> Child {
             "-o",
             "prog",
             "main.o",
-            "big.o",
         ])
+        .args(modules)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -63,9 +83,10 @@ fn parent_of(pid: i32) -> Option<i32> {
         .ok()
 }
 
-/// The back-end job of big.o as a forked child: a grandchild of thindist (the fork server is
-/// its child), whose command line shows the job's command as a process's would.
-fn wait_for_forked_job(thindist_pid: i32) -> i32 {
+/// The back-end job of `object` as a forked child or cc1 worker: a grandchild of thindist (the
+/// fork server is its child), whose command line shows the job's command as a process's would.
+fn wait_for_forked_job(thindist_pid: i32, object: &str) -> i32 {
+    let shown = format!("-c\0{object}\0");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         for entry in std::fs::read_dir("/proc").unwrap() {
@@ -74,13 +95,13 @@ fn wait_for_forked_job(thindist_pid: i32) -> i32 {
             };
             let grandchild = parent_of(pid).and_then(parent_of) == Some(thindist_pid);
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if grandchild && String::from_utf8_lossy(&cmdline).contains("-c\0big.o\0") {
+            if grandchild && String::from_utf8_lossy(&cmdline).contains(&shown) {
                 return pid;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "no forked back-end job of big.o appeared"
+            "no forked back-end job of {object} appeared"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -96,9 +117,9 @@ fn gone(pid: i32) -> bool {
 
 #[test]
 fn a_forked_compiler_killed_by_a_signal_fails_its_job_naming_it() {
-    let p = slow_project();
-    let link = start_slow_link(&p);
-    let job = wait_for_forked_job(link.id() as i32);
+    let p = big_project();
+    let link = start_slow_link(&p, &["big.o"]);
+    let job = wait_for_forked_job(link.id() as i32, "big.o");
     // SIGKILL, not SIGSEGV: clang catches SIGSEGV (its crash handler prints a stack dump and
     // may write a reproducer and exit 1, as a process does); nothing catches SIGKILL.
     // SAFETY: a signal to the forked compiler this test found running.
@@ -115,9 +136,9 @@ fn a_forked_compiler_killed_by_a_signal_fails_its_job_naming_it() {
 
 #[test]
 fn an_interrupt_stops_forked_compilers() {
-    let p = slow_project();
-    let mut link = start_slow_link(&p);
-    let job = wait_for_forked_job(link.id() as i32);
+    let p = big_project();
+    let mut link = start_slow_link(&p, &["big.o"]);
+    let job = wait_for_forked_job(link.id() as i32, "big.o");
     // SAFETY: Ctrl-C to the thindist this test started.
     unsafe { libc::kill(link.id() as i32, libc::SIGINT) };
     let status = link.wait().unwrap();
@@ -131,6 +152,124 @@ fn an_interrupt_stops_forked_compilers() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!p.path("prog").exists());
+}
+
+/// Three slow modules of one flag set: one job at a time, the third (w3.o) runs in a cc1
+/// worker; the link signals that worker while it compiles w3.o.
+fn signal_cc1_worker(signal: i32) -> (SmallProject, std::process::Output) {
+    let p = slow_project(&[("w1", 1400), ("w2", 1300), ("w3", 1200)]);
+    let link = start_slow_link(&p, &["w1.o", "w2.o", "w3.o"]);
+    let worker = wait_for_forked_job(link.id() as i32, "w3.o");
+    // SAFETY: a signal to the cc1 worker this test found running.
+    unsafe { libc::kill(worker, signal) };
+    let out = link.wait_with_output().unwrap();
+    (p, out)
+}
+
+#[test]
+fn a_job_whose_cc1_worker_crashes_runs_again_as_a_forked_driver() {
+    let (p, out) = signal_cc1_worker(libc::SIGSEGV);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("thindist: cc1 workers for "), "{err}");
+    assert!(
+        err.contains("thindist: the cc1 worker compiling w3.o died (signal: 11 (SIGSEGV)")
+            && err.contains("compiling it again as a forked driver"),
+        "{err}"
+    );
+    assert!(Command::new(p.path("prog"))
+        .status()
+        .unwrap()
+        .code()
+        .is_some());
+}
+
+#[test]
+fn a_cc1_worker_killed_by_sigkill_fails_its_job_naming_it() {
+    let (p, out) = signal_cc1_worker(libc::SIGKILL);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("back-end compile of w3.o failed: compiler exited with signal: 9 (SIGKILL)"),
+        "{err}"
+    );
+    assert!(!p.path("prog").exists());
+}
+
+/// A job's diagnostics and failure read the same from a cc1 worker as from a forked driver:
+/// back-end warnings (a stack frame over `-Wframe-larger-than`), and the same made errors.
+#[test]
+fn cc1_workers_report_what_forked_drivers_report() {
+    let n = 6;
+    let mut files: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("s{i}.c"), format!("int s{i}(int x) {{ volatile int a[64]; a[x & 63] = x; return a[(x + {i}) & 63]; }}\n")))
+        .collect();
+    let calls: String = (0..n).map(|i| format!("+ s{i}(c)")).collect();
+    let decls: String = (0..n).map(|i| format!("int s{i}(int);")).collect();
+    files.push((
+        "main.c".into(),
+        format!("{decls}\nint main(int c, char **v) {{ (void)v; return (0 {calls}) & 1; }}\n"),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let p = SmallProject::new(&refs);
+    let objects: Vec<String> = (0..n).map(|i| format!("s{i}.o")).collect();
+    let main = p
+        .cmd(thindist())
+        .args(["cc", "--", "clang-22", "-O2", "-flto=thin", "-c", "main.c"])
+        .status()
+        .unwrap();
+    assert!(main.success());
+    for werror in [false, true] {
+        for i in 0..n {
+            let status = p
+                .cmd(thindist())
+                .args([
+                    "cc",
+                    "--",
+                    "clang-22",
+                    "-O2",
+                    "-flto=thin",
+                    "-Wframe-larger-than=64",
+                ])
+                .args(werror.then_some("-Werror=frame-larger-than"))
+                .args(["-c", &format!("s{i}.c"), "-o", &format!("s{i}.o")])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let link = |env: &[(&str, &str)]| {
+            let out = p
+                .cmd(thindist())
+                .envs(env.iter().copied())
+                .args(["ld", "-j1", "--no-cache", "--keep-going", "--"])
+                .args([
+                    "clang-22",
+                    "-fuse-ld=lld",
+                    "-flto=thin",
+                    "-o",
+                    "prog",
+                    "main.o",
+                ])
+                .args(&objects)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            // All but the summary, whose times differ.
+            let err: Vec<&str> = (err.lines())
+                .filter(|l| !l.starts_with("thindist: 7 modules in "))
+                .collect();
+            (out.status.success(), err.join("\n"))
+        };
+        let in_workers = link(&[]);
+        let forked = link(&[("THINDIST_CC1_WORKERS", "0")]);
+        assert_eq!(in_workers, forked);
+        let (succeeded, err) = in_workers;
+        assert_eq!(succeeded, !werror, "{err}");
+        assert_eq!(err.matches("stack frame size (").count(), n, "{err}");
+    }
 }
 
 fn link_verbose(p: &SmallProject, options: &[&str], env: &[(&str, &str)]) -> String {

@@ -132,7 +132,46 @@ fn fork_server_objects_are_those_of_processes() {
     compile(&p, &[thindist(), "cc", "--"]);
     let objects: Vec<String> = FILES.iter().map(|(s, _)| s.replace(".c", ".o")).collect();
     let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
-    util::assert_fork_server_matches_processes(&p, &objects);
+    util::assert_fork_server_matches_processes(&p, &objects, false);
+}
+
+/// Two flag sets whose jobs alternate, one with a global LLVM option (`-mllvm`), which a cc1
+/// worker keeps set once parsed: each set's jobs still get exactly their own options, as
+/// processes do (a server's worker is replaced when the flag set changes).
+#[test]
+fn cc1_workers_keep_each_flag_sets_global_options_to_its_jobs() {
+    let n = 12;
+    let p = util::many_modules(n);
+    let aligned = ["-mllvm", "-align-all-functions=7"];
+    for i in 0..n {
+        let (source, object) = (format!("m{i}.c"), format!("m{i}.o"));
+        let status = Command::new(thindist())
+            .args(["cc", "--", "clang-22", "-O2"])
+            .args(if i % 2 == 1 { &aligned[..] } else { &[] })
+            .args(["-flto=thin", "-c", &source, "-o", &object])
+            .current_dir(p.dir())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let objects = util::many_objects(n);
+    let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
+    util::assert_fork_server_matches_processes(&p, &objects, true);
+    // The option reached its own jobs only: 128-byte function alignment in odd modules.
+    let link = Command::new(thindist())
+        .args(["ld", "--no-cache", "--keep-natives", "--"])
+        .args(["clang-22", "-fuse-ld=lld", "-flto=thin", "-o", "prog"])
+        .args(&objects)
+        .current_dir(p.dir())
+        .status()
+        .unwrap();
+    assert!(link.success());
+    for i in 0..2 {
+        let text = sections(&p, &format!("m{i}.thinlto-native.o"));
+        let line = text.lines().find(|l| l.contains(" .text")).unwrap();
+        let alignment = line.split_whitespace().last().unwrap();
+        assert_eq!(alignment, if i == 1 { "128" } else { "16" }, "{text}");
+    }
 }
 
 #[test]

@@ -271,13 +271,15 @@ pub fn max_parallel_jobs(trace: &Path) -> usize {
 }
 
 /// Links `objects` (`thindist ld -- clang-22 ... -o prog`, no cache, natives kept) through the
-/// compiler fork server and again as processes, and asserts that both wrote the same native
-/// objects and program, byte for byte.
-pub fn assert_fork_server_matches_processes(p: &SmallProject, objects: &[&str]) {
-    let link = |fork_server: &str| {
+/// compiler fork server with cc1 workers, through it with forked drivers only, and as
+/// processes, and asserts that all three wrote the same native objects and program, byte for
+/// byte; and that cc1 workers ran back ends when `cc1_workers` says they must (a flag set's
+/// jobs go to them from its third job on).
+pub fn assert_fork_server_matches_processes(p: &SmallProject, objects: &[&str], cc1_workers: bool) {
+    let link = |env: &[(&str, &str)]| {
         let out = p
             .cmd(thindist())
-            .env("THINDIST_FORK_SERVER", fork_server)
+            .envs(env.iter().copied())
             .args(["ld", "-v", "-j2", "--no-cache", "--keep-natives", "--"])
             .args(["clang-22", "-fuse-ld=lld", "-flto=thin", "-o", "prog"])
             .args(objects)
@@ -300,18 +302,31 @@ pub fn assert_fork_server_matches_processes(p: &SmallProject, objects: &[&str]) 
         }
         (outputs, err)
     };
-    let (forked, err) = link("1");
+    let (in_workers, err) = link(&[]);
     assert!(err.contains("thindist: fork server for "), "{err}");
-    let (processes, err) = link("0");
+    assert_eq!(
+        err.contains("thindist: cc1 workers for "),
+        cc1_workers,
+        "{err}"
+    );
+    let (forked, err) = link(&[("THINDIST_CC1_WORKERS", "0")]);
+    assert!(!err.contains("cc1 workers for"), "{err}");
+    let (processes, err) = link(&[("THINDIST_FORK_SERVER", "0")]);
     assert!(err.contains("fork server off"), "{err}");
     assert_eq!(forked.len(), objects.len() + 1, "{forked:?}");
     let names =
         |outputs: &[(PathBuf, Vec<u8>)]| outputs.iter().map(|o| o.0.clone()).collect::<Vec<_>>();
     assert_eq!(names(&forked), names(&processes));
-    for ((name, a), (_, b)) in forked.iter().zip(&processes) {
+    assert_eq!(names(&in_workers), names(&processes));
+    for (((name, a), (_, b)), (_, c)) in forked.iter().zip(&processes).zip(&in_workers) {
         assert!(
             a == b,
-            "{} differs between fork server and processes",
+            "{} differs between forked drivers and processes",
+            name.display()
+        );
+        assert!(
+            c == b,
+            "{} differs between cc1 workers and processes",
             name.display()
         );
     }

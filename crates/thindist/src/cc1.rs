@@ -1,0 +1,382 @@
+//! The `-cc1` command of a back-end job, for a fork server's cc1 worker
+//! (`preload/forkserver.c`), which runs job after job in one process through clang's own
+//! `cc1_main` and so needs the command the driver would run, not the driver's.
+//!
+//! The driver is asked once (`-###`, a dry run) for a job of a flag set, and its cc1 command
+//! becomes a template: the same command with that job's own files (module, summary shard,
+//! native object, the module's file name) as slots, which any job of the same flag set fills
+//! with its own. Nothing else in the command may name those files, so that no argument the
+//! driver derived from them (a split-DWARF file, say) could be copied from one job into
+//! another; a second job's dry run is compared with its filled template before the flag set's
+//! jobs are trusted to it.
+
+use crate::job::BackendJob;
+use std::path::Path;
+
+/// The files of one back-end job, as its command names them.
+pub struct JobFiles<'a> {
+    module: &'a str,
+    module_name: &'a str,
+    index_arg: String,
+    shard: &'a str,
+    native: &'a str,
+    native_stem: &'a str,
+}
+
+impl<'a> JobFiles<'a> {
+    pub fn of(job: &'a BackendJob) -> Option<JobFiles<'a>> {
+        let module = job.module.to_str()?;
+        let shard = job.shard.to_str()?;
+        let native = job.native.to_str()?;
+        Some(JobFiles {
+            module,
+            module_name: Path::new(module).file_name()?.to_str()?,
+            index_arg: format!("-fthinlto-index={shard}"),
+            shard,
+            native,
+            native_stem: native.rsplit_once('.').map_or(native, |(stem, _)| stem),
+        })
+    }
+
+    /// Whether `arg` names one of the job's files, or the native object's stem, anywhere in it.
+    fn named_in(&self, arg: &str) -> bool {
+        [self.module, self.module_name, self.shard, self.native_stem]
+            .iter()
+            .any(|file| arg.contains(file))
+    }
+}
+
+/// The driver command of a job with its own files replaced by markers: jobs with the same key
+/// differ in nothing else. `None` when the command names them anywhere but in the places
+/// thindist puts them (`-fthinlto-index=SHARD`, `-o NATIVE`, the module as an argument).
+pub fn driver_key(command: &[String], files: &JobFiles) -> Option<String> {
+    let mut key = String::new();
+    let mut slots = [0; 3];
+    for (i, arg) in command.iter().enumerate() {
+        let after_o = i > 0 && command[i - 1] == "-o";
+        let (piece, slot) = if i > 0 && *arg == files.module {
+            ("\0module", 0)
+        } else if *arg == files.index_arg {
+            ("\0index", 1)
+        } else if after_o && arg == files.native {
+            ("\0native", 2)
+        } else if i > 0 && files.named_in(arg) {
+            return None;
+        } else {
+            (arg.as_str(), usize::MAX)
+        };
+        if let Some(count) = slots.get_mut(slot) {
+            *count += 1;
+        }
+        key.push_str(piece);
+        key.push('\0');
+    }
+    (slots == [1, 1, 1]).then_some(key)
+}
+
+#[derive(Debug, PartialEq)]
+enum Piece {
+    Literal(String),
+    Module,
+    ModuleName,
+    Index,
+    Native,
+}
+
+/// A cc1 command with slots for a job's own files.
+#[derive(Debug)]
+pub struct Cc1Template(Vec<Piece>);
+
+impl Cc1Template {
+    /// The template of the driver's dry run `output` (its `-###` output) of the job whose files
+    /// are `files`; `None` unless the driver would run exactly one cc1 command, said nothing
+    /// (no warning, no error), and the command names the job's files only in its slots.
+    pub fn from_dry_run(output: &str, files: &JobFiles) -> Option<Cc1Template> {
+        let mut commands = dry_run_commands(output)?;
+        if commands.len() != 1 || commands[0].get(1).map(String::as_str) != Some("-cc1") {
+            return None;
+        }
+        let command = commands.pop()?;
+        let mut pieces = Vec::with_capacity(command.len());
+        let mut previous: Option<&str> = None;
+        for arg in &command {
+            let piece = if arg == "-disable-free" {
+                // A worker must free each job's memory for the next; output is the same.
+                None
+            } else if *arg == files.index_arg {
+                Some(Piece::Index)
+            } else if previous == Some("-o") && arg == files.native {
+                Some(Piece::Native)
+            } else if previous == Some("-main-file-name") && arg == files.module_name {
+                Some(Piece::ModuleName)
+            } else if arg == files.module {
+                Some(Piece::Module)
+            } else if files.named_in(arg) || arg.contains(files.native) {
+                return None;
+            } else {
+                Some(Piece::Literal(arg.clone()))
+            };
+            pieces.extend(piece);
+            previous = Some(arg);
+        }
+        let count = |slot: Piece| pieces.iter().filter(|p| **p == slot).count();
+        let slots = [
+            count(Piece::Module),
+            count(Piece::Index),
+            count(Piece::Native),
+            count(Piece::ModuleName),
+        ];
+        (slots[..3] == [1, 1, 1] && slots[3] <= 1).then_some(Cc1Template(pieces))
+    }
+
+    /// The cc1 command of the job whose files are `files`.
+    pub fn command(&self, files: &JobFiles) -> Vec<String> {
+        (self.0.iter())
+            .map(|piece| match piece {
+                Piece::Literal(arg) => arg.clone(),
+                Piece::Module => files.module.to_string(),
+                Piece::ModuleName => files.module_name.to_string(),
+                Piece::Index => files.index_arg.clone(),
+                Piece::Native => files.native.to_string(),
+            })
+            .collect()
+    }
+
+    /// Whether the driver's dry run `output` for the job whose files are `files` gives the
+    /// command this template gives it.
+    pub fn matches_dry_run(&self, output: &str, files: &JobFiles) -> bool {
+        let Some(commands) = dry_run_commands(output) else {
+            return false;
+        };
+        let expected = self.command(files);
+        let mut commands = commands.into_iter();
+        let (Some(mut command), None) = (commands.next(), commands.next()) else {
+            return false;
+        };
+        command.retain(|arg| arg != "-disable-free");
+        command == expected
+    }
+}
+
+/// The commands a clang driver's `-###` output lists, each argument in double quotes with `"`,
+/// `\` and `$` escaped by a backslash, one command a line after a space. `None` if a line that
+/// is no command is a diagnostic, or a command line is malformed.
+pub fn dry_run_commands(output: &str) -> Option<Vec<Vec<String>>> {
+    let mut commands = Vec::new();
+    let mut rest = output;
+    while !rest.is_empty() {
+        if rest.starts_with(" \"") {
+            let (command, after) = parse_command(rest)?;
+            commands.push(command);
+            rest = after;
+        } else {
+            let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
+            let diagnostic = ["error:", "warning:", "note:", "remark:"]
+                .iter()
+                .any(|kind| line.contains(kind));
+            if diagnostic {
+                return None;
+            }
+            rest = after;
+        }
+    }
+    Some(commands)
+}
+
+/// One command line of `-###` output, and the text after it.
+fn parse_command(text: &str) -> Option<(Vec<String>, &str)> {
+    let bytes = text.as_bytes();
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        match (bytes.get(i), bytes.get(i + 1)) {
+            (Some(b' '), Some(b'"')) => {
+                i += 2;
+                let mut arg = Vec::new();
+                loop {
+                    match *bytes.get(i)? {
+                        b'\\' => {
+                            arg.push(*bytes.get(i + 1)?);
+                            i += 2;
+                        }
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        byte => {
+                            arg.push(byte);
+                            i += 1;
+                        }
+                    }
+                }
+                args.push(String::from_utf8(arg).ok()?);
+            }
+            (None, _) => return Some((args, "")),
+            (Some(b'\n'), _) => return Some((args, &text[i + 1..])),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::FlagsSource;
+    use proptest::prelude::*;
+    use std::path::PathBuf;
+
+    /// An argument as clang's driver prints it for `-###`.
+    fn printed(arg: &str) -> String {
+        let mut out = String::from(" \"");
+        for c in arg.chars() {
+            if matches!(c, '"' | '\\' | '$') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    }
+
+    fn printed_command(args: &[&str]) -> String {
+        args.iter().map(|a| printed(a)).collect::<String>() + "\n"
+    }
+
+    fn job(module: &str, shard: &str, native: &str) -> BackendJob {
+        BackendJob {
+            module: module.into(),
+            shard: shard.into(),
+            imports: Vec::new(),
+            extra_inputs: Vec::new(),
+            native: native.into(),
+            published: None,
+            label: None,
+            command: [
+                "clang-22",
+                "-O2",
+                "-x",
+                "ir",
+                "-fno-lto",
+                &format!("-fthinlto-index={shard}"),
+                "-c",
+                module,
+                "-o",
+                native,
+            ]
+            .map(String::from)
+            .to_vec(),
+            cwd: PathBuf::from("/build"),
+            flags_source: FlagsSource::LinkDerived,
+            size: 0,
+        }
+    }
+
+    fn dry_run(module: &str, shard: &str, native: &str, extra: &[&str]) -> String {
+        let name = Path::new(module).file_name().unwrap().to_str().unwrap();
+        let index = format!("-fthinlto-index={shard}");
+        let mut args = vec![
+            "/usr/lib/llvm-22/bin/clang",
+            "-cc1",
+            "-triple",
+            "x86_64-unknown-linux-gnu",
+            "-emit-obj",
+            &index,
+            "-disable-free",
+            "-main-file-name",
+            name,
+            "-O2",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", native, "-x", "ir", module]);
+        format!(
+            "Debian clang version 22.1.8\nTarget: x86_64-pc-linux-gnu\nThread model: posix\n\
+             InstalledDir: /usr/lib/llvm-22/bin\n (in-process)\n{}",
+            printed_command(&args)
+        )
+    }
+
+    #[test]
+    fn a_template_gives_each_job_its_own_files() {
+        let first = job("a/one.o", "/w/a/one.o.thinlto.bc", "/w/a/one.o.native.o");
+        let first_files = JobFiles::of(&first).unwrap();
+        let output = dry_run(
+            "a/one.o",
+            "/w/a/one.o.thinlto.bc",
+            "/w/a/one.o.native.o",
+            &[],
+        );
+        let template = Cc1Template::from_dry_run(&output, &first_files).unwrap();
+        let second = job("b/two.o", "/w/b/two.o.thinlto.bc", "/w/b/two.o.native.o");
+        let second_files = JobFiles::of(&second).unwrap();
+        assert_eq!(
+            driver_key(&first.command, &first_files),
+            driver_key(&second.command, &second_files)
+        );
+        let expected = dry_run(
+            "b/two.o",
+            "/w/b/two.o.thinlto.bc",
+            "/w/b/two.o.native.o",
+            &[],
+        );
+        assert!(template.matches_dry_run(&expected, &second_files));
+        let command = template.command(&second_files);
+        assert!(!command.iter().any(|a| a == "-disable-free"));
+        assert_eq!(command[command.len() - 1], "b/two.o");
+        assert!(command
+            .windows(2)
+            .any(|w| w == ["-main-file-name", "two.o"]));
+        assert!(command
+            .windows(2)
+            .any(|w| w == ["-o", "/w/b/two.o.native.o"]));
+    }
+
+    #[test]
+    fn no_template_when_the_driver_derives_more_from_a_job_or_says_something() {
+        let j = job("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o");
+        let files = JobFiles::of(&j).unwrap();
+        let split = dry_run(
+            "one.o",
+            "/w/one.o.thinlto.bc",
+            "/w/one.o.native.o",
+            &["-split-dwarf-file", "/w/one.o.native.dwo"],
+        );
+        assert!(Cc1Template::from_dry_run(&split, &files).is_none());
+        let plain = dry_run("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o", &[]);
+        let warned = format!("clang: warning: argument unused during compilation: '-q'\n{plain}");
+        assert!(Cc1Template::from_dry_run(&warned, &files).is_none());
+        let two = format!("{plain}{}", printed_command(&["/usr/bin/as", "-o", "x.o"]));
+        assert!(Cc1Template::from_dry_run(&two, &files).is_none());
+        assert!(Cc1Template::from_dry_run(&plain, &files).is_some());
+    }
+
+    #[test]
+    fn no_key_when_a_command_names_a_jobs_files_elsewhere() {
+        let mut j = job("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o");
+        j.command
+            .insert(1, "-fprofile-sample-use=one.o.prof".into());
+        assert_eq!(driver_key(&j.command, &JobFiles::of(&j).unwrap()), None);
+    }
+
+    proptest! {
+        /// Whatever the arguments, `-###` output reads back as the commands printed.
+        #[test]
+        fn dry_run_commands_read_back_what_the_driver_prints(
+            commands in prop::collection::vec(
+                prop::collection::vec("[ -~\n\t]{0,12}", 1..6), 0..4),
+            header in "[A-Za-z0-9 ./()]{0,30}",
+        ) {
+            let mut output = format!("{header}\n");
+            for command in &commands {
+                let args: Vec<&str> = command.iter().map(String::as_str).collect();
+                output.push_str(&printed_command(&args));
+            }
+            prop_assert_eq!(dry_run_commands(&output), Some(commands));
+        }
+
+        /// Malformed output is refused or read without a panic.
+        #[test]
+        fn dry_run_commands_take_any_text(text in "[ -~\n\"\\\\]{0,80}") {
+            let _ = dry_run_commands(&text);
+        }
+    }
+}
