@@ -1,5 +1,5 @@
 //! `--trace FILE`: the run as Chrome trace-event JSON (opens in Perfetto or chrome://tracing):
-//! the thin link, every job on the lane it ran in with its module, cache hit or miss and where
+//! the preparation before the thin link, the thin link, every job on the lane it ran in with its module, cache hit or miss and where
 //! it ran, and the final link.
 
 use crate::events::{Event, Reporter};
@@ -58,7 +58,13 @@ impl TraceWriter {
 impl Reporter for TraceWriter {
     fn on_event(&mut self, event: &Event) {
         match event {
-            Event::ThinLinkStarted { .. } => self.push("thin link", "B", 0, json!({})),
+            Event::ThinLinkStarted { .. } => {
+                // Everything before the thin link (the linker's command from the clang driver,
+                // the inputs, a look for an earlier identical link) as one span.
+                let dur = self.now_us();
+                self.events.push(json!({"name": "preparation", "cat": "thindist", "ph": "X", "ts": 0, "dur": dur, "pid": 1, "tid": 0, "args": {}}));
+                self.push("thin link", "B", 0, json!({}))
+            }
             Event::ThinLinkFinished { modules, .. } => {
                 self.push("thin link", "E", 0, json!({"modules": modules}))
             }

@@ -77,7 +77,10 @@ fn trace_has_every_job_and_adds_up_to_the_wall_time() {
         run_dur <= measured && run_dur > measured * 0.5,
         "run {run_dur}us, measured {measured}us"
     );
-    // Thin link, back ends (first start to last end) and final link add up to the run.
+    // Preparation, thin link, back ends (first start to last end) and final link add up to
+    // the run.
+    let preparation = events.iter().find(|e| e["name"] == "preparation").unwrap();
+    let preparation = preparation["dur"].as_f64().unwrap();
     let span = |name: &str| {
         spans
             .iter()
@@ -87,7 +90,7 @@ fn trace_has_every_job_and_adds_up_to_the_wall_time() {
     };
     let first = jobs.iter().map(|j| j.1).fold(f64::MAX, f64::min);
     let last = jobs.iter().map(|j| j.2).fold(0.0, f64::max);
-    let stages = span("thin link") + (last - first) + span("final link");
+    let stages = preparation + span("thin link") + (last - first) + span("final link");
     assert!(
         stages <= run_dur && stages > run_dur * 0.8,
         "stages {stages}us of run {run_dur}us"
