@@ -16,7 +16,9 @@ use crate::plan::{self, KeepNatives};
 use crate::relink::Relink;
 use crate::report::{warn_about_flags, ExtraReporters, Session};
 use anyhow::{Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 /// Settings of one distributed link.
 pub struct LdSettings {
@@ -110,24 +112,41 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
 
     // The thin link keeps one core busy: meanwhile the back-end phase opens the cache and
     // reads the build log, every module's saved flags are looked up for the plan (which
-    // reports their problems, from the memo), and the executor starts on their compilers.
+    // reports their problems, from the memo), and the executor gets ready for each flag set
+    // (its compiler's fork server, its cc1 template).
     let output = link.output();
+    let thin_link_done = std::sync::atomic::AtomicBool::new(false);
     let (thin_linked, (backends, sources)) = std::thread::scope(|scope| {
         let ready = scope.spawn(|| {
             let backends = run.backend_phase(&output);
             let sources = backends.with_records(sources);
             let mut builder = plan::job_builder(&sources, &cwd, &codegen);
-            let compilers: std::collections::BTreeSet<String> = (link.prepared())
-                .bitcode_modules()
-                .iter()
-                .filter_map(|(module, _)| Some(builder.command_prefix(module).ok()?.0.remove(0)))
-                .collect();
-            for compiler in &compilers {
-                run.executor.start_early(compiler, &cwd);
+            let modules = link.prepared().bitcode_modules();
+            let mut flag_sets: BTreeMap<Vec<String>, Vec<&Path>> = BTreeMap::new();
+            for (module, _) in &modules {
+                if let Ok((prefix, _)) = builder.command_prefix(module) {
+                    flag_sets.entry(prefix).or_default().push(module);
+                }
+            }
+            // Largest first; a template costs two dry runs of the compiler, which the first
+            // jobs would otherwise wait for, but the first job must not wait for them either:
+            // the sets the thin link leaves no time for get theirs from their own jobs.
+            let mut flag_sets: Vec<Vec<&Path>> = flag_sets.into_values().collect();
+            flag_sets.sort_by_key(|modules| std::cmp::Reverse(modules.len()));
+            for modules in &flag_sets {
+                // A sample's dry run reads its module.
+                let samples: Vec<_> = (modules.iter())
+                    .filter(|m| cwd.join(m).is_file())
+                    .take(2)
+                    .filter_map(|m| plan::sample_job(&mut builder, m, link.work_dir()).ok())
+                    .collect();
+                run.executor
+                    .start_early(&samples, modules.len() >= 3, &thin_link_done);
             }
             (backends, sources)
         });
         let thin_linked = link.thin_link(&mut session);
+        thin_link_done.store(true, Ordering::Relaxed);
         (thin_linked, join_or_resume(ready))
     });
     let thin_linked = thin_linked?;

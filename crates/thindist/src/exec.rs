@@ -22,10 +22,13 @@ pub trait Executor: Sync {
     /// The iterator is lazy: an executor with nothing to prepare costs nothing.
     fn prepare(&self, _jobs: &mut dyn Iterator<Item = &BackendJob>) {}
 
-    /// Gets ready to run `program` (a job's compiler, as its command names it, in `cwd`)
-    /// before the first job asks, while the thin link leaves a core idle: a local executor
-    /// starts the compiler's fork server.
-    fn start_early(&self, _program: &str, _cwd: &Path) {}
+    /// Gets ready to run the jobs of a flag set before the first job asks, while the thin link
+    /// leaves a core idle; `samples` are one or two of its jobs (see [`crate::plan::sample_job`]),
+    /// and `many` says whether the set has three jobs or more. A local executor starts the
+    /// compiler's fork server and, for a set of many, derives and checks its cc1 template from
+    /// the two samples, unless `thin_link_done` is set by then: the first job must not wait
+    /// for that.
+    fn start_early(&self, _samples: &[BackendJob], _many: bool, _thin_link_done: &AtomicBool) {}
 
     /// No more jobs come: a local executor stops its fork servers now, beside the final link,
     /// rather than at the run's end (each server's exit takes a few milliseconds).
@@ -207,9 +210,9 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn start_early(&self, program: &str, cwd: &Path) {
+    fn start_early(&self, samples: &[BackendJob], many: bool, thin_link_done: &AtomicBool) {
         if let Some(servers) = &self.fork_servers {
-            servers.start_early(program, cwd);
+            servers.start_early(samples, many, thin_link_done);
         }
     }
 

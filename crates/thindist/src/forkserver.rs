@@ -35,6 +35,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -318,18 +319,36 @@ impl ForkServers {
         }
     }
 
-    /// Starts a server for `program` (as a job's command names it, run in `cwd`) if it has
-    /// none yet, so that the first job does not wait for the compiler's start-up.
-    pub fn start_early(&self, program: &str, cwd: &Path) {
-        let Some(compiler) = resolve(program, cwd, std::env::var_os("PATH")) else {
+    /// Starts a server for the compiler of a flag set's `samples` (one or two of its jobs) if
+    /// it has none yet, so that the first job does not wait for the compiler's start-up; and
+    /// for a flag set of `many` jobs, takes the samples through what its first three jobs would
+    /// do for its cc1 template (seen, derived, checked), so that all its jobs can go to cc1
+    /// workers; but no step once `thin_link_done` is set (the flag set's jobs take the rest).
+    pub fn start_early(&self, samples: &[BackendJob], many: bool, thin_link_done: &AtomicBool) {
+        let Some(first) = samples.first() else {
             return;
         };
-        if self.compilers.lock().unwrap().contains_key(&compiler) {
+        let Some(compiler) = resolve(&first.command[0], &first.cwd, std::env::var_os("PATH"))
+        else {
+            return;
+        };
+        let started = self.compilers.lock().unwrap().contains_key(&compiler);
+        let sets_template = many && samples.len() >= 2 && self.cc1_workers;
+        if started && !sets_template {
             return;
         }
-        if let Some(server) = self.take(&compiler) {
-            self.give_back(&compiler, server);
+        let Some(mut server) = self.take(&compiler) else {
+            return;
+        };
+        if sets_template && server.cc1 {
+            for job in [first, first, &samples[1]] {
+                if thin_link_done.load(Ordering::Relaxed) {
+                    break;
+                }
+                self.cc1_command(&mut server, &compiler, job);
+            }
         }
+        self.give_back(&compiler, server);
     }
 
     /// Stops every idle server; a job that comes later starts one again. They are taken out
@@ -732,14 +751,15 @@ mod tests {
     fn stopped_servers_exit_and_start_again_when_asked() {
         let servers = ForkServers::new(false, true);
         let cwd = std::env::current_dir().unwrap();
-        servers.start_early("clang-22", &cwd);
+        let compiler = resolve("clang-22", &cwd, std::env::var_os("PATH")).unwrap();
+        let server = servers.take(&compiler).expect("a server");
+        servers.give_back(&compiler, server);
         let started = idle_pids(&servers);
         assert_eq!(started.len(), 1, "clang-22 has a fork server");
         servers.stop();
         assert!(idle_pids(&servers).is_empty());
         assert!(!Path::new(&format!("/proc/{}", started[0])).exists());
         // As a job takes one and gives it back.
-        let compiler = resolve("clang-22", &cwd, std::env::var_os("PATH")).unwrap();
         let server = servers.take(&compiler).expect("a new server");
         servers.give_back(&compiler, server);
         let again = idle_pids(&servers);

@@ -69,6 +69,33 @@ pub fn job_builder<'a>(
     JobBuilder::new(sources, cwd, derived, codegen.all_jobs.clone(), mode)
 }
 
+/// A job's files, and its own arguments that name them.
+fn job_files(module: &Path, shard: PathBuf, imports: Vec<PathBuf>, native: PathBuf) -> JobFiles {
+    let args = vec![
+        format!("-fthinlto-index={}", shard.display()),
+        "-c".to_string(),
+        module.to_string_lossy().into_owned(),
+        "-o".to_string(),
+        native.to_string_lossy().into_owned(),
+    ];
+    JobFiles {
+        module: module.to_path_buf(),
+        shard,
+        imports,
+        native,
+        args,
+    }
+}
+
+/// Before the thin link: `module`'s job as the plan will make it, with the files it will have
+/// named in the same form (shard and native object in `work_dir`), though not the same names.
+/// An executor can get ready with its command (see [`crate::exec::Executor::start_early`]).
+pub fn sample_job(builder: &mut JobBuilder, module: &Path, work_dir: &Path) -> Result<BackendJob> {
+    let shard = thinlink::shard_path(work_dir, module);
+    let native = thinlink::native_path(work_dir, module);
+    builder.job(job_files(module, shard, Vec::new(), native))
+}
+
 /// One job per module the thin link listed, run in `cwd`, with the link's code-generation
 /// options; `labels` names members extracted from regular archives.
 pub fn plan(
@@ -93,20 +120,7 @@ pub fn plan(
         }
         let imports = thinlink::read_imports(&cwd.join(thinlink::imports_path(index_dir, module)))?;
         let native = thinlink::native_path(work_dir, module);
-        let args = vec![
-            format!("-fthinlto-index={}", shard.display()),
-            "-c".to_string(),
-            module.to_string_lossy().into_owned(),
-            "-o".to_string(),
-            native.to_string_lossy().into_owned(),
-        ];
-        let mut job = builder.job(JobFiles {
-            module: module.clone(),
-            shard,
-            imports,
-            native,
-            args,
-        })?;
+        let mut job = builder.job(job_files(module, shard, imports, native))?;
         job.published =
             publishes(keep, module, cwd, work_dir, &job.flags_source).then(|| native_name(module));
         job.label = labels.get(module).cloned();
