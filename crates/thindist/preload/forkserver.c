@@ -462,8 +462,12 @@ static int serve(int sock) {
     for (;;) {
         uint32_t header[HEADER_WORDS];
         int fds[2];
-        if (read_header(sock, header, fds) != 0)
-            _exit(0); /* thindist is gone or done */
+        if (read_header(sock, header, fds) != 0) {
+            /* thindist is gone or done. The worker is waited for, so that its CPU time counts
+             * as the server's, and the server's as thindist's once it waits. */
+            stop_worker();
+            _exit(0);
+        }
         char *payload = malloc(header[0] + 1);
         if (!payload || read_all(sock, payload, header[0]) != 0)
             _exit(1);

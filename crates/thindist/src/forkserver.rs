@@ -45,6 +45,9 @@ static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libthindist-fo
 /// runs with no arguments, fails and closes the socket at once; this only bounds one that hangs.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a server told to stop may take to stop its worker and exit before it is killed.
+const SERVER_EXIT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Room in a server's command line for each child to show its job's command (longer commands
 /// are cut short there; only ps and pgrep see this).
 const CMDLINE_SPACE: usize = 32 * 1024;
@@ -139,9 +142,20 @@ struct Request<'a> {
 }
 
 impl Drop for Server {
+    /// Closing its socket ends the server, which first stops its cc1 worker and waits for it:
+    /// the CPU time of the worker's jobs then counts in thindist's children's, as processes'
+    /// would (`time`, GNU make's accounting). One that does not end soon is killed.
     fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let deadline = std::time::Instant::now() + SERVER_EXIT_TIMEOUT;
+        while matches!(self.process.try_wait(), Ok(None)) {
+            if std::time::Instant::now() > deadline {
+                let _ = self.process.kill();
+                let _ = self.process.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 

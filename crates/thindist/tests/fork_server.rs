@@ -272,6 +272,58 @@ fn cc1_workers_report_what_forked_drivers_report() {
     }
 }
 
+/// The CPU time (user and system) of a command and the children it waited for, as `time`
+/// and make report it.
+fn cpu_time(command: &mut Command) -> Duration {
+    let child = command.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: wait4 on the child just spawned, with buffers this function owns.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(
+            libc::wait4(child.id() as i32, &mut status, 0, &mut usage),
+            child.id() as i32
+        );
+        usage
+    };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// The compiles a cc1 worker ran count in thindist's CPU time, as forked drivers' do: the
+/// worker is waited for when its server stops.
+#[test]
+fn cc1_workers_cpu_time_counts_as_thindists() {
+    // Modules whose compiles outweigh a process's start and end, which workers save.
+    let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let modules: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 200)).collect();
+    let p = slow_project(&modules);
+    let objects: Vec<String> = names.iter().map(|n| format!("{n}.o")).collect();
+    let link = |cc1_workers: &str| {
+        cpu_time(
+            p.cmd(thindist())
+                .env("THINDIST_CC1_WORKERS", cc1_workers)
+                .args(["ld", "-j2", "--no-cache", "--"])
+                .args([
+                    "clang-22",
+                    "-fuse-ld=lld",
+                    "-flto=thin",
+                    "-o",
+                    "prog",
+                    "main.o",
+                ])
+                .args(&objects)
+                .stderr(Stdio::null()),
+        )
+    };
+    let (in_workers, forked) = (link("1"), link("0"));
+    assert!(
+        in_workers.as_secs_f64() > forked.as_secs_f64() * 0.7,
+        "{in_workers:?} with cc1 workers, {forked:?} as forked drivers"
+    );
+}
+
 fn link_verbose(p: &SmallProject, options: &[&str], env: &[(&str, &str)]) -> String {
     let out = p
         .cmd(thindist())
