@@ -274,6 +274,10 @@ fn cc1_workers_report_what_forked_drivers_report() {
 
 /// The CPU time (user and system) of a command and the children it waited for, as `time`
 /// and make report it.
+#[expect(
+    clippy::zombie_processes,
+    reason = "wait4 reaps the child, which Child::wait cannot do and give its rusage"
+)]
 fn cpu_time(command: &mut Command) -> Duration {
     let child = command.spawn().unwrap();
     let mut status = 0;
