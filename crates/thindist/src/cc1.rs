@@ -74,6 +74,33 @@ pub fn driver_key(command: &[String], files: &JobFiles) -> Option<String> {
     (slots == [1, 1, 1]).then_some(key)
 }
 
+/// cc1 options (and `-mllvm` values, which come as arguments of their own) whose effect lasts
+/// beyond one compile in a process: statistics and timers that add up, output of pass
+/// printers, plugins loaded into it. A flag set with one of them keeps forked drivers.
+const PROCESS_WIDE: [&str; 15] = [
+    "-print-stats",
+    "-stats-file",
+    "-ftime-report",
+    "-ftime-trace",
+    "-fproc-stat-report",
+    "-load",
+    "-fpass-plugin",
+    "-plugin",
+    "-add-plugin",
+    "-stats",
+    "-time-passes",
+    "-info-output-file",
+    "-print-after",
+    "-print-before",
+    "-debug-pass",
+];
+
+/// Whether `arg` is one of [`PROCESS_WIDE`], alone, with `=VALUE` or as a longer form of it
+/// (`-ftime-report=per-pass`, `-stats-json`, `-print-after-all`).
+fn process_wide(arg: &str) -> bool {
+    PROCESS_WIDE.iter().any(|option| arg.starts_with(option))
+}
+
 #[derive(Debug, PartialEq)]
 enum Piece {
     Literal(String),
@@ -90,7 +117,8 @@ pub struct Cc1Template(Vec<Piece>);
 impl Cc1Template {
     /// The template of the driver's dry run `output` (its `-###` output) of the job whose files
     /// are `files`; `None` unless the driver would run exactly one cc1 command, said nothing
-    /// (no warning, no error), and the command names the job's files only in its slots.
+    /// (no warning, no error), and the command names the job's files only in its slots and has
+    /// no option of [`PROCESS_WIDE`].
     pub fn from_dry_run(output: &str, files: &JobFiles) -> Option<Cc1Template> {
         let mut commands = dry_run_commands(output)?;
         if commands.len() != 1 || commands[0].get(1).map(String::as_str) != Some("-cc1") {
@@ -111,7 +139,7 @@ impl Cc1Template {
                 Some(Piece::ModuleName)
             } else if arg == files.module {
                 Some(Piece::Module)
-            } else if files.named_in(arg) || arg.contains(files.native) {
+            } else if files.named_in(arg) || arg.contains(files.native) || process_wide(arg) {
                 return None;
             } else {
                 Some(Piece::Literal(arg.clone()))
@@ -347,6 +375,20 @@ mod tests {
         let two = format!("{plain}{}", printed_command(&["/usr/bin/as", "-o", "x.o"]));
         assert!(Cc1Template::from_dry_run(&two, &files).is_none());
         assert!(Cc1Template::from_dry_run(&plain, &files).is_some());
+        for extra in [
+            &["-ftime-report"][..],
+            &["-stats-file=x.stats"],
+            &["-mllvm", "-stats"],
+            &["-mllvm", "-print-after-all"],
+            &["-load", "plugin.so"],
+            &["-fpass-plugin=plugin.so"],
+        ] {
+            let output = dry_run("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o", extra);
+            assert!(
+                Cc1Template::from_dry_run(&output, &files).is_none(),
+                "{extra:?}"
+            );
+        }
     }
 
     #[test]
