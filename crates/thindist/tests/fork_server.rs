@@ -54,11 +54,18 @@ fn big_project() -> SmallProject {
     slow_project(&[("big", 1500)])
 }
 
-/// Links main.o and `modules` one job at a time (largest first), verbose.
-fn start_slow_link(p: &SmallProject, modules: &[&str]) -> Child {
-    p.cmd(thindist())
-        .args(["ld", "-v", "-j1", "--no-cache", "--"])
+/// `thindist ld OPTIONS -- clang-22 ... -o prog main.o MODULES`.
+fn link_main<M: AsRef<std::ffi::OsStr>>(
+    p: &SmallProject,
+    options: &[&str],
+    modules: &[M],
+) -> Command {
+    let mut command = p.cmd(thindist());
+    command
+        .arg("ld")
+        .args(options)
         .args([
+            "--",
             "clang-22",
             "-fuse-ld=lld",
             "-flto=thin",
@@ -66,7 +73,13 @@ fn start_slow_link(p: &SmallProject, modules: &[&str]) -> Child {
             "prog",
             "main.o",
         ])
-        .args(modules)
+        .args(modules);
+    command
+}
+
+/// Links main.o and `modules` one job at a time (largest first), verbose.
+fn start_slow_link(p: &SmallProject, modules: &[&str]) -> Child {
+    link_main(p, &["-v", "-j1", "--no-cache"], modules)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -124,13 +137,17 @@ fn a_forked_compiler_killed_by_a_signal_fails_its_job_naming_it() {
     // may write a reproducer and exit 1, as a process does); nothing catches SIGKILL.
     // SAFETY: a signal to the forked compiler this test found running.
     unsafe { libc::kill(job, libc::SIGKILL) };
-    let out = link.wait_with_output().unwrap();
+    assert_failed_by_sigkill(&p, &link.wait_with_output().unwrap(), "big.o");
+}
+
+/// The link whose job of `object` was killed by SIGKILL failed naming the signal, and left no
+/// program.
+fn assert_failed_by_sigkill(p: &SmallProject, out: &std::process::Output, object: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("back-end compile of big.o failed: compiler exited with signal: 9 (SIGKILL)"),
-        "{err}"
-    );
+    let said =
+        format!("back-end compile of {object} failed: compiler exited with signal: 9 (SIGKILL)");
+    assert!(err.contains(&said), "{err}");
     assert!(!p.path("prog").exists());
 }
 
@@ -187,13 +204,7 @@ fn a_job_whose_cc1_worker_crashes_runs_again_as_a_forked_driver() {
 #[test]
 fn a_cc1_worker_killed_by_sigkill_fails_its_job_naming_it() {
     let (p, out) = signal_cc1_worker(libc::SIGKILL);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("back-end compile of w3.o failed: compiler exited with signal: 9 (SIGKILL)"),
-        "{err}"
-    );
-    assert!(!p.path("prog").exists());
+    assert_failed_by_sigkill(&p, &out, "w3.o");
 }
 
 /// A job's diagnostics and failure read the same from a cc1 worker as from a forked driver:
@@ -241,19 +252,8 @@ fn cc1_workers_report_what_forked_drivers_report() {
             assert!(status.success());
         }
         let link = |env: &[(&str, &str)]| {
-            let out = p
-                .cmd(thindist())
+            let out = link_main(&p, &["-j1", "--no-cache", "--keep-going"], &objects)
                 .envs(env.iter().copied())
-                .args(["ld", "-j1", "--no-cache", "--keep-going", "--"])
-                .args([
-                    "clang-22",
-                    "-fuse-ld=lld",
-                    "-flto=thin",
-                    "-o",
-                    "prog",
-                    "main.o",
-                ])
-                .args(&objects)
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
@@ -306,18 +306,8 @@ fn cc1_workers_cpu_time_counts_as_thindists() {
     let objects: Vec<String> = names.iter().map(|n| format!("{n}.o")).collect();
     let link = |cc1_workers: &str| {
         cpu_time(
-            p.cmd(thindist())
+            link_main(&p, &["-j2", "--no-cache"], &objects)
                 .env("THINDIST_CC1_WORKERS", cc1_workers)
-                .args(["ld", "-j2", "--no-cache", "--"])
-                .args([
-                    "clang-22",
-                    "-fuse-ld=lld",
-                    "-flto=thin",
-                    "-o",
-                    "prog",
-                    "main.o",
-                ])
-                .args(&objects)
                 .stderr(Stdio::null()),
         )
     };
