@@ -13,8 +13,12 @@
 use crate::job::BackendJob;
 use std::path::Path;
 
-/// The files of one back-end job, as its command names them.
+/// Where a job's directory stood in an argument of a template or key.
+const CWD: &str = "\0cwd\0";
+
+/// The files of one back-end job, as its command names them, and the directory it runs in.
 pub struct JobFiles<'a> {
+    cwd: &'a str,
     module: &'a str,
     module_name: &'a str,
     index_arg: String,
@@ -25,10 +29,30 @@ pub struct JobFiles<'a> {
 
 impl<'a> JobFiles<'a> {
     pub fn of(job: &'a BackendJob) -> Option<JobFiles<'a>> {
-        let module = job.module.to_str()?;
-        let shard = job.shard.to_str()?;
-        let native = job.native.to_str()?;
+        let cwd = job.cwd.to_str()?;
+        JobFiles::new(
+            cwd,
+            job.module.to_str()?,
+            job.shard.to_str()?,
+            job.native.to_str()?,
+        )
+    }
+
+    /// The files a back-end command run in `cwd` names as thindist writes it
+    /// (`-fthinlto-index=SHARD -c MODULE -o NATIVE`), as a remote worker gets it.
+    pub fn from_command(command: &'a [String], cwd: &'a Path) -> Option<JobFiles<'a>> {
+        let shard = (command.iter()).find_map(|arg| arg.strip_prefix("-fthinlto-index="))?;
+        let after = |option: &str| {
+            (command.windows(2))
+                .find(|pair| pair[0] == option)
+                .map(|pair| pair[1].as_str())
+        };
+        JobFiles::new(cwd.to_str()?, after("-c")?, shard, after("-o")?)
+    }
+
+    fn new(cwd: &'a str, module: &'a str, shard: &'a str, native: &'a str) -> Option<JobFiles<'a>> {
         Some(JobFiles {
+            cwd,
             module,
             module_name: Path::new(module).file_name()?.to_str()?,
             index_arg: format!("-fthinlto-index={shard}"),
@@ -36,6 +60,37 @@ impl<'a> JobFiles<'a> {
             native,
             native_stem: native.rsplit_once('.').map_or(native, |(stem, _)| stem),
         })
+    }
+
+    /// The module, as the command names it.
+    pub fn module(&self) -> &str {
+        self.module
+    }
+
+    /// `arg` with the job's directory marked where it starts a path (after `=` or at the
+    /// start, followed by `/` or the end), so that jobs in other directories (a remote
+    /// worker's leases) share keys and templates. Not for `/`, which starts every path.
+    fn mark_cwd(&self, arg: &str) -> String {
+        if self.cwd.len() < 2 {
+            return arg.to_string();
+        }
+        let mut marked = String::with_capacity(arg.len());
+        let mut done = 0;
+        while let Some(found) = arg[done..].find(self.cwd) {
+            let (at, end) = (done + found, done + found + self.cwd.len());
+            let starts = at == 0 || arg[..at].ends_with('=');
+            let ends = end == arg.len() || arg[end..].starts_with('/');
+            marked.push_str(&arg[done..at]);
+            marked.push_str(if starts && ends { CWD } else { self.cwd });
+            done = end;
+        }
+        marked.push_str(&arg[done..]);
+        marked
+    }
+
+    /// A template's or key's argument `marked` with this job's directory where it was marked.
+    fn fill_cwd(&self, marked: &str) -> String {
+        marked.replace(CWD, self.cwd)
     }
 
     /// Whether `arg` names one of the job's files, or the native object's stem, anywhere in it.
@@ -46,8 +101,8 @@ impl<'a> JobFiles<'a> {
     }
 }
 
-/// The driver command of a job with its own files replaced by markers: jobs with the same key
-/// differ in nothing else. `None` when the command names them anywhere but in the places
+/// The driver command of a job with its own files, and its directory, replaced by markers: jobs
+/// with the same key differ in nothing else. `None` when the command names them anywhere but in the places
 /// thindist puts them (`-fthinlto-index=SHARD`, `-o NATIVE`, the module as an argument).
 pub fn driver_key(command: &[String], files: &JobFiles) -> Option<String> {
     let mut key = String::new();
@@ -55,20 +110,20 @@ pub fn driver_key(command: &[String], files: &JobFiles) -> Option<String> {
     for (i, arg) in command.iter().enumerate() {
         let after_o = i > 0 && command[i - 1] == "-o";
         let (piece, slot) = if i > 0 && *arg == files.module {
-            ("\0module", 0)
+            ("\0module".to_string(), 0)
         } else if *arg == files.index_arg {
-            ("\0index", 1)
+            ("\0index".to_string(), 1)
         } else if after_o && arg == files.native {
-            ("\0native", 2)
+            ("\0native".to_string(), 2)
         } else if i > 0 && files.named_in(arg) {
             return None;
         } else {
-            (arg.as_str(), usize::MAX)
+            (files.mark_cwd(arg), usize::MAX)
         };
         if let Some(count) = slots.get_mut(slot) {
             *count += 1;
         }
-        key.push_str(piece);
+        key.push_str(&piece);
         key.push('\0');
     }
     (slots == [1, 1, 1]).then_some(key)
@@ -142,7 +197,7 @@ impl Cc1Template {
             } else if files.named_in(arg) || arg.contains(files.native) || process_wide(arg) {
                 return None;
             } else {
-                Some(Piece::Literal(arg.clone()))
+                Some(Piece::Literal(files.mark_cwd(arg)))
             };
             pieces.extend(piece);
             previous = Some(arg);
@@ -161,7 +216,7 @@ impl Cc1Template {
     pub fn command(&self, files: &JobFiles) -> Vec<String> {
         (self.0.iter())
             .map(|piece| match piece {
-                Piece::Literal(arg) => arg.clone(),
+                Piece::Literal(arg) => files.fill_cwd(arg),
                 Piece::Module => files.module.to_string(),
                 Piece::ModuleName => files.module_name.to_string(),
                 Piece::Index => files.index_arg.clone(),
@@ -389,6 +444,61 @@ mod tests {
                 "{extra:?}"
             );
         }
+    }
+
+    /// A template made in one directory gives a job in another its own (a remote worker runs
+    /// each lease in a directory of its own); only whole paths count as the directory.
+    #[test]
+    fn a_template_gives_a_job_its_own_directory() {
+        let first = job("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o");
+        let mut second = job("two.o", "/v/two.o.thinlto.bc", "/v/two.o.native.o");
+        second.cwd = PathBuf::from("/lease/2");
+        let (a, b) = (
+            JobFiles::of(&first).unwrap(),
+            JobFiles::of(&second).unwrap(),
+        );
+        assert_eq!(
+            driver_key(&first.command, &a),
+            driver_key(&second.command, &b)
+        );
+        let extra = |cwd: &str| {
+            [
+                format!("-fdebug-compilation-dir={cwd}"),
+                format!("-fcoverage-compilation-dir={cwd}"),
+                format!("-I{cwd}/include"),
+                format!("{cwd}x"),
+            ]
+        };
+        let dry = |j: &BackendJob, cwd: &str| {
+            let extra = extra(cwd);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            dry_run(
+                j.module.to_str().unwrap(),
+                j.shard.to_str().unwrap(),
+                j.native.to_str().unwrap(),
+                &extra,
+            )
+        };
+        let template = Cc1Template::from_dry_run(&dry(&first, "/build"), &a).unwrap();
+        let command = template.command(&b);
+        assert!(command.contains(&"-fdebug-compilation-dir=/lease/2".to_string()));
+        assert!(command.contains(&"-fcoverage-compilation-dir=/lease/2".to_string()));
+        // Not at a path's start, or not a whole directory name: left as it was.
+        assert!(command.contains(&"-I/build/include".to_string()));
+        assert!(command.contains(&"/buildx".to_string()));
+        assert!(!template.matches_dry_run(&dry(&second, "/lease/2"), &b));
+    }
+
+    #[test]
+    fn a_command_names_the_files_of_its_job() {
+        let j = job("a/one.o", "/w/a/one.o.thinlto.bc", "/w/a/one.o.native.o");
+        let of_job = JobFiles::of(&j).unwrap();
+        let of_command = JobFiles::from_command(&j.command, &j.cwd).unwrap();
+        assert_eq!(
+            (of_job.module, of_job.shard, of_job.native),
+            (of_command.module, of_command.shard, of_command.native)
+        );
+        assert!(JobFiles::from_command(&j.command[..j.command.len() - 2], &j.cwd).is_none());
     }
 
     #[test]

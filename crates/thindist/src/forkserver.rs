@@ -141,6 +141,19 @@ struct Request<'a> {
     env: Option<&'a [(String, String)]>,
 }
 
+impl<'a> Request<'a> {
+    /// A driver job: `argv` as a process would run it.
+    fn driver(argv: &'a [String], cwd: &'a Path, env: Option<&'a [(String, String)]>) -> Self {
+        Request {
+            worker_key: None,
+            argv,
+            shown: &[],
+            cwd,
+            env,
+        }
+    }
+}
+
 impl Drop for Server {
     /// Closing its socket ends the server, which first stops its cc1 worker and waits for it:
     /// the CPU time of the worker's jobs then counts in thindist's children's, as processes'
@@ -192,108 +205,13 @@ impl ForkServers {
     /// and the caller then runs a process.
     pub fn run_backend(&self, job: &BackendJob) -> Option<io::Result<(ExitStatus, String)>> {
         let compiler = resolve(&job.command[0], &job.cwd, std::env::var_os("PATH"))?;
-        let mut server = self.take(&compiler)?;
-        let driver = Request {
-            worker_key: None,
-            argv: &job.command,
-            shown: &[],
-            cwd: &job.cwd,
-            env: None,
-        };
-        let cc1 = (self.cc1_workers && server.cc1)
-            .then(|| self.cc1_command(&mut server, &compiler, job))
-            .flatten();
-        let sent = match cc1 {
-            Some((key, argv)) => {
-                let request = Request {
-                    worker_key: Some(&key),
-                    argv: &argv,
-                    shown: &job.command,
-                    ..driver
-                };
-                match server.run(&request) {
-                    Sent::WorkerDied(status, output) if status.signal() == Some(libc::SIGKILL) => {
-                        Sent::Ran(Ok((status, output)))
-                    }
-                    Sent::WorkerDied(status, _) => {
-                        if self.verbose {
-                            eprintln!(
-                                "thindist: the cc1 worker compiling {} died ({status}); \
-                                 compiling it again as a forked driver",
-                                job.name()
-                            );
-                        }
-                        server.run(&driver)
-                    }
-                    Sent::NotStarted => server.run(&driver),
-                    sent => sent,
-                }
-            }
-            None => server.run(&driver),
-        };
-        self.end_job(&compiler, server, sent)
+        let driver = Request::driver(&job.command, &job.cwd, None);
+        self.run_compile(&compiler, &driver, JobFiles::of(job), &job.name())
     }
 
-    /// The worker key and cc1 command of `job`, once its flag set's template is checked; moves
-    /// the template along (see [`TemplateState`]) with `server`'s dry runs.
-    fn cc1_command(
-        &self,
-        server: &mut Server,
-        compiler: &Path,
-        job: &BackendJob,
-    ) -> Option<(String, Vec<String>)> {
-        let files = JobFiles::of(job)?;
-        let mut key = Sha256::new();
-        for part in [
-            compiler.as_os_str().as_bytes(),
-            job.cwd.as_os_str().as_bytes(),
-            cc1::driver_key(&job.command, &files)?.as_bytes(),
-        ] {
-            key.update(part);
-            key.update([0]);
-        }
-        let key = hex::encode(key.finalize());
-        let state = {
-            let mut templates = self.templates.lock().unwrap();
-            let Some(state) = templates.get_mut(&key) else {
-                templates.insert(key, TemplateState::Seen);
-                return None;
-            };
-            match state {
-                TemplateState::Checked(template) => return Some((key, template.command(&files))),
-                TemplateState::Busy | TemplateState::Unusable => return None,
-                TemplateState::Seen | TemplateState::Derived(_) => {
-                    std::mem::replace(state, TemplateState::Busy)
-                }
-            }
-        };
-        let output = server.dry_run(job);
-        let next = match (state, output) {
-            (TemplateState::Seen, Some(output)) => Cc1Template::from_dry_run(&output, &files)
-                .map_or(TemplateState::Unusable, TemplateState::Derived),
-            (TemplateState::Derived(template), Some(output))
-                if template.matches_dry_run(&output, &files) =>
-            {
-                TemplateState::Checked(template)
-            }
-            _ => TemplateState::Unusable,
-        };
-        let command = match &next {
-            TemplateState::Checked(template) => Some((key.clone(), template.command(&files))),
-            _ => None,
-        };
-        if command.is_some()
-            && self.verbose
-            && (self.cc1_compilers.lock().unwrap()).insert(compiler.to_path_buf())
-        {
-            eprintln!("thindist: cc1 workers for {}", compiler.display());
-        }
-        self.templates.lock().unwrap().insert(key, next);
-        command
-    }
-
-    /// Runs `command` in `cwd` as a forked driver with exactly the environment `env`, as a
-    /// remote worker runs an action's command; as [`ForkServers::run_backend`] returns.
+    /// Runs `command` in `cwd` with exactly the environment `env`, as a remote worker runs an
+    /// action's command, as [`ForkServers::run_backend`] runs a job: a back end as thindist
+    /// writes its command (`-fthinlto-index=SHARD -c MODULE -o NATIVE`) may run in a cc1 worker.
     pub fn run_in_env(
         &self,
         command: &[String],
@@ -304,15 +222,119 @@ impl ForkServers {
             .find(|(name, _)| name == "PATH")
             .map(|(_, value)| value.into());
         let compiler = resolve(&command[0], cwd, path)?;
-        let mut server = self.take(&compiler)?;
-        let sent = server.run(&Request {
-            worker_key: None,
-            argv: command,
-            shown: &[],
-            cwd,
-            env: Some(env),
-        });
-        self.end_job(&compiler, server, sent)
+        let driver = Request::driver(command, cwd, Some(env));
+        let files = JobFiles::from_command(command, cwd);
+        let name = files.as_ref().map_or("", JobFiles::module).to_string();
+        self.run_compile(&compiler, &driver, files, &name)
+    }
+
+    /// Runs the driver job `driver` of `compiler`, the back end of module `name` whose files
+    /// are `files`, in a cc1 worker if it can, else as a forked driver.
+    fn run_compile(
+        &self,
+        compiler: &Path,
+        driver: &Request,
+        files: Option<JobFiles>,
+        name: &str,
+    ) -> Option<io::Result<(ExitStatus, String)>> {
+        let mut server = self.take(compiler)?;
+        let cc1 = match files {
+            Some(files) if self.cc1_workers && server.cc1 => {
+                self.cc1_command(&mut server, compiler, driver, &files)
+            }
+            _ => None,
+        };
+        let sent = match cc1 {
+            Some((key, argv)) => {
+                let request = Request {
+                    worker_key: Some(&key),
+                    argv: &argv,
+                    shown: driver.argv,
+                    ..*driver
+                };
+                match server.run(&request) {
+                    Sent::WorkerDied(status, output) if status.signal() == Some(libc::SIGKILL) => {
+                        Sent::Ran(Ok((status, output)))
+                    }
+                    Sent::WorkerDied(status, _) => {
+                        if self.verbose {
+                            eprintln!(
+                                "thindist: the cc1 worker compiling {name} died ({status}); \
+                                 compiling it again as a forked driver"
+                            );
+                        }
+                        server.run(driver)
+                    }
+                    Sent::NotStarted => server.run(driver),
+                    sent => sent,
+                }
+            }
+            None => server.run(driver),
+        };
+        self.end_job(compiler, server, sent)
+    }
+
+    /// The worker key and cc1 command of the back end `driver` runs, whose files are `files`,
+    /// once its flag set's template is checked; moves the template along (see
+    /// [`TemplateState`]) with `server`'s dry runs.
+    fn cc1_command(
+        &self,
+        server: &mut Server,
+        compiler: &Path,
+        driver: &Request,
+        files: &JobFiles,
+    ) -> Option<(String, Vec<String>)> {
+        let mut key = Sha256::new();
+        let mut add = |part: &[u8]| {
+            key.update(part);
+            key.update([0]);
+        };
+        add(compiler.as_os_str().as_bytes());
+        // The directory is marked in the driver key, not part of the worker key: a worker
+        // enters each job's directory.
+        add(cc1::driver_key(driver.argv, files)?.as_bytes());
+        // A remote action's own environment (a local job's is this process's, the same for all).
+        for (name, value) in driver.env.unwrap_or_default() {
+            add(format!("{name}={value}").as_bytes());
+        }
+        let key = hex::encode(key.finalize());
+        let state = {
+            let mut templates = self.templates.lock().unwrap();
+            let Some(state) = templates.get_mut(&key) else {
+                templates.insert(key, TemplateState::Seen);
+                return None;
+            };
+            match state {
+                TemplateState::Checked(template) => return Some((key, template.command(files))),
+                TemplateState::Busy | TemplateState::Unusable => return None,
+                TemplateState::Seen | TemplateState::Derived(_) => {
+                    std::mem::replace(state, TemplateState::Busy)
+                }
+            }
+        };
+        let output = server.dry_run(driver);
+        let next = match (state, output) {
+            (TemplateState::Seen, Some(output)) => Cc1Template::from_dry_run(&output, files)
+                .map_or(TemplateState::Unusable, TemplateState::Derived),
+            (TemplateState::Derived(template), Some(output))
+                if template.matches_dry_run(&output, files) =>
+            {
+                TemplateState::Checked(template)
+            }
+            _ => TemplateState::Unusable,
+        };
+        let command = match &next {
+            TemplateState::Checked(template) => Some((key.clone(), template.command(files))),
+            _ => None,
+        };
+        if command.is_some()
+            && self.verbose
+            && (self.cc1_compilers.lock().unwrap()).insert(compiler.to_path_buf())
+        {
+            eprintln!("thindist: cc1 workers for {}", compiler.display());
+        }
+        self.templates.lock().unwrap().insert(key, next);
+        command
     }
 
     /// What a job that `server` ran gives its caller; the server goes back to the pool if it
@@ -356,10 +378,13 @@ impl ForkServers {
         };
         if sets_template && server.cc1 {
             for job in [first, first, &samples[1]] {
-                if thin_link_done.load(Ordering::Relaxed) {
+                let (Some(files), false) =
+                    (JobFiles::of(job), thin_link_done.load(Ordering::Relaxed))
+                else {
                     break;
-                }
-                self.cc1_command(&mut server, &compiler, job);
+                };
+                let driver = Request::driver(&job.command, &job.cwd, None);
+                self.cc1_command(&mut server, &compiler, &driver, &files);
             }
         }
         self.give_back(&compiler, server);
@@ -691,17 +716,11 @@ impl Server {
         Sent::Ran(Ok((status, output)))
     }
 
-    /// The driver's dry run (`-###`) of `job`: what it prints, if it succeeds.
-    fn dry_run(&mut self, job: &BackendJob) -> Option<String> {
-        let mut argv = job.command.clone();
+    /// The dry run (`-###`) of the driver job `driver`: what it prints, if it succeeds.
+    fn dry_run(&mut self, driver: &Request) -> Option<String> {
+        let mut argv = driver.argv.to_vec();
         argv.push("-###".into());
-        let request = Request {
-            worker_key: None,
-            argv: &argv,
-            shown: &[],
-            cwd: &job.cwd,
-            env: None,
-        };
+        let request = Request::driver(&argv, driver.cwd, driver.env);
         match self.run(&request) {
             Sent::Ran(Ok((status, output))) if status.success() => Some(output),
             _ => None,

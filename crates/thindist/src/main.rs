@@ -191,7 +191,11 @@ fn run_worker(remote: &RemoteOptions, options: &WorkerOptions) -> Result<i32> {
     config.work_dir = options.work_dir.clone();
     config.cache_dir = options.cache_dir.clone();
     config.cache_size = options.cache_mib << 20;
-    thindist::remote::run_worker(config, options.fork_server.enabled, options.verbose)?;
+    thindist::remote::run_worker(
+        config,
+        (options.fork_server.enabled, options.fork_server.cc1_workers),
+        options.verbose,
+    )?;
     Ok(0)
 }
 
@@ -234,16 +238,6 @@ struct RunOptions {
     keep_work: bool,
     #[command(flatten)]
     fork_server: ForkServerOption,
-    /// Run no back end in a cc1 worker (a fork server's child that compiles job after job of
-    /// one flag set through clang's cc1_main); each is then a forked driver
-    /// (THINDIST_CC1_WORKERS=0 does the same).
-    #[arg(
-        long = "no-cc1-workers",
-        env = "THINDIST_CC1_WORKERS",
-        action = clap::ArgAction::SetFalse,
-        value_parser = BoolishValueParser::new()
-    )]
-    cc1_workers: bool,
 }
 
 /// Whether compiles fork from a compiler fork server (the local executor's and the worker's).
@@ -258,6 +252,16 @@ struct ForkServerOption {
         value_parser = BoolishValueParser::new()
     )]
     enabled: bool,
+    /// Run no back end in a cc1 worker (a fork server's child that compiles job after job of
+    /// one flag set through clang's cc1_main); each is then a forked driver
+    /// (THINDIST_CC1_WORKERS=0 does the same).
+    #[arg(
+        long = "no-cc1-workers",
+        env = "THINDIST_CC1_WORKERS",
+        action = clap::ArgAction::SetFalse,
+        value_parser = BoolishValueParser::new()
+    )]
+    cc1_workers: bool,
 }
 
 /// How `thindist worker` runs its leases.
@@ -514,7 +518,7 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
         .unwrap_or(1);
     let local = LocalExecutor::new(
         options.fork_server.enabled,
-        options.cc1_workers,
+        options.fork_server.cc1_workers,
         options.verbose,
     );
     // Unchanged inputs are known by their stat across runs, through the cache's digest memo.

@@ -356,14 +356,15 @@ impl thindist_reapi::worker::CommandRunner for ForkServerRunner {
 }
 
 /// `thindist worker`: runs bots until SIGINT or SIGTERM, their compiles forked from a fork
-/// server when `fork_server` is set and the compiler allows it.
+/// server when `fork_server` is set and the compiler allows it, back ends in its cc1 workers
+/// when `cc1_workers` is set too.
 pub fn run_worker(
     mut config: thindist_reapi::worker::WorkerConfig,
-    fork_server: bool,
+    (fork_server, cc1_workers): (bool, bool),
     verbose: bool,
 ) -> Result<()> {
     if fork_server {
-        let servers = crate::forkserver::ForkServers::new(verbose, false);
+        let servers = crate::forkserver::ForkServers::new(verbose, cc1_workers);
         config.runner = Some(Arc::new(ForkServerRunner(servers)));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

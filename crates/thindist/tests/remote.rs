@@ -374,7 +374,7 @@ fn fetched_per_lease(log: &Path, from: usize) -> Vec<u64> {
 }
 
 #[test]
-fn a_worker_fetches_inputs_once_and_its_fork_server_compiles_what_processes_do() {
+fn a_worker_fetches_inputs_once_and_its_fork_server_and_cc1_workers_compile_what_processes_do() {
     let mut farm = Farm::server();
     let work = tempfile::tempdir().unwrap();
     let forking_log = work.path().join("forking-worker.log");
@@ -395,6 +395,8 @@ fn a_worker_fetches_inputs_once_and_its_fork_server_compiles_what_processes_do()
     assert!(forked.len() >= 15, "{} natives", forked.len());
     let log = std::fs::read_to_string(&forking_log).unwrap();
     assert!(log.contains("fork server for "), "{log}");
+    // Each lease runs in a directory of its own, and still its back ends share cc1 workers.
+    assert!(log.contains("cc1 workers for "), "{log}");
     let first = fetched_per_lease(&forking_log, 0);
     assert!(first.len() >= 15 && first.iter().sum::<u64>() > 0, "{log}");
 
