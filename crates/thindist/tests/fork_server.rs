@@ -1,7 +1,7 @@
 //! The compiler fork server: the same objects as processes (with cc1 workers and without), a
 //! child or cc1 worker killed by SIGKILL fails its job naming the signal, a job whose cc1 worker
-//! crashes runs again as a forked driver, an interrupt stops forked children, and compilers
-//! that cannot host the server (turned off, a script) run as processes.
+//! crashes runs again as a forked driver, an interrupt stops forked children and cc1 workers,
+//! and compilers that cannot host the server (turned off, a script) run as processes.
 
 mod util;
 
@@ -154,8 +154,14 @@ fn assert_failed_by_sigkill(p: &SmallProject, out: &std::process::Output, object
 #[test]
 fn an_interrupt_stops_forked_compilers() {
     let p = big_project();
-    let mut link = start_slow_link(&p, &["big.o"]);
-    let job = wait_for_forked_job(link.id() as i32, "big.o");
+    assert_interrupt_stops_the_job_of(&p, &["big.o"], "big.o");
+}
+
+/// Ctrl-C to a link of main.o and `modules` while `object`'s job runs: the link exits 130,
+/// the process running the job goes, and no program is left.
+fn assert_interrupt_stops_the_job_of(p: &SmallProject, modules: &[&str], object: &str) {
+    let mut link = start_slow_link(p, modules);
+    let job = wait_for_forked_job(link.id() as i32, object);
     // SAFETY: Ctrl-C to the thindist this test started.
     unsafe { libc::kill(link.id() as i32, libc::SIGINT) };
     let status = link.wait().unwrap();
@@ -164,17 +170,27 @@ fn an_interrupt_stops_forked_compilers() {
     while !gone(job) {
         assert!(
             Instant::now() < deadline,
-            "the forked compiler {job} still runs"
+            "the compiler {job} of {object} still runs"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!p.path("prog").exists());
 }
 
-/// Three slow modules of one flag set: one job at a time, the third (w3.o) runs in a cc1
-/// worker; the link signals that worker while it compiles w3.o.
+/// The same for a job in a cc1 worker (the third of three slow modules of one flag set).
+#[test]
+fn an_interrupt_stops_cc1_workers() {
+    let p = slow_project(&CC1_WORKER_PROJECT);
+    assert_interrupt_stops_the_job_of(&p, &["w1.o", "w2.o", "w3.o"], "w3.o");
+}
+
+/// Three slow modules of one flag set: linked one job at a time, the third (w3.o) runs in a
+/// cc1 worker.
+const CC1_WORKER_PROJECT: [(&str, usize); 3] = [("w1", 1400), ("w2", 1300), ("w3", 1200)];
+
+/// A link of [`CC1_WORKER_PROJECT`] that signals the cc1 worker while it compiles w3.o.
 fn signal_cc1_worker(signal: i32) -> (SmallProject, std::process::Output) {
-    let p = slow_project(&[("w1", 1400), ("w2", 1300), ("w3", 1200)]);
+    let p = slow_project(&CC1_WORKER_PROJECT);
     let link = start_slow_link(&p, &["w1.o", "w2.o", "w3.o"]);
     let worker = wait_for_forked_job(link.id() as i32, "w3.o");
     // SAFETY: a signal to the cc1 worker this test found running.
