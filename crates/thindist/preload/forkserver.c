@@ -15,9 +15,9 @@
  *   thindist derived from the driver's `-###`, runs in a cc1 worker, a child that calls
  *   cc1_main for job after job with the same flags (the job's key), as lld runs its back ends
  *   one after another in one process. Its heap is warm and it pays no fork, page faults of a
- *   new address space or exit per job. Global LLVM options (-mllvm) parsed by one job stay set
- *   for the next, which is why a worker only runs jobs of one key; the server replaces it when
- *   the key changes.
+ *   new address space or exit per job. LLVM's options (-mllvm) are reset to their defaults
+ *   before each job; a worker still runs jobs of one key only (the server replaces it when the
+ *   key changes), so that no other process-wide state a flag set may leave reaches another.
  *
  * One job at a time per server (thindist starts one server per job slot), so the protocol is a
  * plain request/reply and the server needs no signal handling:
@@ -281,6 +281,7 @@ static void cc1_worker(int sock) {
             free(previous_payload);
             previous = job;
             previous_payload = payload;
+            /* Occurrences and values: the options the last job set are at their defaults. */
             reset_option_occurrences();
             /* As clang's driver calls it for an in-process cc1: arguments from "-cc1" on. */
             struct arg_list args = {(const char *const *)job.argv + 1, job.argc - 1};

@@ -391,7 +391,7 @@ impl ForkServers {
     }
 
     /// Stops every idle server; a job that comes later starts one again. They are taken out
-    /// under the lock and stopped (killed and waited for) after it.
+    /// under the lock and stopped (their sockets closed, and waited for) after it.
     pub fn stop(&self) {
         let idle: Vec<Server> = (self.compilers.lock().unwrap().values_mut())
             .flat_map(|pool| match pool {

@@ -135,9 +135,9 @@ fn fork_server_objects_are_those_of_processes() {
     util::assert_fork_server_matches_processes(&p, &objects, false);
 }
 
-/// Two flag sets whose jobs alternate, one with a global LLVM option (`-mllvm`), which a cc1
-/// worker keeps set once parsed: each set's jobs still get exactly their own options, as
-/// processes do (a server's worker is replaced when the flag set changes).
+/// Two flag sets whose jobs alternate, one with a global LLVM option (`-mllvm`), which stays set
+/// in a process once parsed unless reset: in cc1 workers each set's jobs still get exactly their
+/// own options, as processes do.
 #[test]
 fn cc1_workers_keep_each_flag_sets_global_options_to_its_jobs() {
     let n = 12;
