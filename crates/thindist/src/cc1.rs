@@ -194,7 +194,7 @@ impl Cc1Template {
                 Some(Piece::ModuleName)
             } else if arg == files.module {
                 Some(Piece::Module)
-            } else if files.named_in(arg) || arg.contains(files.native) || process_wide(arg) {
+            } else if files.named_in(arg) || process_wide(arg) {
                 return None;
             } else {
                 Some(Piece::Literal(files.mark_cwd(arg)))
@@ -354,7 +354,9 @@ mod tests {
         }
     }
 
-    fn dry_run(module: &str, shard: &str, native: &str, extra: &[&str]) -> String {
+    /// The driver's dry run of `j` as clang prints it, with `extra` cc1 arguments.
+    fn dry_run(j: &BackendJob, extra: &[&str]) -> String {
+        let [module, shard, native] = [&j.module, &j.shard, &j.native].map(|p| p.to_str().unwrap());
         let name = Path::new(module).file_name().unwrap().to_str().unwrap();
         let index = format!("-fthinlto-index={shard}");
         let mut args = vec![
@@ -382,12 +384,7 @@ mod tests {
     fn a_template_gives_each_job_its_own_files() {
         let first = job("a/one.o", "/w/a/one.o.thinlto.bc", "/w/a/one.o.native.o");
         let first_files = JobFiles::of(&first).unwrap();
-        let output = dry_run(
-            "a/one.o",
-            "/w/a/one.o.thinlto.bc",
-            "/w/a/one.o.native.o",
-            &[],
-        );
+        let output = dry_run(&first, &[]);
         let template = Cc1Template::from_dry_run(&output, &first_files).unwrap();
         let second = job("b/two.o", "/w/b/two.o.thinlto.bc", "/w/b/two.o.native.o");
         let second_files = JobFiles::of(&second).unwrap();
@@ -395,12 +392,7 @@ mod tests {
             driver_key(&first.command, &first_files),
             driver_key(&second.command, &second_files)
         );
-        let expected = dry_run(
-            "b/two.o",
-            "/w/b/two.o.thinlto.bc",
-            "/w/b/two.o.native.o",
-            &[],
-        );
+        let expected = dry_run(&second, &[]);
         assert!(template.matches_dry_run(&expected, &second_files));
         let command = template.command(&second_files);
         assert!(!command.iter().any(|a| a == "-disable-free"));
@@ -417,14 +409,9 @@ mod tests {
     fn no_template_when_the_driver_derives_more_from_a_job_or_says_something() {
         let j = job("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o");
         let files = JobFiles::of(&j).unwrap();
-        let split = dry_run(
-            "one.o",
-            "/w/one.o.thinlto.bc",
-            "/w/one.o.native.o",
-            &["-split-dwarf-file", "/w/one.o.native.dwo"],
-        );
+        let split = dry_run(&j, &["-split-dwarf-file", "/w/one.o.native.dwo"]);
         assert!(Cc1Template::from_dry_run(&split, &files).is_none());
-        let plain = dry_run("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o", &[]);
+        let plain = dry_run(&j, &[]);
         let warned = format!("clang: warning: argument unused during compilation: '-q'\n{plain}");
         assert!(Cc1Template::from_dry_run(&warned, &files).is_none());
         let two = format!("{plain}{}", printed_command(&["/usr/bin/as", "-o", "x.o"]));
@@ -438,7 +425,7 @@ mod tests {
             &["-load", "plugin.so"],
             &["-fpass-plugin=plugin.so"],
         ] {
-            let output = dry_run("one.o", "/w/one.o.thinlto.bc", "/w/one.o.native.o", extra);
+            let output = dry_run(&j, extra);
             assert!(
                 Cc1Template::from_dry_run(&output, &files).is_none(),
                 "{extra:?}"
@@ -472,12 +459,7 @@ mod tests {
         let dry = |j: &BackendJob, cwd: &str| {
             let extra = extra(cwd);
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            dry_run(
-                j.module.to_str().unwrap(),
-                j.shard.to_str().unwrap(),
-                j.native.to_str().unwrap(),
-                &extra,
-            )
+            dry_run(j, &extra)
         };
         let template = Cc1Template::from_dry_run(&dry(&first, "/build"), &a).unwrap();
         let command = template.command(&b);
