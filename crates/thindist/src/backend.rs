@@ -79,7 +79,8 @@ impl<'a> BackendPhase<'a> {
             }
             outcome
         };
-        let outcomes = exec::dispatch(jobs, self.slots, self.keep_going, &run_job, session);
+        let costs = self.runner.expected_costs(jobs);
+        let outcomes = exec::dispatch(jobs, &costs, self.slots, self.keep_going, &run_job, session);
         if let Some(signal) = exec::interrupts().signal() {
             bail!("interrupted by signal {signal}");
         }

@@ -7,8 +7,8 @@
 //! that does not parse or whose digests are not SHA-256 hex is dropped alone.
 
 use crate::cache::ActionKey;
-use crate::events::ExecutedBy;
-use crate::job::FlagsSource;
+use crate::events::{ExecutedBy, JobOutcome};
+use crate::job::{BackendJob, FlagsSource};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +26,10 @@ pub struct Entry {
     pub executed_by: Option<ExecutedBy>,
     pub succeeded: bool,
     pub duration_ms: u128,
+    /// How long the module's back end took the last time it ran rather than came from the
+    /// cache (kept across hits): the dispatcher starts the longest jobs first.
+    #[serde(default)]
+    pub compiled_ms: Option<u128>,
     /// Why the job ran (or not), against the previous entry.
     pub reason: String,
     /// Where the native object was kept beside its bitcode, if it was.
@@ -116,6 +120,30 @@ impl BuildLog {
         )
     }
 
+    /// How long each of `jobs` is expected to take, in microseconds, for the dispatcher to
+    /// start the longest first (so that a run does not end waiting on one long job while the
+    /// other slots idle): its module's last compile time in this log, else its size at the
+    /// rate of the jobs whose time is known. Size alone is a poor guide: the kernel's
+    /// `mm/vma.o` is two thirds the size of `init/main.o` and takes a third longer.
+    pub fn expected_costs(&self, jobs: &[BackendJob]) -> Vec<u64> {
+        let known = |job: &BackendJob| {
+            let ms = self.entries.get(&job.module)?.compiled_ms?;
+            Some(u64::try_from(ms).unwrap_or(u64::MAX).saturating_mul(1000))
+        };
+        let (known_us, known_bytes) = (jobs.iter())
+            .filter_map(|job| Some((known(job)?, job.size)))
+            .fold((0u64, 0u64), |(us, bytes), (u, b)| {
+                (us.saturating_add(u), bytes.saturating_add(b))
+            });
+        let per_byte = match known_bytes {
+            0 => 1.0,
+            bytes => known_us as f64 / bytes as f64,
+        };
+        (jobs.iter())
+            .map(|job| known(job).unwrap_or((job.size as f64 * per_byte) as u64))
+            .collect()
+    }
+
     /// The entry of `object` (a path relative to `cwd` or absolute).
     pub fn find(self, object: &Path, cwd: &Path) -> Option<Entry> {
         let wanted = crate::fsutil::normalize(&cwd.join(object));
@@ -157,6 +185,15 @@ impl BuildLog {
         self.version = LOG_VERSION;
         crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("cannot write build log {}", path.display()))
+    }
+}
+
+/// [`Entry::compiled_ms`] after `outcome`: its time if it compiled the module, else what the
+/// module's previous entry said (a hit or a failure says nothing about a compile's length).
+pub fn compiled_ms(previous: Option<&Entry>, outcome: &JobOutcome) -> Option<u128> {
+    match (outcome.executed_by, outcome.succeeded()) {
+        (ExecutedBy::Cache, _) | (_, false) => previous.and_then(|e| e.compiled_ms),
+        _ => Some(outcome.duration.as_millis()),
     }
 }
 
@@ -287,9 +324,85 @@ mod tests {
             executed_by: Some(ExecutedBy::Local),
             succeeded: true,
             duration_ms: 5,
+            compiled_ms: Some(5),
             reason: "r".into(),
             published: None,
         }
+    }
+
+    fn job(module: &str, size: u64) -> BackendJob {
+        BackendJob {
+            module: module.into(),
+            shard: "s".into(),
+            imports: vec![],
+            extra_inputs: vec![],
+            native: "n".into(),
+            published: None,
+            label: None,
+            command: vec!["cc".into()],
+            cwd: "/".into(),
+            flags_source: FlagsSource::LinkDerived,
+            size,
+        }
+    }
+
+    /// Logged compile times order the jobs, whatever their sizes; a module the log does not
+    /// know is costed by its size at the rate of those it does.
+    #[test]
+    fn expected_costs_follow_logged_compile_times() {
+        let mut log = BuildLog::default();
+        for (module, ms) in [("big.o", Some(10)), ("slow.o", Some(40)), ("hit.o", None)] {
+            let mut logged = entry(module, key(&"0".repeat(64), &[]));
+            logged.compiled_ms = ms;
+            log.entries.insert(module.into(), logged);
+        }
+        let jobs = [
+            job("big.o", 4000),
+            job("slow.o", 1000),
+            job("hit.o", 2000),
+            job("new.o", 500),
+        ];
+        // 50 ms over 5000 bytes: 10 us a byte.
+        assert_eq!(
+            log.expected_costs(&jobs),
+            vec![10_000, 40_000, 20_000, 5_000]
+        );
+        // With no times at all, sizes order the jobs.
+        let sizes = BuildLog::default().expected_costs(&jobs);
+        assert_eq!(sizes, vec![4000, 1000, 2000, 500]);
+    }
+
+    /// A hit or a failure keeps the last compile's time; a compile, local or remote, sets it.
+    #[test]
+    fn a_compile_time_is_kept_across_hits_and_failures() {
+        let mut previous = entry("a.o", key(&"0".repeat(64), &[]));
+        previous.compiled_ms = Some(70);
+        let outcome = |executed_by, failed: bool| JobOutcome {
+            failure: failed.then(|| crate::events::JobFailure::CannotStart {
+                compiler: "cc".into(),
+                error: "gone".into(),
+            }),
+            output: String::new(),
+            duration: std::time::Duration::from_millis(3),
+            executed_by,
+        };
+        assert_eq!(
+            compiled_ms(Some(&previous), &outcome(ExecutedBy::Cache, false)),
+            Some(70)
+        );
+        assert_eq!(
+            compiled_ms(Some(&previous), &outcome(ExecutedBy::Local, true)),
+            Some(70)
+        );
+        assert_eq!(
+            compiled_ms(Some(&previous), &outcome(ExecutedBy::Local, false)),
+            Some(3)
+        );
+        assert_eq!(
+            compiled_ms(None, &outcome(ExecutedBy::Remote, false)),
+            Some(3)
+        );
+        assert_eq!(compiled_ms(None, &outcome(ExecutedBy::Cache, false)), None);
     }
 
     #[test]

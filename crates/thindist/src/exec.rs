@@ -1,7 +1,7 @@
 //! Processes: running back-end jobs (the local executor, a compiler process or fork per job,
-//! and the dispatcher that starts jobs largest first, never more at once than make's jobserver
-//! or `-j` allows), tracked commands that an interrupt stops, the PATH search, and handing the
-//! process over to the real linker.
+//! and the dispatcher that starts the jobs expected to take longest first, never more at once
+//! than make's jobserver or `-j` allows), tracked commands that an interrupt stops, the PATH
+//! search, and handing the process over to the real linker.
 
 use crate::events::{Event, ExecutedBy, JobFailure, JobOutcome, Reporter, Termination};
 use crate::forkserver::ForkServers;
@@ -338,7 +338,8 @@ fn run_caught(run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync), job: &BackendJob
 /// not started because an earlier one failed.
 pub type Outcomes = Vec<Option<JobOutcome>>;
 
-/// Runs `jobs` with `run`, largest first, emitting events to `reporter` on this thread.
+/// Runs `jobs` with `run`, those of the highest expected `costs` first, emitting events to
+/// `reporter` on this thread.
 /// Without `keep_going`, no new job starts after a failure.
 ///
 /// This thread owns all run state: it starts a job whenever a slot is free, and with make's
@@ -347,6 +348,7 @@ pub type Outcomes = Vec<Option<JobOutcome>>;
 /// that nobody holds). A job's token goes back to make as soon as its end has been reported.
 pub fn dispatch(
     jobs: &[BackendJob],
+    costs: &[u64],
     slots: &Slots,
     keep_going: bool,
     run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
@@ -355,7 +357,7 @@ pub fn dispatch(
     let mut pending: std::collections::VecDeque<usize> = (0..jobs.len()).collect();
     pending
         .make_contiguous()
-        .sort_by_key(|&i| std::cmp::Reverse(jobs[i].size));
+        .sort_by_key(|&i| std::cmp::Reverse(costs[i]));
     enum Message {
         Token(std::io::Result<jobserver::Acquired>),
         Finished(usize, JobOutcome),
@@ -505,7 +507,7 @@ mod tests {
         // Run on another thread so that a hang fails the test instead of stalling it.
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let outcomes = dispatch(&jobs, &Slots::Fixed(2), true, &run, &mut Quiet);
+            let outcomes = dispatch(&jobs, &[0; 3], &Slots::Fixed(2), true, &run, &mut Quiet);
             let _ = tx.send(outcomes);
         });
         let outcomes = rx
@@ -516,6 +518,32 @@ mod tests {
         assert!(
             outcomes[0].as_ref().unwrap().succeeded() && outcomes[2].as_ref().unwrap().succeeded()
         );
+    }
+
+    /// Jobs start in order of their expected costs, the highest first, whatever their sizes.
+    #[test]
+    fn jobs_start_longest_expected_first() {
+        let jobs: Vec<BackendJob> = (0..4).map(|i| job(&format!("m{i}.o"))).collect();
+        let started = std::sync::Mutex::new(Vec::new());
+        let run = |job: &BackendJob| {
+            started.lock().unwrap().push(job.module.clone());
+            JobOutcome {
+                failure: None,
+                output: String::new(),
+                duration: std::time::Duration::ZERO,
+                executed_by: ExecutedBy::Local,
+            }
+        };
+        dispatch(
+            &jobs,
+            &[5, 40, 1, 7],
+            &Slots::Fixed(1),
+            false,
+            &run,
+            &mut Quiet,
+        );
+        let order: Vec<PathBuf> = ["m1.o", "m3.o", "m0.o", "m2.o"].map(PathBuf::from).into();
+        assert_eq!(*started.lock().unwrap(), order);
     }
 
     /// Many jobs, with a fixed number of slots or make's jobserver: every job runs, no more at
@@ -543,7 +571,7 @@ mod tests {
                     executed_by: ExecutedBy::Local,
                 }
             };
-            let outcomes = dispatch(&jobs, &slots, false, &run, &mut Quiet);
+            let outcomes = dispatch(&jobs, &[0; 200], &slots, false, &run, &mut Quiet);
             assert!(outcomes
                 .iter()
                 .all(|o| o.as_ref().is_some_and(|o| o.succeeded())));

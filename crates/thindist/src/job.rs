@@ -69,7 +69,7 @@ pub struct BackendJob {
     /// The directory the command runs in: the build directory.
     pub cwd: PathBuf,
     pub flags_source: FlagsSource,
-    /// Size of the module in bytes; the largest jobs start first.
+    /// Size of the module in bytes: how long its job takes, where no earlier run says.
     pub size: u64,
 }
 

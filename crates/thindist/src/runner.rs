@@ -43,6 +43,12 @@ impl<'a> JobRunner<'a> {
         self
     }
 
+    /// How long each of `jobs` is expected to take, for the dispatcher to start the longest
+    /// first: see [`BuildLog::expected_costs`].
+    pub fn expected_costs(&self, jobs: &[BackendJob]) -> Vec<u64> {
+        self.previous.expected_costs(jobs)
+    }
+
     /// Lets the executor get ready for the jobs that the cache will not answer.
     pub fn prepare(&self, jobs: &[BackendJob]) {
         let mut to_execute = jobs.iter().filter(|job| {
@@ -105,7 +111,9 @@ impl<'a> JobRunner<'a> {
             outcome
         });
         if let Some(key) = key {
-            let previous = self.previous.entries.get(&job.module).map(|e| &e.key);
+            let previous_entry = self.previous.entries.get(&job.module);
+            let compiled_ms = buildlog::compiled_ms(previous_entry, &outcome);
+            let previous = previous_entry.map(|e| &e.key);
             let mut reason = buildlog::explain(previous, &key);
             if outcome.executed_by != ExecutedBy::Cache
                 && previous.is_some_and(|p| p.hex == key.hex)
@@ -120,6 +128,7 @@ impl<'a> JobRunner<'a> {
                 executed_by: Some(outcome.executed_by),
                 succeeded: outcome.succeeded(),
                 duration_ms: outcome.duration.as_millis(),
+                compiled_ms,
                 reason,
                 published: job.published.as_ref().map(|p| job.cwd.join(p)),
             };
