@@ -140,7 +140,7 @@ impl<'a> JobRunner<'a> {
     }
 
     /// Saves the build log and the cache's run counts, and prunes the cache.
-    pub fn finish(&self, hits: u64, misses: u64) {
+    pub fn finish(self, hits: u64, misses: u64) {
         if let Some(path) = &self.log_path {
             let mut log = self.log.lock().unwrap();
             // Modules not rebuilt this run keep their history.
@@ -157,5 +157,9 @@ impl<'a> JobRunner<'a> {
             let _ = cache.record_last_run(&crate::cache::store::LastRun { hits, misses });
             cache.prune_if_due();
         }
+        // The logs' strings (a kernel link's are a quarter of a million) are left for the
+        // process's exit to free: freeing them one by one took longer than saving the log,
+        // on a core the final link needs.
+        std::mem::forget((self.previous, self.log));
     }
 }
