@@ -332,22 +332,6 @@ mod tests {
         }
     }
 
-    fn job(module: &str, size: u64) -> BackendJob {
-        BackendJob {
-            module: module.into(),
-            shard: "s".into(),
-            imports: vec![],
-            extra_inputs: vec![],
-            native: "n".into(),
-            published: None,
-            label: None,
-            command: vec!["cc".into()],
-            cwd: "/".into(),
-            flags_source: FlagsSource::LinkDerived,
-            size,
-        }
-    }
-
     /// Logged compile times order the jobs, whatever their sizes; a module the log does not
     /// know is costed by its size at the rate of those it does.
     #[test]
@@ -359,10 +343,10 @@ mod tests {
             log.entries.insert(module.into(), logged);
         }
         let jobs = [
-            job("big.o", 4000),
-            job("slow.o", 1000),
-            job("hit.o", 2000),
-            job("new.o", 500),
+            BackendJob::placeholder("big.o", 4000),
+            BackendJob::placeholder("slow.o", 1000),
+            BackendJob::placeholder("hit.o", 2000),
+            BackendJob::placeholder("new.o", 500),
         ];
         // 50 ms over 5000 bytes: 10 us a byte.
         assert_eq!(

@@ -475,19 +475,7 @@ mod tests {
     }
 
     fn job(name: &str) -> BackendJob {
-        BackendJob {
-            module: name.into(),
-            shard: "s".into(),
-            imports: vec![],
-            extra_inputs: vec![],
-            native: "n".into(),
-            published: None,
-            label: None,
-            command: vec!["cc".into()],
-            cwd: "/".into(),
-            flags_source: crate::job::FlagsSource::LinkDerived,
-            size: 0,
-        }
+        BackendJob::placeholder(name, 0)
     }
 
     #[test]

@@ -189,3 +189,24 @@ impl<'a> JobBuilder<'a> {
         })
     }
 }
+
+#[cfg(test)]
+impl BackendJob {
+    /// A job of `module` with `size` and a placeholder command, for tests of what schedules
+    /// and records jobs rather than runs them.
+    pub fn placeholder(module: &str, size: u64) -> BackendJob {
+        BackendJob {
+            module: module.into(),
+            shard: "s".into(),
+            imports: vec![],
+            extra_inputs: vec![],
+            native: "n".into(),
+            published: None,
+            label: None,
+            command: vec!["cc".into()],
+            cwd: "/".into(),
+            flags_source: FlagsSource::LinkDerived,
+            size,
+        }
+    }
+}
