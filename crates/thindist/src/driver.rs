@@ -6,7 +6,7 @@ use crate::backend::BackendPhase;
 use crate::cache::{CacheConfig, Digests};
 use crate::cmdline;
 use crate::dtlto;
-use crate::exec::{pass_through, Executor, Slots};
+use crate::exec::{join_or_resume, pass_through, Executor, Slots};
 use crate::flags::FlagSources;
 use crate::invocation::{self, LinkerInvocation};
 use crate::link::Link;
@@ -206,14 +206,6 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         drop((relink, sources));
     });
     Ok(0)
-}
-
-/// What a helper thread returned; a panic there is a bug to show, as it would have been on
-/// this thread.
-fn join_or_resume<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    thread
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// `thindist distribute JSON`: runs the jobs of lld's DTLTO job file. Returns the exit code.

@@ -334,6 +334,14 @@ fn run_caught(run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync), job: &BackendJob
     })
 }
 
+/// What a helper thread returned; a panic there is a bug to show, as it would have been on
+/// this thread.
+pub(crate) fn join_or_resume<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// The result of running all jobs: one outcome per job, in the order of `jobs`; `None` for jobs
 /// not started because an earlier one failed.
 pub type Outcomes = Vec<Option<JobOutcome>>;

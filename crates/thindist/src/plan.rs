@@ -142,12 +142,7 @@ pub fn plan(
     let (first, second) = std::thread::scope(|scope| {
         let second = scope.spawn(|| plan_part(second));
         let first = plan_part(first);
-        (
-            first,
-            second
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-        )
+        (first, crate::exec::join_or_resume(second))
     });
     let (mut plan, second) = (first?, second?);
     plan.jobs.extend(second.jobs);
