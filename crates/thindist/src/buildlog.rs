@@ -127,12 +127,14 @@ impl BuildLog {
     /// rate of the jobs whose time is known. Size alone is a poor guide: the kernel's
     /// `mm/vma.o` is two thirds the size of `init/main.o` and takes a third longer.
     pub fn expected_costs(&self, jobs: &[BackendJob]) -> Vec<u64> {
-        let known = |job: &BackendJob| {
-            let ms = self.entries.get(&job.module)?.compiled_ms?;
-            Some(u64::try_from(ms).unwrap_or(u64::MAX).saturating_mul(1000))
-        };
-        let (known_us, known_bytes) = (jobs.iter())
-            .filter_map(|job| Some((known(job)?, job.size)))
+        let known: Vec<Option<u64>> = (jobs.iter())
+            .map(|job| {
+                let ms = self.entries.get(&job.module)?.compiled_ms?;
+                Some(u64::try_from(ms).unwrap_or(u64::MAX).saturating_mul(1000))
+            })
+            .collect();
+        let (known_us, known_bytes) = (jobs.iter().zip(&known))
+            .filter_map(|(job, us)| Some(((*us)?, job.size)))
             .fold((0u64, 0u64), |(us, bytes), (u, b)| {
                 (us.saturating_add(u), bytes.saturating_add(b))
             });
@@ -140,8 +142,8 @@ impl BuildLog {
             0 => 1.0,
             bytes => known_us as f64 / bytes as f64,
         };
-        (jobs.iter())
-            .map(|job| known(job).unwrap_or((job.size as f64 * per_byte) as u64))
+        (jobs.iter().zip(known))
+            .map(|(job, us)| us.unwrap_or((job.size as f64 * per_byte) as u64))
             .collect()
     }
 
