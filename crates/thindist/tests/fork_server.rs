@@ -98,6 +98,8 @@ fn parent_of(pid: i32) -> Option<i32> {
 
 /// The back-end job of `object` as a forked child or cc1 worker: a grandchild of thindist (the
 /// fork server is its child), whose command line shows the job's command as a process's would.
+/// Not the driver's dry run (`-###`) that derives or checks its flag set's cc1 template,
+/// which shows the same command: a test that signalled it instead saw its job run as a driver.
 fn wait_for_forked_job(thindist_pid: i32, object: &str) -> i32 {
     let shown = format!("-c\0{object}\0");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -108,7 +110,8 @@ fn wait_for_forked_job(thindist_pid: i32, object: &str) -> i32 {
             };
             let grandchild = parent_of(pid).and_then(parent_of) == Some(thindist_pid);
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if grandchild && String::from_utf8_lossy(&cmdline).contains(&shown) {
+            let dry_run = cmdline.split(|b| *b == 0).any(|arg| arg == b"-###");
+            if grandchild && !dry_run && String::from_utf8_lossy(&cmdline).contains(&shown) {
                 return pid;
             }
         }
