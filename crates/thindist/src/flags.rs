@@ -189,7 +189,7 @@ impl FlagSources {
         }
         let cmd_file = kbuild_cmd_path(&abs);
         if cmd_file.exists() {
-            let text = std::fs::read_to_string(&cmd_file)
+            let text = read_kbuild_cmd_line(&cmd_file)
                 .map_err(|e| problem(format!("cannot read {}: {e}", cmd_file.display())))?;
             let argv = parse_kbuild_cmd(&text, object, &self.cwd)
                 .map_err(|e| problem(format!("cannot use {}: {e:#}", cmd_file.display())))?;
@@ -296,6 +296,27 @@ pub fn load_compile_commands(path: &Path) -> Result<HashMap<PathBuf, SavedCompil
         }
     }
     Ok(map)
+}
+
+/// The command line of a kbuild `.cmd` file (the first line that [`parse_kbuild_cmd`] looks
+/// for, kbuild's first), or nothing when there is none. The rest of the file, a list of every
+/// header the object was compiled from, is most of it (69 KB for `kernel/fork.o`): reading
+/// all of it for 554 modules took more CPU than the thin link had to spare. Only the command
+/// line need be UTF-8.
+fn read_kbuild_cmd_line(path: &Path) -> std::io::Result<String> {
+    use std::io::BufRead;
+    let mut file = std::io::BufReader::with_capacity(16 * 1024, std::fs::File::open(path)?);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if file.read_until(b'\n', &mut line)? == 0 {
+            return Ok(String::new());
+        }
+        if line.starts_with(b"savedcmd_") || line.starts_with(b"cmd_") {
+            return String::from_utf8(line)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        }
+    }
 }
 
 /// Reads the compile command out of a kbuild `.cmd` file: the `savedcmd_OBJ :=` (or older
@@ -687,6 +708,26 @@ mod tests {
                 "-fno-PIE"
             ])
         );
+    }
+
+    #[test]
+    fn a_kbuild_cmd_file_is_read_up_to_its_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = dir.path().join(".a.o.cmd");
+        let mut text = b"# written by make\nsavedcmd_a.o := clang -O1 -c -o a.o a.c\n".to_vec();
+        // A header path in the dependency list that is not UTF-8 does not matter.
+        text.extend_from_slice(b"deps_a.o := \\\n  /usr/include/\xff.h \\\n");
+        std::fs::write(&cmd, &text).unwrap();
+        let line = read_kbuild_cmd_line(&cmd).unwrap();
+        assert_eq!(line, "savedcmd_a.o := clang -O1 -c -o a.o a.c\n");
+        let sources = FlagSources::new(None, Vec::new(), dir.path()).unwrap();
+        let found = sources.backend_flags(Path::new("a.o")).unwrap().unwrap().unwrap();
+        assert_eq!(found.options, s(&["-O1"]));
+
+        std::fs::write(&cmd, b"deps_a.o := a.c\n").unwrap();
+        assert_eq!(read_kbuild_cmd_line(&cmd).unwrap(), "");
+        std::fs::write(&cmd, b"savedcmd_a.o := clang -DX=\xff -c -o a.o a.c\n").unwrap();
+        assert!(read_kbuild_cmd_line(&cmd).is_err());
     }
 
     #[test]
