@@ -721,7 +721,11 @@ mod tests {
         let line = read_kbuild_cmd_line(&cmd).unwrap();
         assert_eq!(line, "savedcmd_a.o := clang -O1 -c -o a.o a.c\n");
         let sources = FlagSources::new(None, Vec::new(), dir.path()).unwrap();
-        let found = sources.backend_flags(Path::new("a.o")).unwrap().unwrap().unwrap();
+        let found = sources
+            .backend_flags(Path::new("a.o"))
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(found.options, s(&["-O1"]));
 
         std::fs::write(&cmd, b"deps_a.o := a.c\n").unwrap();

@@ -111,24 +111,27 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
         extra.push((relative(path, &job.cwd), digest(path)?));
     }
     let mut hasher = sha2::Sha256::new();
-    let mut line = |text: &str| {
-        hasher.update(text.as_bytes());
+    // Each line is hashed in its parts: a kernel command's hundred options made a string each.
+    let mut line = |parts: &[&str]| {
+        for part in parts {
+            hasher.update(part.as_bytes());
+        }
         hasher.update(b"\n");
     };
-    line(KEY_FORMAT);
-    line(&compiler);
+    line(&[KEY_FORMAT]);
+    line(&[&compiler]);
     for arg in &normalized_command {
-        line(&format!("arg {arg}"));
+        line(&["arg ", arg]);
     }
-    line(&format!("module {}", inputs[0].1));
-    line(&format!("shard {}", inputs[1].1));
+    line(&["module ", &inputs[0].1]);
+    line(&["shard ", &inputs[1].1]);
     let mut import_digests: Vec<&str> = imports.iter().map(|(_, d)| d.as_str()).collect();
     import_digests.sort_unstable();
     for d in import_digests {
-        line(&format!("import {d}"));
+        line(&["import ", d]);
     }
     for (name, d) in &extra {
-        line(&format!("input {name} {d}"));
+        line(&["input ", name, " ", d]);
     }
     inputs.extend(imports);
     inputs.extend(extra);
@@ -230,6 +233,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(k1.hex, k2.hex);
+    }
+
+    #[test]
+    fn the_key_is_the_digest_of_its_recipe_lines() {
+        // The lines every cache so far was filled under: a change to how they are hashed must
+        // not turn existing entries into misses.
+        let d = tempfile::tempdir().unwrap();
+        let mut job = job_in(d.path(), "a.o", "n.o");
+        std::fs::write(d.path().join("prof.afdo"), "profile").unwrap();
+        job.extra_inputs.push("prof.afdo".into());
+        let key = action_key(&job, &Digests::default()).unwrap();
+        let mut text = format!("{KEY_FORMAT}\n{}\n", key.compiler);
+        for arg in &key.normalized_command {
+            text.push_str(&format!("arg {arg}\n"));
+        }
+        text.push_str(&format!(
+            "module {}\nshard {}\n",
+            key.inputs[0].1, key.inputs[1].1
+        ));
+        text.push_str(&format!("import {}\n", key.inputs[2].1));
+        text.push_str(&format!("input prof.afdo {}\n", key.inputs[3].1));
+        assert_eq!(key.hex, sha256_hex(text.as_bytes()));
     }
 
     #[test]
