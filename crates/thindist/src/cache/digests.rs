@@ -9,6 +9,10 @@
 //! stat changing, so it is read again. The change time cannot be set back by a user, so a file
 //! edited and given its old modification time (`touch -d`, `cp -p`) is read again too.
 //!
+//! The memo also keeps digests derived from content alone (a summary shard's, see
+//! [`super::shard`]), filed under the SHA-256 of everything they were derived from, which no
+//! stat needs to vouch for.
+//!
 //! The memo is only an optimisation: a missing, corrupt or foreign memo file is ignored, writes
 //! are atomic (a temporary renamed into place), and concurrent processes each merge what is on
 //! disk with what they learnt, so the worst a race costs is a file read again.
@@ -58,6 +62,15 @@ impl Stat {
     }
 }
 
+/// The stat of a [`Known::Derived`] entry, which no file's stat vouches for.
+const CONTENT_STAT: Stat = Stat {
+    size: 0,
+    mtime_ns: 0,
+    ino: 0,
+    ctime_ns: 0,
+    dev: 0,
+};
+
 /// One memo line: what a file's stat vouches for (its digest, or a compiler's version line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Known {
@@ -65,6 +78,9 @@ enum Known {
     Version(String),
     /// The digest of a question a program answered yes to (see [`Digests::remember_yes`]).
     Yes(String),
+    /// A digest derived from content alone (see [`Digests::remember_derived`]), filed under
+    /// the digest of that content in place of a path, with [`CONTENT_STAT`].
+    Derived(String),
 }
 
 impl Known {
@@ -73,6 +89,7 @@ impl Known {
             Known::File(_) => "F",
             Known::Version(_) => "V",
             Known::Yes(_) => "Y",
+            Known::Derived(_) => "D",
         }
     }
 }
@@ -134,6 +151,10 @@ impl Memo {
         if crate::workdir::is_work_path(path) || crate::workdir::is_driver_temporary(path) {
             return;
         }
+        self.learn_unchecked(path, stat, known);
+    }
+
+    fn learn_unchecked(&self, path: &Path, stat: Stat, known: Known) {
         self.this_run
             .lock()
             .unwrap()
@@ -156,7 +177,7 @@ impl Memo {
             };
             let value = match known {
                 Known::File(d) => format!("{}\t{}", d.hash, d.size),
-                Known::Version(v) | Known::Yes(v) => format!("{v}\t0"),
+                Known::Version(v) | Known::Yes(v) | Known::Derived(v) => format!("{v}\t0"),
             };
             text.push_str(&format!(
                 "{}\t{}\t{value}\t{path}\n",
@@ -192,7 +213,7 @@ fn parse_memo(text: &str) -> Option<MemoMap> {
             dev: dev.parse().ok()?,
         };
         let (tag, known) = match tag {
-            "F" if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) => (
+            "F" if is_sha256_hex(value) => (
                 "F",
                 Known::File(thindist_reapi::Digest {
                     hash: value.to_string(),
@@ -201,14 +222,21 @@ fn parse_memo(text: &str) -> Option<MemoMap> {
             ),
             "V" => ("V", Known::Version(value.to_string())),
             "Y" => ("Y", Known::Yes(value.to_string())),
+            "D" if is_sha256_hex(path) && stat == CONTENT_STAT => {
+                ("D", Known::Derived(value.to_string()))
+            }
             _ => return None,
         };
-        if !Path::new(path).is_absolute() {
+        if tag != "D" && !Path::new(path).is_absolute() {
             return None;
         }
         map.insert((tag, PathBuf::from(path)), (stat, known));
     }
     Some(map)
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 type Pending = Arc<OnceLock<std::result::Result<thindist_reapi::Digest, String>>>;
@@ -418,6 +446,31 @@ impl Digests {
     }
 }
 
+impl Digests {
+    /// A digest derived from content alone, such as a summary shard's location-independent
+    /// one: `derive` gives it and whether it may be remembered; with a memo, it is remembered
+    /// under `key`, the SHA-256 (hex) of everything it was derived from, and not derived
+    /// again while the memo holds it.
+    pub fn remember_derived(
+        &self,
+        key: impl FnOnce() -> String,
+        derive: impl FnOnce() -> Result<(String, bool)>,
+    ) -> Result<String> {
+        let Some(memo) = &self.memo else {
+            return derive().map(|(digest, _)| digest);
+        };
+        let key = PathBuf::from(key());
+        if let Some(Known::Derived(digest)) = memo.lookup("D", &key, &CONTENT_STAT) {
+            return Ok(digest);
+        }
+        let (digest, rememberable) = derive()?;
+        if rememberable {
+            memo.learn_unchecked(&key, CONTENT_STAT, Known::Derived(digest.clone()));
+        }
+        Ok(digest)
+    }
+}
+
 /// The absolute path of `compiler` (a path or a name on PATH).
 fn find_compiler(compiler: &str) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -553,6 +606,26 @@ mod tests {
     }
 
     #[test]
+    fn a_derived_digest_is_remembered_only_when_its_deriver_allows() {
+        let (_dir, cache, _) = setup();
+        let key = |name: &'static str| move || crate::cache::key::sha256_hex(name.as_bytes());
+        let d = Digests::with_memo(&cache);
+        let derived = d.remember_derived(key("kept"), || Ok(("one".into(), true)));
+        assert_eq!(derived.unwrap(), "one");
+        let derived = d.remember_derived(key("not kept"), || Ok(("two".into(), false)));
+        assert_eq!(derived.unwrap(), "two");
+        d.save().unwrap();
+
+        let d = Digests::with_memo(&cache);
+        let remembered = d.remember_derived(key("kept"), || panic!("derived again"));
+        assert_eq!(remembered.unwrap(), "one");
+        let derived = d.remember_derived(key("not kept"), || Ok(("three".into(), false)));
+        assert_eq!(derived.unwrap(), "three");
+        let failed = d.remember_derived(key("failing"), || Err(anyhow!("unreadable")));
+        assert!(failed.is_err());
+    }
+
+    #[test]
     fn corrupt_or_foreign_memos_are_ignored() {
         let (_dir, cache, file) = setup();
         for text in [
@@ -563,6 +636,12 @@ mod tests {
                 "0".repeat(64)
             ),
             format!("{MEMO_FORMAT}\nF\t3\t1\t1\t1\t1\tnothex\t3\t/a\n"),
+            // A derived digest is filed under a SHA-256 with a zero stat, or the memo is bad.
+            format!("{MEMO_FORMAT}\nD\t0\t0\t0\t0\t0\tdigest\t0\t/a\n"),
+            format!(
+                "{MEMO_FORMAT}\nD\t1\t0\t0\t0\t0\tdigest\t0\t{}\n",
+                "0".repeat(64)
+            ),
         ] {
             std::fs::write(cache.join(MEMO_FILE), text).unwrap();
             let d = Digests::with_memo(&cache);

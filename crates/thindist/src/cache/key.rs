@@ -95,17 +95,23 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     let normalized_command = normalize_command(job);
     let context = || format!("input of the back end of {}", job.name());
     let digest = |path: &Path| digests.file(&job.cwd.join(path)).with_context(context);
-    let mut inputs = vec![
-        (relative(&job.module, &job.cwd), digest(&job.module)?),
-        (
-            "<shard>".to_string(),
-            super::shard::shard_digest(&job.shard, &job.cwd, digests).with_context(context)?,
-        ),
-    ];
+    let module_digest = digest(&job.module)?;
     let mut imports = Vec::with_capacity(job.imports.len());
     for path in &job.imports {
         imports.push((relative(path, &job.cwd), digest(path)?));
     }
+    let modules: Vec<(std::path::PathBuf, &str)> = std::iter::once(&job.module)
+        .chain(&job.imports)
+        .map(|path| job.cwd.join(path))
+        .zip(std::iter::once(&module_digest).chain(imports.iter().map(|(_, d)| d)))
+        .map(|(path, digest)| (path, digest.as_str()))
+        .collect();
+    let shard_digest = super::shard::shard_digest(&job.shard, &job.cwd, digests, &modules)
+        .with_context(context)?;
+    let mut inputs = vec![
+        (relative(&job.module, &job.cwd), module_digest.clone()),
+        ("<shard>".to_string(), shard_digest),
+    ];
     let mut extra = Vec::with_capacity(job.extra_inputs.len());
     for path in &job.extra_inputs {
         extra.push((relative(path, &job.cwd), digest(path)?));
@@ -255,6 +261,64 @@ mod tests {
         text.push_str(&format!("import {}\n", key.inputs[2].1));
         text.push_str(&format!("input prof.afdo {}\n", key.inputs[3].1));
         assert_eq!(key.hex, sha256_hex(text.as_bytes()));
+    }
+
+    #[test]
+    fn a_remembered_shard_digest_follows_its_modules() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cache.path().join("tmp")).unwrap();
+        let job = job_in(d.path(), "a.o", "n.o");
+        let derived_lines = || {
+            let memo = std::fs::read_to_string(cache.path().join("digests.memo")).unwrap();
+            memo.lines().filter(|l| l.starts_with("D\t")).count()
+        };
+        let fresh = || action_key(&job, &Digests::default()).unwrap();
+        let remembering = || {
+            let digests = Digests::with_memo(cache.path());
+            let key = action_key(&job, &digests).unwrap();
+            digests.save().unwrap();
+            key
+        };
+        let first = remembering();
+        assert_eq!(first, fresh());
+        assert_eq!(derived_lines(), 1);
+        assert_eq!(remembering(), first);
+        // b.o changes and the shard, not linked again, stays byte for byte what it was: the
+        // remembered digest, filed under b.o's old content, must not answer.
+        std::fs::write(d.path().join("b.c"), "int b(int x) { return x * 7; }\n").unwrap();
+        run(
+            d.path(),
+            &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"],
+        );
+        let after = remembering();
+        assert_eq!(after, fresh());
+        assert_ne!(after.inputs[1], first.inputs[1]);
+        assert_eq!(derived_lines(), 2);
+    }
+
+    #[test]
+    fn a_shard_naming_modules_it_was_not_given_is_not_remembered() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cache.path().join("tmp")).unwrap();
+        let job = job_in(d.path(), "a.o", "n.o");
+        let digests = Digests::with_memo(cache.path());
+        let module = d.path().join("a.o");
+        let module_digest = digests.file(&module).unwrap();
+        // The shard names b.o too, which this caller does not vouch for.
+        let given = [(module, module_digest.as_str())];
+        let digest = super::super::shard::shard_digest(&job.shard, d.path(), &digests, &given);
+        assert_eq!(digest.unwrap(), fresh_shard_digest(&job));
+        digests.save().unwrap();
+        let memo = std::fs::read_to_string(cache.path().join("digests.memo")).unwrap();
+        assert!(!memo.lines().any(|l| l.starts_with("D\t")), "{memo}");
+    }
+
+    fn fresh_shard_digest(job: &BackendJob) -> String {
+        action_key(job, &Digests::default()).unwrap().inputs[1]
+            .1
+            .clone()
     }
 
     #[test]
