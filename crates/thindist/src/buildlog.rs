@@ -6,6 +6,7 @@
 //! torn or foreign-version file is treated as no history, as Ninja does with its log; an entry
 //! that does not parse or whose digests are not SHA-256 hex is dropped alone.
 
+use crate::cache::key::is_sha256_hex;
 use crate::cache::ActionKey;
 use crate::events::{ExecutedBy, JobOutcome};
 use crate::job::{BackendJob, FlagsSource};
@@ -98,10 +99,6 @@ struct RawLog {
     entries: BTreeMap<PathBuf, Box<serde_json::value::RawValue>>,
     #[serde(default)]
     restored: bool,
-}
-
-fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Entry {

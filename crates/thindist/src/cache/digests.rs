@@ -25,7 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::key::CompilerIdentity;
+use super::key::{is_sha256_hex, CompilerIdentity};
 
 const MEMO_FORMAT: &str = "thindist-digest-memo-v1";
 const MEMO_FILE: &str = "digests.memo";
@@ -233,10 +233,6 @@ fn parse_memo(text: &str) -> Option<MemoMap> {
         map.insert((tag, PathBuf::from(path)), (stat, known));
     }
     Some(map)
-}
-
-fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 type Pending = Arc<OnceLock<std::result::Result<thindist_reapi::Digest, String>>>;

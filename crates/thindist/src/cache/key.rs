@@ -19,6 +19,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Whether `text` could be a SHA-256 as [`sha256_hex`] writes it (64 hex digits).
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Which compiler a job runs, precisely enough that another version never shares its results.
 #[derive(Clone, Debug)]
 pub struct CompilerIdentity {

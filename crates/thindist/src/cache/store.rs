@@ -598,7 +598,7 @@ fn parse_entry(bytes: &[u8]) -> Option<(Vec<thindist_reapi::Digest>, &[u8])> {
     let mut blobs = Vec::new();
     while let Some(hash) = parts.next() {
         let size = parts.next()?.parse::<i64>().ok()?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !super::key::is_sha256_hex(hash) {
             return None;
         }
         blobs.push(thindist_reapi::Digest {
