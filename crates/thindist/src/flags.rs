@@ -312,11 +312,17 @@ fn read_kbuild_cmd_line(path: &Path) -> std::io::Result<String> {
         if file.read_until(b'\n', &mut line)? == 0 {
             return Ok(String::new());
         }
-        if line.starts_with(b"savedcmd_") || line.starts_with(b"cmd_") {
+        if is_kbuild_cmd_line(&line) {
             return String::from_utf8(line)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
     }
+}
+
+/// Whether `line` of a kbuild `.cmd` file is its command: `savedcmd_OBJ :=`, or `cmd_OBJ :=`
+/// in older kernels.
+fn is_kbuild_cmd_line(line: &[u8]) -> bool {
+    line.starts_with(b"savedcmd_") || line.starts_with(b"cmd_")
 }
 
 /// Reads the compile command out of a kbuild `.cmd` file: the `savedcmd_OBJ :=` (or older
@@ -327,7 +333,7 @@ fn read_kbuild_cmd_line(path: &Path) -> std::io::Result<String> {
 pub fn parse_kbuild_cmd(text: &str, object: &Path, cwd: &Path) -> Result<Vec<String>> {
     let line = text
         .lines()
-        .find(|l| l.starts_with("savedcmd_") || l.starts_with("cmd_"))
+        .find(|l| is_kbuild_cmd_line(l.as_bytes()))
         .context("no savedcmd_ or cmd_ line")?;
     let (variable, command) = line
         .split_once(":=")
