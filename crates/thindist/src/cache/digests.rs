@@ -440,9 +440,7 @@ impl Digests {
         }
         Ok(())
     }
-}
 
-impl Digests {
     /// A digest derived from content alone, such as a summary shard's location-independent
     /// one: `derive` gives it and whether it may be remembered; with a memo, it is remembered
     /// under `key`, the SHA-256 (hex) of everything it was derived from, and not derived

@@ -105,16 +105,14 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     for path in &job.imports {
         imports.push((relative(path, &job.cwd), digest(path)?));
     }
-    let modules: Vec<(std::path::PathBuf, &str)> = std::iter::once(&job.module)
-        .chain(&job.imports)
-        .map(|path| job.cwd.join(path))
-        .zip(std::iter::once(&module_digest).chain(imports.iter().map(|(_, d)| d)))
-        .map(|(path, digest)| (path, digest.as_str()))
+    let modules: Vec<(std::path::PathBuf, &str)> = std::iter::once((&job.module, &module_digest))
+        .chain(job.imports.iter().zip(imports.iter().map(|(_, d)| d)))
+        .map(|(path, digest)| (job.cwd.join(path), digest.as_str()))
         .collect();
     let shard_digest = super::shard::shard_digest(&job.shard, &job.cwd, digests, &modules)
         .with_context(context)?;
     let mut inputs = vec![
-        (relative(&job.module, &job.cwd), module_digest.clone()),
+        (relative(&job.module, &job.cwd), module_digest),
         ("<shard>".to_string(), shard_digest),
     ];
     let mut extra = Vec::with_capacity(job.extra_inputs.len());
@@ -268,11 +266,17 @@ mod tests {
         assert_eq!(key.hex, sha256_hex(text.as_bytes()));
     }
 
+    /// A cache directory a digest memo can be saved in.
+    fn memo_dir() -> tempfile::TempDir {
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cache.path().join("tmp")).unwrap();
+        cache
+    }
+
     #[test]
     fn a_remembered_shard_digest_follows_its_modules() {
         let d = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        std::fs::create_dir(cache.path().join("tmp")).unwrap();
+        let cache = memo_dir();
         let job = job_in(d.path(), "a.o", "n.o");
         let derived_lines = || {
             let memo = std::fs::read_to_string(cache.path().join("digests.memo")).unwrap();
@@ -305,8 +309,7 @@ mod tests {
     #[test]
     fn a_shard_naming_modules_it_was_not_given_is_not_remembered() {
         let d = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        std::fs::create_dir(cache.path().join("tmp")).unwrap();
+        let cache = memo_dir();
         let job = job_in(d.path(), "a.o", "n.o");
         let digests = Digests::with_memo(cache.path());
         let module = d.path().join("a.o");
@@ -314,16 +317,11 @@ mod tests {
         // The shard names b.o too, which this caller does not vouch for.
         let given = [(module, module_digest.as_str())];
         let digest = super::super::shard::shard_digest(&job.shard, d.path(), &digests, &given);
-        assert_eq!(digest.unwrap(), fresh_shard_digest(&job));
+        let fresh = action_key(&job, &Digests::default()).unwrap();
+        assert_eq!(digest.unwrap(), fresh.inputs[1].1);
         digests.save().unwrap();
         let memo = std::fs::read_to_string(cache.path().join("digests.memo")).unwrap();
         assert!(!memo.lines().any(|l| l.starts_with("D\t")), "{memo}");
-    }
-
-    fn fresh_shard_digest(job: &BackendJob) -> String {
-        action_key(job, &Digests::default()).unwrap().inputs[1]
-            .1
-            .clone()
     }
 
     #[test]
