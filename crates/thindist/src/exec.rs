@@ -486,6 +486,16 @@ mod tests {
         BackendJob::placeholder(name, 0)
     }
 
+    /// What a job that ran locally and succeeded at once returns.
+    fn succeeded() -> JobOutcome {
+        JobOutcome {
+            failure: None,
+            output: String::new(),
+            duration: std::time::Duration::ZERO,
+            executed_by: ExecutedBy::Local,
+        }
+    }
+
     #[test]
     fn a_panicking_job_fails_and_the_run_ends() {
         let jobs = vec![job("a.o"), job("boom.o"), job("c.o")];
@@ -493,12 +503,7 @@ mod tests {
             if job.module.as_os_str() == "boom.o" {
                 panic!("index out of range");
             }
-            JobOutcome {
-                failure: None,
-                output: String::new(),
-                duration: std::time::Duration::ZERO,
-                executed_by: ExecutedBy::Local,
-            }
+            succeeded()
         };
         // Run on another thread so that a hang fails the test instead of stalling it.
         let (tx, rx) = mpsc::channel();
@@ -523,12 +528,7 @@ mod tests {
         let started = std::sync::Mutex::new(Vec::new());
         let run = |job: &BackendJob| {
             started.lock().unwrap().push(job.module.clone());
-            JobOutcome {
-                failure: None,
-                output: String::new(),
-                duration: std::time::Duration::ZERO,
-                executed_by: ExecutedBy::Local,
-            }
+            succeeded()
         };
         dispatch(
             &jobs,
@@ -560,12 +560,7 @@ mod tests {
                 threads.lock().unwrap().insert(std::thread::current().id());
                 std::thread::sleep(std::time::Duration::from_micros(200));
                 now.fetch_sub(1, Ordering::SeqCst);
-                JobOutcome {
-                    failure: None,
-                    output: String::new(),
-                    duration: std::time::Duration::ZERO,
-                    executed_by: ExecutedBy::Local,
-                }
+                succeeded()
             };
             let outcomes = dispatch(&jobs, &[0; 200], &slots, false, &run, &mut Quiet);
             assert!(outcomes
