@@ -4,7 +4,7 @@
 //! reports failures, and records the run's hits and misses.
 
 use crate::cache::{CacheConfig, Digests, DiskCache};
-use crate::events::JobFailure;
+use crate::events::{Event, JobFailure, JobOutcome, Reporter};
 use crate::exec::{self, Executor, Slots};
 use crate::flags::FlagSources;
 use crate::fsutil;
@@ -14,6 +14,7 @@ use crate::runner::JobRunner;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Module -> native object, for the jobs that succeeded.
 pub type Natives = HashMap<PathBuf, PathBuf>;
@@ -64,23 +65,30 @@ impl<'a> BackendPhase<'a> {
     /// Returns the native objects, or an error if any job failed or the run was interrupted.
     /// [`BackendPhase::finish`] records the run afterwards.
     pub fn run(&self, jobs: &[BackendJob], session: &mut Session) -> Result<Natives> {
-        self.runner.prepare(jobs);
-        // Published as each job ends, while the others run.
-        let run_job = |job: &BackendJob| {
-            let mut outcome = self.runner.run(job);
-            if let (true, Some(published)) = (outcome.succeeded(), &job.published) {
-                let dest = job.cwd.join(published);
-                if let Err(err) = self.publish(&job.cwd.join(&job.native), &dest) {
-                    outcome.failure = Some(JobFailure::CannotPublish {
-                        dest,
-                        error: format!("{err:#}"),
-                    });
-                }
+        // The cache answers first, on every thread that may run: then the jobs it does not
+        // answer start longest first with the cores to themselves.
+        let mut outcomes = self.answers_from_cache(jobs, session);
+        let a_hit_failed = outcomes.iter().flatten().any(|o| !o.succeeded());
+        let (unanswered_at, unanswered): (Vec<usize>, Vec<&BackendJob>) = (jobs.iter())
+            .enumerate()
+            .filter(|(index, _)| outcomes[*index].is_none())
+            .unzip();
+        if self.keep_going || !a_hit_failed {
+            self.runner.prepare(&unanswered);
+            let costs = self.runner.expected_costs(&unanswered);
+            let run = |job: &BackendJob| self.published(job, self.runner.run(job));
+            let ran = exec::dispatch(
+                &unanswered,
+                &costs,
+                self.slots,
+                self.keep_going,
+                &run,
+                session,
+            );
+            for (index, outcome) in unanswered_at.into_iter().zip(ran) {
+                outcomes[index] = outcome;
             }
-            outcome
-        };
-        let costs = self.runner.expected_costs(jobs);
-        let outcomes = exec::dispatch(jobs, &costs, self.slots, self.keep_going, &run_job, session);
+        }
         if let Some(signal) = exec::interrupts().signal() {
             bail!("interrupted by signal {signal}");
         }
@@ -102,6 +110,46 @@ impl<'a> BackendPhase<'a> {
             bail!("{failed} back-end compile(s) failed");
         }
         Ok(natives)
+    }
+
+    /// The cache's answer for each job (none without a cache), native objects published,
+    /// each answer reported as a job that started and finished.
+    fn answers_from_cache(&self, jobs: &[BackendJob], session: &mut Session) -> exec::Outcomes {
+        if !self.runner.has_cache() {
+            return vec![None; jobs.len()];
+        }
+        let started = Instant::now();
+        let (threads, tokens) = self.slots.threads_now();
+        let outcomes = exec::look_up_all(jobs, threads, &|job| {
+            (self.runner.run_cached(job)).map(|outcome| self.published(job, outcome))
+        });
+        drop(tokens);
+        let answered = jobs.iter().zip(&outcomes).filter(|(_, o)| o.is_some());
+        session.on_event(&Event::CacheLookupsFinished {
+            hits: answered.clone().count(),
+            duration: started.elapsed(),
+        });
+        for (job, outcome) in answered {
+            let outcome = outcome.as_ref().expect("answered");
+            session.on_event(&Event::JobStarted { job });
+            session.on_event(&Event::JobFinished { job, outcome });
+        }
+        outcomes
+    }
+
+    /// `outcome` of `job`, its native object published beside its bitcode if it is to be,
+    /// as each job ends, while the others run.
+    fn published(&self, job: &BackendJob, mut outcome: JobOutcome) -> JobOutcome {
+        if let (true, Some(published)) = (outcome.succeeded(), &job.published) {
+            let dest = job.cwd.join(published);
+            if let Err(err) = self.publish(&job.cwd.join(&job.native), &dest) {
+                outcome.failure = Some(JobFailure::CannotPublish {
+                    dest,
+                    error: format!("{err:#}"),
+                });
+            }
+        }
+        outcome
     }
 
     /// Saves the build log and the cache's run counts (`session`'s hits and misses), and

@@ -123,7 +123,7 @@ impl BuildLog {
     /// other slots idle): its module's last compile time in this log, else its size at the
     /// rate of the jobs whose time is known. Size alone is a poor guide: the kernel's
     /// `mm/vma.o` is two thirds the size of `init/main.o` and takes a third longer.
-    pub fn expected_costs(&self, jobs: &[BackendJob]) -> Vec<u64> {
+    pub fn expected_costs(&self, jobs: &[&BackendJob]) -> Vec<u64> {
         let known: Vec<Option<u64>> = (jobs.iter())
             .map(|job| {
                 let ms = self.entries.get(&job.module)?.compiled_ms?;
@@ -347,6 +347,7 @@ mod tests {
             BackendJob::placeholder("hit.o", 2000),
             BackendJob::placeholder("new.o", 500),
         ];
+        let jobs: Vec<&BackendJob> = jobs.iter().collect();
         // 50 ms over 5000 bytes: 10 us a byte.
         assert_eq!(
             log.expected_costs(&jobs),

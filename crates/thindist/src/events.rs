@@ -242,6 +242,12 @@ pub enum Event<'a> {
         modules: usize,
         duration: Duration,
     },
+    /// The cache has been asked about every job (before any runs), in `duration`; the
+    /// `hits` it answered are reported next, each as started and finished.
+    CacheLookupsFinished {
+        hits: usize,
+        duration: Duration,
+    },
     JobStarted {
         job: &'a BackendJob,
     },

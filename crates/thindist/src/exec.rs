@@ -17,9 +17,9 @@ use std::time::Instant;
 pub trait Executor: Sync {
     fn execute(&self, job: &BackendJob) -> JobOutcome;
 
-    /// Gets ready for `jobs`, which are about to be executed, all at once where that is
-    /// cheaper than job by job (remote: the whole build's action-cache lookups and uploads).
-    /// The iterator is lazy: an executor with nothing to prepare costs nothing.
+    /// Gets ready for `jobs`, which the local cache did not answer and which are about to be
+    /// executed, all at once where that is cheaper than job by job (remote: the whole build's
+    /// action-cache lookups and uploads).
     fn prepare(&self, _jobs: &mut dyn Iterator<Item = &BackendJob>) {}
 
     /// Gets ready to run the jobs of a flag set before the first job asks, while the thin link
@@ -313,25 +313,45 @@ impl Slots {
             Err(_) => Slots::Fixed(default.max(1)),
         }
     }
+
+    /// How many threads this process's own short work (cache lookups) may use: `-j N` up to
+    /// the CPU count, or make's implicit slot plus the tokens free at once, which are given
+    /// back when the returned tokens are dropped.
+    pub fn threads_now(&self) -> (usize, Vec<jobserver::Acquired>) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self {
+            Slots::Fixed(n) => ((*n).clamp(1, cpus), Vec::new()),
+            Slots::Jobserver(client) => {
+                let tokens: Vec<_> = (1..cpus)
+                    .map_while(|_| client.try_acquire().ok().flatten())
+                    .collect();
+                (1 + tokens.len(), tokens)
+            }
+        }
+    }
 }
 
 /// Runs one job, turning a panic into the job's failure: this loop waits for every job's
 /// `Finished`, so a job thread that died without sending one would hang the run.
 fn run_caught(run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync), job: &BackendJob) -> JobOutcome {
     let start = Instant::now();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        JobOutcome {
-            failure: Some(JobFailure::Internal(what)),
-            output: String::new(),
-            duration: start.elapsed(),
-            executed_by: ExecutedBy::Local,
-        }
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job)))
+        .unwrap_or_else(|panic| panicked(panic, start))
+}
+
+/// The failure of a job whose run panicked (begun at `start`), with the panic's message.
+fn panicked(panic: Box<dyn std::any::Any + Send>, start: Instant) -> JobOutcome {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    JobOutcome {
+        failure: Some(JobFailure::Internal(what)),
+        output: String::new(),
+        duration: start.elapsed(),
+        executed_by: ExecutedBy::Local,
+    }
 }
 
 /// What a helper thread returned; a panic there is a bug to show, as it would have been on
@@ -346,6 +366,40 @@ pub(crate) fn join_or_resume<T>(thread: std::thread::ScopedJoinHandle<'_, T>) ->
 /// not started because an earlier one failed.
 pub type Outcomes = Vec<Option<JobOutcome>>;
 
+/// Asks `look_up` about every job, on `threads` threads that each take the next job as they
+/// finish one, and returns its answers in the order of `jobs`: `None` for a job it left to
+/// [`dispatch`] (or did not reach because the run was interrupted). For cache lookups, which
+/// answer most jobs of a rebuild: through [`dispatch`] each cost two hand-overs between
+/// threads, more than the lookup itself.
+pub fn look_up_all(
+    jobs: &[BackendJob],
+    threads: usize,
+    look_up: &(dyn Fn(&BackendJob) -> Option<JobOutcome> + Sync),
+) -> Outcomes {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut answers = Vec::new();
+        while !interrupts().cancelled.load(Ordering::SeqCst) {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(job) = jobs.get(index) else { break };
+            let start = Instant::now();
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| look_up(job)))
+                .unwrap_or_else(|panic| Some(panicked(panic, start)));
+            answers.extend(answer.map(|outcome| (index, outcome)));
+        }
+        answers
+    };
+    let mut outcomes: Outcomes = vec![None; jobs.len()];
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let answers = helpers.into_iter().flat_map(join_or_resume);
+        for (index, outcome) in work().into_iter().chain(answers) {
+            outcomes[index] = Some(outcome);
+        }
+    });
+    outcomes
+}
+
 /// Runs `jobs` with `run`, those of the highest expected `costs` first, emitting events to
 /// `reporter` on this thread.
 /// Without `keep_going`, no new job starts after a failure.
@@ -355,7 +409,7 @@ pub type Outcomes = Vec<Option<JobOutcome>>;
 /// request can be dropped once no job waits (a blocking acquire would wait forever for tokens
 /// that nobody holds). A job's token goes back to make as soon as its end has been reported.
 pub fn dispatch(
-    jobs: &[BackendJob],
+    jobs: &[&BackendJob],
     costs: &[u64],
     slots: &Slots,
     keep_going: bool,
@@ -402,14 +456,14 @@ pub fn dispatch(
     let mut workers = 0usize;
     std::thread::scope(|scope| {
         let mut start = |index: usize, running: usize, reporter: &mut dyn Reporter| {
-            reporter.on_event(&Event::JobStarted { job: &jobs[index] });
+            reporter.on_event(&Event::JobStarted { job: jobs[index] });
             if workers < running {
                 workers += 1;
                 let (tx, work_rx) = (tx.clone(), &work_rx);
                 scope.spawn(move || loop {
                     let next = work_rx.lock().unwrap().recv();
                     let Ok(index) = next else { break };
-                    let _ = tx.send(Message::Finished(index, run_caught(run, &jobs[index])));
+                    let _ = tx.send(Message::Finished(index, run_caught(run, jobs[index])));
                 });
             }
             let _ = work_tx.send(index);
@@ -453,7 +507,7 @@ pub fn dispatch(
                         stopped = true;
                     }
                     reporter.on_event(&Event::JobFinished {
-                        job: &jobs[index],
+                        job: jobs[index],
                         outcome: &outcome,
                     });
                     outcomes[index] = Some(outcome);
@@ -498,7 +552,7 @@ mod tests {
 
     #[test]
     fn a_panicking_job_fails_and_the_run_ends() {
-        let jobs = vec![job("a.o"), job("boom.o"), job("c.o")];
+        let jobs = [job("a.o"), job("boom.o"), job("c.o")];
         let run = |job: &BackendJob| {
             if job.module.as_os_str() == "boom.o" {
                 panic!("index out of range");
@@ -508,6 +562,7 @@ mod tests {
         // Run on another thread so that a hang fails the test instead of stalling it.
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let jobs: Vec<&BackendJob> = jobs.iter().collect();
             let outcomes = dispatch(&jobs, &[0; 3], &Slots::Fixed(2), true, &run, &mut Quiet);
             let _ = tx.send(outcomes);
         });
@@ -531,7 +586,7 @@ mod tests {
             succeeded()
         };
         dispatch(
-            &jobs,
+            &jobs.iter().collect::<Vec<_>>(),
             &[5, 40, 1, 7],
             &Slots::Fixed(1),
             false,
@@ -562,6 +617,7 @@ mod tests {
                 now.fetch_sub(1, Ordering::SeqCst);
                 succeeded()
             };
+            let jobs: Vec<&BackendJob> = jobs.iter().collect();
             let outcomes = dispatch(&jobs, &[0; 200], &slots, false, &run, &mut Quiet);
             assert!(outcomes
                 .iter()
@@ -570,5 +626,56 @@ mod tests {
             let threads = threads.lock().unwrap().len();
             assert!((1..=most).contains(&threads), "{threads} threads");
         }
+    }
+
+    /// Every job is asked about once, the answers land at their jobs, a job left unanswered
+    /// stays `None`, a panic is its job's failure, and the work is spread over the threads.
+    #[test]
+    fn look_up_all_answers_each_job_in_place() {
+        let jobs: Vec<BackendJob> = (0..300).map(|i| job(&format!("m{i}.o"))).collect();
+        let asked = Mutex::new(Vec::new());
+        let threads = Mutex::new(std::collections::HashSet::new());
+        let look_up = |job: &BackendJob| {
+            let name = job.module.to_string_lossy().into_owned();
+            asked.lock().unwrap().push(name.clone());
+            threads.lock().unwrap().insert(std::thread::current().id());
+            std::thread::sleep(std::time::Duration::from_micros(100));
+            let number: usize = name[1..name.len() - 2].parse().unwrap();
+            match number % 3 {
+                0 => Some(JobOutcome {
+                    duration: std::time::Duration::from_millis(number as u64),
+                    ..succeeded()
+                }),
+                1 => None,
+                _ if number == 11 => panic!("lookup of m11.o broke"),
+                _ => None,
+            }
+        };
+        let answers = look_up_all(&jobs, 3, &look_up);
+        assert_eq!(asked.lock().unwrap().len(), 300, "each job asked once");
+        assert!(threads.lock().unwrap().len() > 1, "one thread did all");
+        for (i, answer) in answers.iter().enumerate() {
+            match (i % 3, answer) {
+                (0, Some(o)) => assert_eq!(o.duration.as_millis() as usize, i),
+                (_, Some(o)) if i == 11 => {
+                    assert!(o.failure_text().unwrap().contains("lookup of m11.o broke"))
+                }
+                (_, None) if i % 3 != 0 && i != 11 => {}
+                _ => panic!("job {i}: {answer:?}"),
+            }
+        }
+    }
+
+    /// Short work runs on `-j N` threads up to the CPU count; with a jobserver whose tokens
+    /// cannot be taken without waiting (one made in this process), on make's implicit slot
+    /// alone. The tokens a real jobserver gives are checked under make, in tests/options.rs.
+    #[test]
+    fn threads_now_never_exceed_the_cpus_or_wait_for_a_token() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(Slots::Fixed(64).threads_now().0, cpus);
+        assert_eq!(Slots::Fixed(1).threads_now().0, 1);
+        let client = jobserver::Client::new(8).unwrap();
+        let (threads, tokens) = Slots::Jobserver(client).threads_now();
+        assert_eq!((threads, tokens.len()), (1, 0));
     }
 }

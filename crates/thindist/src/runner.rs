@@ -19,8 +19,9 @@ pub struct JobRunner<'a> {
     previous: BuildLog,
     log: Mutex<BuildLog>,
     log_path: Option<PathBuf>,
-    /// Keys [`JobRunner::prepare`] computed, by native object, for `run` to take.
-    prepared_keys: Mutex<HashMap<PathBuf, ActionKey>>,
+    /// The keys [`JobRunner::run_cached`] sought (`None`: there was none), by native object,
+    /// for `run` to take rather than seek again.
+    sought_keys: Mutex<HashMap<PathBuf, Option<ActionKey>>>,
 }
 
 impl<'a> JobRunner<'a> {
@@ -32,7 +33,7 @@ impl<'a> JobRunner<'a> {
             previous: BuildLog::default(),
             log: Mutex::new(BuildLog::default()),
             log_path: None,
-            prepared_keys: Mutex::default(),
+            sought_keys: Mutex::default(),
         }
     }
 
@@ -45,98 +46,130 @@ impl<'a> JobRunner<'a> {
 
     /// How long each of `jobs` is expected to take, for the dispatcher to start the longest
     /// first: see [`BuildLog::expected_costs`].
-    pub fn expected_costs(&self, jobs: &[BackendJob]) -> Vec<u64> {
+    pub fn expected_costs(&self, jobs: &[&BackendJob]) -> Vec<u64> {
         self.previous.expected_costs(jobs)
     }
 
-    /// Lets the executor get ready for the jobs that the cache will not answer.
-    pub fn prepare(&self, jobs: &[BackendJob]) {
-        let mut to_execute = jobs.iter().filter(|job| {
-            let cached = |cache: &DiskCache| {
-                action_key(job, self.digests).is_ok_and(|key| {
-                    let found = cache.contains(&key.hex);
-                    let mut keys = self.prepared_keys.lock().unwrap();
-                    keys.insert(job.native.clone(), key);
-                    found
-                })
-            };
-            !self.cache.as_ref().is_some_and(cached)
-        });
-        self.executor.prepare(&mut to_execute);
+    pub fn has_cache(&self) -> bool {
+        self.cache.is_some()
     }
 
-    pub fn run(&self, job: &BackendJob) -> JobOutcome {
+    /// Lets the executor get ready for `jobs`, which the cache did not answer.
+    pub fn prepare(&self, jobs: &[&BackendJob]) {
+        self.executor.prepare(&mut jobs.iter().copied());
+    }
+
+    /// The job's result from the cache, noted for the build log; `None` when the cache is off
+    /// or has none, the job's key then kept for [`JobRunner::run`].
+    pub fn run_cached(&self, job: &BackendJob) -> Option<JobOutcome> {
         let started = Instant::now();
-        // The key serves the cache and the build log; with neither, it is not worth its cost
-        // (the compiler's identity is a `--version` process, each shard is read and hashed).
-        let keyed = self.cache.is_some() || self.log_path.is_some();
-        let prepared = self.prepared_keys.lock().unwrap().remove(&job.native);
-        let key = match prepared
-            .map(Ok)
-            .or_else(|| keyed.then(|| action_key(job, self.digests)))
+        let cache = self.cache.as_ref()?;
+        let key = self.key(job);
+        match key
+            .as_ref()
+            .and_then(|key| self.cached(cache, job, key, started))
         {
-            None => None,
-            Some(Ok(key)) => Some(key),
-            Some(Err(err)) => {
-                // Without a key the job still runs; it just cannot be cached.
-                warn(format!("{} will not be cached: {err:#}", job.name()));
+            Some(outcome) => {
+                self.note(job, key, &outcome);
+                Some(outcome)
+            }
+            None => {
+                let mut keys = self.sought_keys.lock().unwrap();
+                keys.insert(job.native.clone(), key);
                 None
             }
-        };
-        let native = job.cwd.join(&job.native);
-        let mut outcome = None;
-        if let (Some(cache), Some(key)) = (&self.cache, &key) {
-            match cache.get(&key.hex, &native) {
-                Ok(Some(digest)) => {
-                    // Publishing it need not read it again.
-                    self.digests.made_file(&native, digest);
-                    outcome = Some(JobOutcome {
-                        failure: None,
-                        output: String::new(),
-                        duration: started.elapsed(),
-                        executed_by: ExecutedBy::Cache,
-                    })
-                }
-                Ok(None) => {}
-                Err(err) => warn(format!("cache lookup for {} failed: {err:#}", job.name())),
-            }
         }
-        let outcome = outcome.unwrap_or_else(|| {
+    }
+
+    /// Runs the job: from the cache if it has the result (again: a parallel link may have
+    /// stored it since [`JobRunner::run_cached`] asked), else on the executor, storing the
+    /// result.
+    pub fn run(&self, job: &BackendJob) -> JobOutcome {
+        let started = Instant::now();
+        let sought = self.sought_keys.lock().unwrap().remove(&job.native);
+        let key = sought.unwrap_or_else(|| self.key(job));
+        let cached = match (&self.cache, &key) {
+            (Some(cache), Some(key)) => self.cached(cache, job, key, started),
+            _ => None,
+        };
+        let outcome = cached.unwrap_or_else(|| {
             let outcome = self.executor.execute(job);
             if let (Some(cache), Some(key), true) = (&self.cache, &key, outcome.succeeded()) {
-                if let Err(err) = cache.put(&key.hex, &native) {
+                if let Err(err) = cache.put(&key.hex, &job.cwd.join(&job.native)) {
                     warn(format!("cannot cache {}: {err:#}", job.name()));
                 }
             }
             outcome
         });
-        if let Some(key) = key {
-            let previous_entry = self.previous.entries.get(&job.module);
-            let compiled_ms = buildlog::compiled_ms(previous_entry, &outcome);
-            let previous = previous_entry.map(|e| &e.key);
-            let mut reason = buildlog::explain(previous, &key);
-            if outcome.executed_by != ExecutedBy::Cache
-                && previous.is_some_and(|p| p.hex == key.hex)
-            {
-                reason.push_str(", but its result was not in the cache");
-            }
-            let entry = Entry {
-                module: job.module.clone(),
-                flags_source: job.flags_source.clone(),
-                command: job.command.clone(),
-                key,
-                executed_by: Some(outcome.executed_by),
-                succeeded: outcome.succeeded(),
-                duration_ms: outcome.duration.as_millis(),
-                compiled_ms,
-                reason,
-                published: job.published.as_ref().map(|p| job.cwd.join(p)),
-            };
-            let mut log = self.log.lock().unwrap();
-            log.cwd = Some(job.cwd.clone());
-            log.entries.insert(job.module.clone(), entry);
-        }
+        self.note(job, key, &outcome);
         outcome
+    }
+
+    /// The job's key, if the cache or the build log needs it: with neither it is not worth
+    /// its cost (the compiler's identity is a `--version` process, each shard is read and
+    /// hashed). Without a key the job still runs; it just cannot be cached.
+    fn key(&self, job: &BackendJob) -> Option<ActionKey> {
+        if self.cache.is_none() && self.log_path.is_none() {
+            return None;
+        }
+        action_key(job, self.digests)
+            .map_err(|err| warn(format!("{} will not be cached: {err:#}", job.name())))
+            .ok()
+    }
+
+    /// The job's native object from the cache, put in place, if the cache holds it.
+    fn cached(
+        &self,
+        cache: &DiskCache,
+        job: &BackendJob,
+        key: &ActionKey,
+        started: Instant,
+    ) -> Option<JobOutcome> {
+        let native = job.cwd.join(&job.native);
+        match cache.get(&key.hex, &native) {
+            Ok(Some(digest)) => {
+                // Publishing it need not read it again.
+                self.digests.made_file(&native, digest);
+                Some(JobOutcome {
+                    failure: None,
+                    output: String::new(),
+                    duration: started.elapsed(),
+                    executed_by: ExecutedBy::Cache,
+                })
+            }
+            Ok(None) => None,
+            Err(err) => {
+                warn(format!("cache lookup for {} failed: {err:#}", job.name()));
+                None
+            }
+        }
+    }
+
+    /// Notes the job's back end for the build log, when it has a key.
+    fn note(&self, job: &BackendJob, key: Option<ActionKey>, outcome: &JobOutcome) {
+        let Some(key) = key else { return };
+        let previous_entry = self.previous.entries.get(&job.module);
+        let compiled_ms = buildlog::compiled_ms(previous_entry, outcome);
+        let previous = previous_entry.map(|e| &e.key);
+        let mut reason = buildlog::explain(previous, &key);
+        if outcome.executed_by != ExecutedBy::Cache && previous.is_some_and(|p| p.hex == key.hex) {
+            reason.push_str(", but its result was not in the cache");
+        }
+        let entry = Entry {
+            module: job.module.clone(),
+            flags_source: job.flags_source.clone(),
+            command: job.command.clone(),
+            key,
+            executed_by: Some(outcome.executed_by),
+            succeeded: outcome.succeeded(),
+            duration_ms: outcome.duration.as_millis(),
+            compiled_ms,
+            reason,
+            published: job.published.as_ref().map(|p| job.cwd.join(p)),
+        };
+        let mut log = self.log.lock().unwrap();
+        log.cwd = Some(job.cwd.clone());
+        log.entries.insert(job.module.clone(), entry);
     }
 
     /// Saves the build log and the cache's run counts, and prunes the cache.

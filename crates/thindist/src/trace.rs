@@ -1,5 +1,5 @@
 //! `--trace FILE`: the run as Chrome trace-event JSON (opens in Perfetto or chrome://tracing):
-//! the preparation before the thin link, the thin link, every job on the lane it ran in with its module, cache hit or miss and where
+//! the preparation before the thin link, the thin link, the cache lookups, every job on the lane it ran in with its module, cache hit or miss and where
 //! it ran, and the final link.
 
 use crate::events::{Event, Reporter};
@@ -67,6 +67,11 @@ impl Reporter for TraceWriter {
             }
             Event::ThinLinkFinished { modules, .. } => {
                 self.push("thin link", "E", 0, json!({"modules": modules}))
+            }
+            Event::CacheLookupsFinished { hits, duration } => {
+                let dur = duration.as_micros();
+                let ts = self.now_us().saturating_sub(dur);
+                self.events.push(json!({"name": "cache lookups", "cat": "thindist", "ph": "X", "ts": ts, "dur": dur, "pid": 1, "tid": 0, "args": {"hits": hits}}));
             }
             Event::FinalLinkStarted { .. } => self.push("final link", "B", 0, json!({})),
             Event::FinalLinkFinished { .. } => self.push("final link", "E", 0, json!({})),

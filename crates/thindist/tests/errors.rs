@@ -75,6 +75,37 @@ fn a_native_that_cannot_be_published_fails_its_module_by_name() {
 }
 
 #[test]
+fn a_hit_that_cannot_be_published_fails_its_module_by_name() {
+    let p = SmallProject::new(&[
+        ("a.c", "int f(void);\nint main(void){return f();}\n"),
+        ("b.c", "int f(void){return 0;}\n"),
+    ]);
+    p.compile_all(&["-O2"]);
+    let out = p.ld_with(&["--keep-natives"], &["-o", "prog", "a.o", "b.o"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every module a cache hit now; b's native object cannot be published.
+    std::fs::remove_file(p.path("b.thinlto-native.o")).unwrap();
+    std::fs::create_dir(p.path("b.thinlto-native.o")).unwrap();
+    let out = p.ld_with(&["--keep-natives"], &["-o", "prog2", "a.o", "b.o"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("back-end compile of b.o failed")
+            && err.contains("cannot publish the native object as")
+            && err.contains("b.thinlto-native.o"),
+        "{err}"
+    );
+    assert!(!err.contains("back-end compile of a.o failed"), "{err}");
+    assert!(!p.path("prog2").exists());
+    assert!(p.path("b.thinlto-native.o").is_dir(), "left as it was");
+    p.assert_no_temp_files();
+}
+
+#[test]
 fn keep_going_runs_every_job_and_still_fails() {
     let p = SmallProject::new(&[
         (

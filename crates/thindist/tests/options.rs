@@ -146,6 +146,40 @@ fn parallel_links_under_make_do_not_wait_for_tokens_nobody_holds() {
 }
 
 #[test]
+fn cache_lookups_under_make_give_back_the_tokens_they_take() {
+    // The second link takes every module from the cache, its lookups on make's implicit slot
+    // and the tokens free at once; make counts its tokens when it exits and complains of any
+    // not given back.
+    let p = many_modules(6);
+    let objs = many_objects(6).join(" ");
+    let makefile = format!(
+        "prog1 prog2: {objs}\n\t+{thindist} ld -- ld.lld-22 -e main -o $@ $^\n",
+        thindist = thindist()
+    );
+    std::fs::write(p.path("Makefile"), makefile).unwrap();
+    for target in ["prog1", "prog2"] {
+        let out = p
+            .cmd("timeout")
+            .args(["120", "make", "-j3", target])
+            .current_dir(p.dir())
+            .env_remove("THINDIST_JOBS")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "make {target}: {:?}\n{err}",
+            out.status
+        );
+        assert!(!err.contains("jobserver"), "make {target}: {err}");
+        if target == "prog2" {
+            assert!(err.contains(" 0 misses"), "{err}");
+        }
+    }
+    assert!(p.path("prog2").exists());
+}
+
+#[test]
 fn boolean_options_accept_the_usual_spellings_in_the_environment() {
     let p = many_modules(2);
     for value in ["1", "true", "yes", "on"] {

@@ -96,3 +96,68 @@ fn trace_has_every_job_and_adds_up_to_the_wall_time() {
         "stages {stages}us of run {run_dur}us"
     );
 }
+
+/// A relink that the cache answers in full: one span for the lookups, with their count, each
+/// module's job a hit inside it, and the stages still add up to the run.
+#[test]
+fn trace_shows_the_cache_lookups_that_answered_the_jobs() {
+    let p = many_modules(12);
+    let objects = many_objects(12);
+    let link = |output: &str, trace: &str| {
+        let out = p
+            .cmd(thindist())
+            .args([
+                "ld",
+                "-j2",
+                "--trace",
+                trace,
+                "--",
+                "ld.lld-22",
+                "-e",
+                "main",
+                "-o",
+            ])
+            .arg(output)
+            .args(&objects)
+            .current_dir(p.dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    link("prog", "first.json");
+    // Another output: no earlier link to restore, every back end from the cache.
+    link("prog2", "trace.json");
+    let trace: Value =
+        serde_json::from_slice(&std::fs::read(p.path("trace.json")).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let named = |name: &str| events.iter().find(|e| e["name"] == name).unwrap();
+    let lookups = named("cache lookups");
+    assert_eq!(lookups["args"]["hits"], 13, "{lookups}");
+    let (start, dur) = (
+        lookups["ts"].as_f64().unwrap(),
+        lookups["dur"].as_f64().unwrap(),
+    );
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["ph"] == "E" && e["name"].as_str().unwrap().ends_with(".o"))
+        .collect();
+    assert_eq!(ends.len(), 13);
+    for end in &ends {
+        assert_eq!(end["args"]["cache"], "hit", "{end}");
+        assert!(end["ts"].as_f64().unwrap() >= start + dur, "{end}");
+    }
+    let thin_link_end = events
+        .iter()
+        .find(|e| e["name"] == "thin link" && e["ph"] == "E")
+        .unwrap();
+    let final_link_start = events
+        .iter()
+        .find(|e| e["name"] == "final link" && e["ph"] == "B")
+        .unwrap();
+    assert!(thin_link_end["ts"].as_f64().unwrap() <= start);
+    assert!(start + dur <= final_link_start["ts"].as_f64().unwrap());
+}
