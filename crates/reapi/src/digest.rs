@@ -25,7 +25,30 @@ impl Digest {
     }
 
     pub fn of_file(path: &Path) -> std::io::Result<Digest> {
-        Ok(Digest::of_bytes(&std::fs::read(path)?))
+        Digest::of_reader(&mut std::fs::File::open(path)?)
+    }
+
+    /// The digest of what `reader` holds to its end: read through one buffer on the stack, so
+    /// that hashing many files (a rebuild's cache hits) allocates no memory for their bytes.
+    pub fn of_reader(reader: &mut impl std::io::Read) -> std::io::Result<Digest> {
+        let mut hasher = Sha256::new();
+        let mut buffer = [0u8; 64 * 1024];
+        let mut size = 0usize;
+        loop {
+            match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => {
+                    hasher.update(&buffer[..read]);
+                    size += read;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Digest {
+            hash: hex::encode(hasher.finalize()),
+            size: size as i64,
+        })
     }
 
     pub(crate) fn to_proto(&self) -> re::Digest {

@@ -18,7 +18,6 @@
 //! disk with what they learnt, so the worst a race costs is a file read again.
 
 use anyhow::{anyhow, Context, Result};
-use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
@@ -320,7 +319,7 @@ impl Digests {
         }
         let mut file = File::open(path).with_context(context)?;
         let before = Stat::of(&file.metadata().with_context(context)?);
-        let digest = hash_content(&mut file).with_context(context)?;
+        let digest = thindist_reapi::Digest::of_reader(&mut file).with_context(context)?;
         // A file that changed while it was read is not remembered.
         if let (Some(memo), Ok(after)) = (&self.memo, file.metadata()) {
             if Stat::of(&after) == before {
@@ -358,7 +357,7 @@ impl Digests {
                 .and_then(|m| m.lookup("F", &abs, &before));
             let digest = match known {
                 Some(Known::File(digest)) => digest,
-                _ => hash_content(&mut file)?,
+                _ => thindist_reapi::Digest::of_reader(&mut file)?,
             };
             if digest != *expected {
                 return Ok(false);
@@ -470,15 +469,6 @@ fn find_compiler(compiler: &str) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     crate::exec::find_program(compiler, &cwd)
         .with_context(|| format!("compiler {compiler} not found on PATH"))
-}
-
-fn hash_content(file: &mut File) -> std::io::Result<thindist_reapi::Digest> {
-    let mut hasher = Sha256::new();
-    let size = std::io::copy(file, &mut hasher)?;
-    Ok(thindist_reapi::Digest {
-        hash: hex::encode(hasher.finalize()),
-        size: size as i64,
-    })
 }
 
 #[cfg(test)]
