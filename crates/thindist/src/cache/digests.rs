@@ -52,13 +52,6 @@ impl Stat {
             dev: meta.dev(),
         }
     }
-
-    fn fields(&self) -> String {
-        format!(
-            "{}\t{}\t{}\t{}\t{}",
-            self.size, self.mtime_ns, self.ino, self.ctime_ns, self.dev
-        )
-    }
 }
 
 /// The stat of a [`Known::Derived`] entry, which no file's stat vouches for.
@@ -100,29 +93,34 @@ struct Memo {
     path: PathBuf,
     tmp_dir: PathBuf,
     loaded: MemoMap,
+    /// The memo file's stat when it was loaded.
+    loaded_from: Option<Stat>,
     this_run: Mutex<MemoMap>,
 }
 
 impl Memo {
     /// Reads `path`, keeping only entries that are not racily clean. Anything unreadable or
-    /// not in this format is an empty memo.
-    fn load(path: &Path) -> MemoMap {
+    /// not in this format is an empty memo. Returns the entries and the file's stat.
+    fn load(path: &Path) -> (MemoMap, Option<Stat>) {
         let Ok(file) = File::open(path) else {
-            return MemoMap::new();
+            return (MemoMap::new(), None);
         };
         let Ok(meta) = file.metadata() else {
-            return MemoMap::new();
+            return (MemoMap::new(), None);
         };
-        let written_ns = Stat::of(&meta).mtime_ns;
+        let stat = Stat::of(&meta);
         let mut text = String::new();
         if std::io::Read::read_to_string(&mut &file, &mut text).is_err() {
-            return MemoMap::new();
+            return (MemoMap::new(), None);
         }
-        parse_memo(&text)
+        let entries = parse_memo(&text)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, (stat, _))| stat.mtime_ns < written_ns && stat.ctime_ns < written_ns)
-            .collect()
+            .filter(|(_, (known, _))| {
+                known.mtime_ns < stat.mtime_ns && known.ctime_ns < stat.mtime_ns
+            })
+            .collect();
+        (entries, Some(stat))
     }
 
     /// What the memo knows of `path` at `stat`: learnt this run, or loaded and still true.
@@ -161,28 +159,47 @@ impl Memo {
     }
 
     /// Merges this run's entries into what is on disk now (other processes may have written
-    /// it since) and replaces the file atomically.
+    /// it since; if none has, that is what was loaded, not read again) and replaces the file
+    /// atomically.
     fn save(&self) -> Result<()> {
+        use std::fmt::Write as _;
         let this_run = self.this_run.lock().unwrap();
-        let mut merged = Memo::load(&self.path);
-        if merged.len() + this_run.len() > MEMO_MAX_ENTRIES {
-            merged.clear();
-        }
-        merged.extend(this_run.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let unchanged =
+            std::fs::metadata(&self.path).ok().map(|m| Stat::of(&m)) == self.loaded_from;
+        let reloaded;
+        let on_disk = match unchanged {
+            true => &self.loaded,
+            false => {
+                reloaded = Memo::load(&self.path).0;
+                &reloaded
+            }
+        };
+        let keep_on_disk = on_disk.len() + this_run.len() <= MEMO_MAX_ENTRIES;
+        let entries = (on_disk.iter())
+            .filter(|(key, _)| keep_on_disk && !this_run.contains_key(*key))
+            .chain(this_run.iter());
         let mut text = format!("{MEMO_FORMAT}\n");
-        for ((_, path), (stat, known)) in &merged {
+        for ((_, path), (stat, known)) in entries {
             let Some(path) = path.to_str().filter(|p| !p.contains(['\t', '\n'])) else {
                 continue;
             };
-            let value = match known {
-                Known::File(d) => format!("{}\t{}", d.hash, d.size),
-                Known::Version(v) | Known::Yes(v) | Known::Derived(v) => format!("{v}\t0"),
+            let Stat {
+                size,
+                mtime_ns,
+                ino,
+                ctime_ns,
+                dev,
+            } = stat;
+            let _ = write!(
+                text,
+                "{}\t{size}\t{mtime_ns}\t{ino}\t{ctime_ns}\t{dev}\t",
+                known.tag()
+            );
+            let _ = match known {
+                Known::File(d) => write!(text, "{}\t{}", d.hash, d.size),
+                Known::Version(v) | Known::Yes(v) | Known::Derived(v) => write!(text, "{v}\t0"),
             };
-            text.push_str(&format!(
-                "{}\t{}\t{value}\t{path}\n",
-                known.tag(),
-                stat.fields()
-            ));
+            let _ = writeln!(text, "\t{path}");
         }
         let mut temp = crate::fsutil::new_temp_in(&self.tmp_dir)?;
         std::io::Write::write_all(&mut temp, text.as_bytes())
@@ -250,9 +267,11 @@ impl Digests {
     /// Digests that remember files across runs in `cache_dir` (a thindist cache directory).
     pub fn with_memo(cache_dir: &Path) -> Digests {
         let path = cache_dir.join(MEMO_FILE);
+        let (loaded, loaded_from) = Memo::load(&path);
         Digests {
             memo: Some(Memo {
-                loaded: Memo::load(&path),
+                loaded,
+                loaded_from,
                 path,
                 tmp_dir: cache_dir.join("tmp"),
                 this_run: Mutex::default(),
@@ -586,7 +605,7 @@ mod tests {
         // The memo was written no later than the file last changed: within the timestamp
         // granularity, a change after the digest was taken would not show in the stat.
         set_mtime(&cache.join(MEMO_FILE), SystemTime::UNIX_EPOCH);
-        assert!(Memo::load(&cache.join(MEMO_FILE)).is_empty());
+        assert!(Memo::load(&cache.join(MEMO_FILE)).0.is_empty());
     }
 
     #[test]
@@ -659,6 +678,44 @@ mod tests {
         let text = std::fs::read_to_string(cache.join(MEMO_FILE)).unwrap();
         assert!(parse_memo(&text).is_some_and(|m| !m.is_empty()));
         assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+    }
+
+    /// A save writes what was loaded (not read again when nobody wrote the memo since) and,
+    /// when another run saved in between, what that run learnt too.
+    #[test]
+    fn a_save_keeps_what_was_loaded_and_what_others_saved_since() {
+        let (dir, cache, _) = setup();
+        let files: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let file = dir.path().join(format!("g{i}"));
+                std::fs::write(&file, format!("{i}")).unwrap();
+                file
+            })
+            .collect();
+        let remembered = || {
+            let memo = Memo::load(&cache.join(MEMO_FILE)).0;
+            let mut found: Vec<bool> = (files.iter())
+                .map(|f| memo.contains_key(&("F", f.clone())))
+                .collect();
+            found.dedup();
+            found
+        };
+        let first = Digests::with_memo(&cache);
+        first.file(&files[0]).unwrap();
+        first.save().unwrap();
+        age_files_before_memo(&cache);
+        let (second, third) = (Digests::with_memo(&cache), Digests::with_memo(&cache));
+        second.file(&files[1]).unwrap();
+        second.save().unwrap();
+        age_files_before_memo(&cache);
+        third.file(&files[2]).unwrap();
+        third.save().unwrap();
+        age_files_before_memo(&cache);
+        assert_eq!(remembered(), [true]);
+        // Nothing learnt, nothing written since it was loaded: all of it is kept.
+        Digests::with_memo(&cache).save().unwrap();
+        age_files_before_memo(&cache);
+        assert_eq!(remembered(), [true]);
     }
 
     #[test]
