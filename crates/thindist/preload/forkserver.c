@@ -19,18 +19,22 @@
  *   before each job; a worker still runs jobs of one key only (the server replaces it when the
  *   key changes), so that no other process-wide state a flag set may leave reaches another.
  *
- * One job at a time per server (thindist starts one server per job slot), so the protocol is a
+ * One job at a time per server (thindist has one server per job slot), so the protocol is a
  * plain request/reply and the server needs no signal handling:
  *   server -> thindist, once:  "TDFS", u32 length, /proc/self/exe (which program this is),
  *                              u32 features (bit 0: cc1 jobs can run)
  *   thindist -> server:        u32 header[5] = payload length, argc, envc, kind (0 driver
- *                              job, 1 cc1 job), shown argc; with two fds attached (SCM_RIGHTS:
+ *                              job, 1 cc1 job, 2 fork a server), shown argc; with two fds attached (SCM_RIGHTS:
  *                              the job's stdout and stderr); then the payload: key, cwd,
  *                              argv[0..argc], env[0..envc], shown[0..shown argc], each
  *                              NUL-terminated (shown: the command ps shows, for a cc1 job)
  *   server -> thindist:        i32 pid of the child or worker (or -errno when none started)
  *   server -> thindist:        i32 wait status of the job, i32 1 if a cc1 worker died in it
  *                              (the status is then the worker's) else 0
+ * A fork-server request (no payload; the first fd is the new server's socket) forks a second
+ * server from this one, which greets thindist on that socket as this one did; its status is 0.
+ * thindist asks for one while this server is new and idle, for each further job slot, instead
+ * of starting the compiler again.
  * Integers are in the machine's byte order: both ends run on the same machine.
  * Without THINDIST_FORK_SERVER_FD the compiler runs as if nothing was loaded. */
 #define _GNU_SOURCE
@@ -103,7 +107,7 @@ static int read_all(int fd, void *data, size_t len) {
     return 0;
 }
 
-enum { HEADER_WORDS = 5, KIND_DRIVER = 0, KIND_CC1 = 1 };
+enum { HEADER_WORDS = 5, KIND_DRIVER = 0, KIND_CC1 = 1, KIND_FORK_SERVER = 2 };
 
 /* Reads a job's header and the two fds sent with it. */
 static int read_header(int sock, uint32_t header[HEADER_WORDS], int fds[2]) {
@@ -220,6 +224,43 @@ static void run_driver_job(int sock, int fds[2], struct job *job) {
     /* exit, not _exit: the compiler's atexit handlers and destructors run as in a process (and
      * skipping them saved no measurable time on real back ends: bench/README.md). */
     exit(compiler_main((int)job->argc, job->argv, job->envp));
+}
+
+static int serve(int sock);
+
+/* Servers forked from this one, which it waits for when it ends. */
+static unsigned forked_servers;
+
+/* The forked child of a fork-server request: a second server in this one's warm state (its
+ * libraries linked and their constructors run), serving the socket sent with the request, with
+ * no worker yet. Never returns. */
+static void run_forked_server(int sock, int fds[2]) {
+    close(sock);
+    close(fds[1]);
+    if (worker_sock >= 0)
+        close(worker_sock);
+    worker_pid = 0;
+    worker_sock = -1;
+    worker_key = NULL;
+    forked_servers = 0;
+    _exit(serve(fds[0]));
+}
+
+/* Waits for the servers forked from this one, which end as this one does (thindist closes every
+ * server's socket before it waits for any), so that their CPU time counts as this server's; for
+ * a second at most. */
+static void wait_forked_servers(void) {
+    for (int waited_ms = 0; forked_servers > 0 && waited_ms < 1000;) {
+        pid_t pid = waitpid(-1, NULL, WNOHANG);
+        if (pid > 0) {
+            forked_servers--;
+        } else if (pid < 0 && errno != EINTR) {
+            return;
+        } else if (pid == 0) {
+            usleep(1000);
+            waited_ms++;
+        }
+    }
 }
 
 /* clang's cc1 entry point and LLVM's reset of option occurrences, where the compiler exports
@@ -467,6 +508,7 @@ static int serve(int sock) {
             /* thindist is gone or done. The worker is waited for, so that its CPU time counts
              * as the server's, and the server's as thindist's once it waits. */
             stop_worker();
+            wait_forked_servers();
             _exit(0);
         }
         char *payload = malloc(header[0] + 1);
@@ -476,7 +518,16 @@ static int serve(int sock) {
         struct job job = {0};
         int32_t reply;
         int cc1_job = header[3] == KIND_CC1 && cc1_main;
-        if (parse_job(payload, header[0], header, &job) != 0)
+        int fork_server = header[3] == KIND_FORK_SERVER;
+        if (fork_server) {
+            reply = fork();
+            if (reply == 0)
+                run_forked_server(sock, fds);
+            if (reply < 0)
+                reply = -errno;
+            else
+                forked_servers++;
+        } else if (parse_job(payload, header[0], header, &job) != 0)
             reply = -EINVAL;
         else if (cc1_job)
             reply = pass_to_worker(sock, header, fds, payload, job.key);
@@ -500,7 +551,7 @@ static int serve(int sock) {
             int died;
             result[0] = worker_reply(&died);
             result[1] = died;
-        } else {
+        } else if (!fork_server) {
             int status;
             while (waitpid(reply, &status, 0) < 0)
                 if (errno != EINTR)
@@ -509,7 +560,7 @@ static int serve(int sock) {
         }
         if (write_all(sock, result, sizeof result) != 0)
             _exit(1);
-        if (!cc1_job && ++driver_jobs_served == MOVE_CODE_AFTER_JOBS)
+        if (!cc1_job && !fork_server && ++driver_jobs_served == MOVE_CODE_AFTER_JOBS)
             code_to_huge_pages();
     }
 }

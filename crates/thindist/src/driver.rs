@@ -140,8 +140,9 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
                     .take(2)
                     .filter_map(|m| plan::sample_job(&mut builder, m, link.work_dir()).ok())
                     .collect();
+                let at_once = settings.slots.likely_at_once();
                 run.executor
-                    .start_early(&samples, modules.len() >= 3, &thin_link_done);
+                    .start_early(&samples, modules.len() >= 3, at_once, &thin_link_done);
             }
             (backends, sources)
         });

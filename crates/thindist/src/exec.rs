@@ -24,11 +24,18 @@ pub trait Executor: Sync {
 
     /// Gets ready to run the jobs of a flag set before the first job asks, while the thin link
     /// leaves a core idle; `samples` are one or two of its jobs (see [`crate::plan::sample_job`]),
-    /// and `many` says whether the set has three jobs or more. A local executor starts the
-    /// compiler's fork server and, for a set of many, derives and checks its cc1 template from
-    /// the two samples, unless `thin_link_done` is set by then: the first job must not wait
-    /// for that.
-    fn start_early(&self, _samples: &[BackendJob], _many: bool, _thin_link_done: &AtomicBool) {}
+    /// `many` says whether the set has three jobs or more, and `at_once` how many jobs are likely
+    /// to run at once. A local executor starts the compiler's fork servers and, for a set of
+    /// many, derives and checks its cc1 template from the two samples, unless `thin_link_done`
+    /// is set by then: the first job must not wait for that.
+    fn start_early(
+        &self,
+        _samples: &[BackendJob],
+        _many: bool,
+        _at_once: usize,
+        _thin_link_done: &AtomicBool,
+    ) {
+    }
 
     /// No more jobs come: a local executor stops its fork servers now, beside the final link,
     /// rather than at the run's end (each server's exit takes a few milliseconds).
@@ -210,9 +217,15 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn start_early(&self, samples: &[BackendJob], many: bool, thin_link_done: &AtomicBool) {
+    fn start_early(
+        &self,
+        samples: &[BackendJob],
+        many: bool,
+        at_once: usize,
+        thin_link_done: &AtomicBool,
+    ) {
         if let Some(servers) = &self.fork_servers {
-            servers.start_early(samples, many, thin_link_done);
+            servers.start_early(samples, many, at_once, thin_link_done);
         }
     }
 
@@ -311,6 +324,16 @@ impl Slots {
         match found.client {
             Ok(client) => Slots::Jobserver(client),
             Err(_) => Slots::Fixed(default.max(1)),
+        }
+    }
+
+    /// How many jobs are likely to run at once on this machine: `-j N` up to the CPU count,
+    /// and with make's jobserver the CPU count (a link mostly runs when little else does).
+    pub fn likely_at_once(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self {
+            Slots::Fixed(n) => (*n).clamp(1, cpus),
+            Slots::Jobserver(_) => cpus,
         }
     }
 

@@ -56,6 +56,8 @@ const CMDLINE_SPACE: usize = 32 * 1024;
 const SERVER_FD: i32 = 3;
 /// The fd from which a server loads the preload library; it closes it once loaded.
 const LIBRARY_FD: i32 = 4;
+/// The request kind that asks a server to fork a second server (preload/forkserver.c).
+const KIND_FORK_SERVER: u32 = 2;
 
 /// glibc malloc settings for a server, which every job's child inherits with its heap. A child
 /// starts with the server's small heap and used to fault in each new 4 KiB page of its own one
@@ -125,9 +127,27 @@ enum Pool {
 
 struct Server {
     stream: UnixStream,
-    process: Child,
+    process: ServerProcess,
     /// Whether the compiler exports clang's cc1_main, so that the server can run cc1 jobs.
     cc1: bool,
+}
+
+/// A server's process: started by thindist, or forked by another server from its warm state
+/// (that server waits for it when both end).
+enum ServerProcess {
+    Started(Child),
+    /// Its pid, which the tests read to see it gone.
+    Forked(#[cfg_attr(not(test), allow(dead_code))] u32),
+}
+
+impl ServerProcess {
+    #[cfg(test)]
+    fn id(&self) -> u32 {
+        match self {
+            ServerProcess::Started(child) => child.id(),
+            ServerProcess::Forked(pid) => *pid,
+        }
+    }
 }
 
 /// What a server is asked to run.
@@ -160,11 +180,15 @@ impl Drop for Server {
     /// would (`time`, GNU make's accounting). One that does not end soon is killed.
     fn drop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        // A forked server is its parent server's to wait for.
+        let ServerProcess::Started(process) = &mut self.process else {
+            return;
+        };
         let deadline = std::time::Instant::now() + SERVER_EXIT_TIMEOUT;
-        while matches!(self.process.try_wait(), Ok(None)) {
+        while matches!(process.try_wait(), Ok(None)) {
             if std::time::Instant::now() > deadline {
-                let _ = self.process.kill();
-                let _ = self.process.wait();
+                let _ = process.kill();
+                let _ = process.wait();
                 return;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -356,11 +380,18 @@ impl ForkServers {
     }
 
     /// Starts a server for the compiler of a flag set's `samples` (one or two of its jobs) if
-    /// it has none yet, so that the first job does not wait for the compiler's start-up; and
-    /// for a flag set of `many` jobs, takes the samples through what its first three jobs would
-    /// do for its cc1 template (seen, derived, checked), so that all its jobs can go to cc1
-    /// workers; but no step once `thin_link_done` is set (the flag set's jobs take the rest).
-    pub fn start_early(&self, samples: &[BackendJob], many: bool, thin_link_done: &AtomicBool) {
+    /// it has none yet, so that the first job does not wait for the compiler's start-up, and
+    /// forks it into `at_once` servers (one per job that may run at once); and for a flag set
+    /// of `many` jobs, takes the samples through what its first three jobs would do for its
+    /// cc1 template (seen, derived, checked), so that all its jobs can go to cc1 workers; but
+    /// no step once `thin_link_done` is set (the flag set's jobs take the rest).
+    pub fn start_early(
+        &self,
+        samples: &[BackendJob],
+        many: bool,
+        at_once: usize,
+        thin_link_done: &AtomicBool,
+    ) {
         let Some(first) = samples.first() else {
             return;
         };
@@ -368,7 +399,12 @@ impl ForkServers {
         else {
             return;
         };
-        let started = self.compilers.lock().unwrap().contains_key(&compiler);
+        let idle = || match self.compilers.lock().unwrap().get(&compiler) {
+            Some(Pool::Usable(idle)) => Some(idle.len()),
+            Some(Pool::Unusable) => Some(usize::MAX),
+            None => None,
+        };
+        let started = idle().is_some_and(|idle| idle >= at_once);
         let sets_template = many && samples.len() >= 2 && self.cc1_workers;
         if started && !sets_template {
             return;
@@ -387,6 +423,15 @@ impl ForkServers {
                 self.cc1_command(&mut server, &compiler, &driver, &files);
             }
         }
+        // Forked now, while the thin link runs: a second slot's first job would otherwise
+        // wait for a whole start-up of the compiler, on a core the other jobs need.
+        while idle().unwrap_or(0) + 1 < at_once && !thin_link_done.load(Ordering::Relaxed) {
+            match server.fork_server(&compiler) {
+                Ok(forked) => self.give_back(&compiler, forked),
+                // A server that cannot fork one may not serve either: it goes.
+                Err(_) => return,
+            }
+        }
         self.give_back(&compiler, server);
     }
 
@@ -399,6 +444,11 @@ impl ForkServers {
                 Pool::Unusable => Vec::new(),
             })
             .collect();
+        // Every socket closed before any server is waited for: a server waits for the servers
+        // forked from it.
+        for server in &idle {
+            let _ = server.stream.shutdown(std::net::Shutdown::Both);
+        }
         drop(idle);
     }
 
@@ -598,7 +648,40 @@ impl Server {
         drop(theirs);
         let mut server = Server {
             stream,
-            process,
+            process: ServerProcess::Started(process),
+            cc1: false,
+        };
+        server.handshake(compiler)?;
+        Ok(server)
+    }
+
+    /// A second server of `compiler` forked from this idle one: it costs a fork, not the
+    /// compiler's start-up (the dynamic linking of its libraries, most of it binding every
+    /// symbol at once, and their constructors).
+    fn fork_server(&mut self, compiler: &Path) -> Result<Server, String> {
+        let (stream, theirs) = UnixStream::pair().map_err(|e| e.to_string())?;
+        let header = [0, 0, 0, KIND_FORK_SERVER, 0];
+        let fds = [theirs.as_raw_fd(), theirs.as_raw_fd()];
+        send_with_fds(&self.stream, &header, fds).map_err(|e| e.to_string())?;
+        drop(theirs);
+        let mut reply = [0u8; 4];
+        (&self.stream)
+            .read_exact(&mut reply)
+            .map_err(|e| e.to_string())?;
+        let pid = i32::from_ne_bytes(reply);
+        let mut status = [0u8; 8];
+        (&self.stream)
+            .read_exact(&mut status)
+            .map_err(|e| e.to_string())?;
+        if pid <= 0 {
+            return Err(format!(
+                "no server forked: {}",
+                io::Error::from_raw_os_error(-pid)
+            ));
+        }
+        let mut server = Server {
+            stream,
+            process: ServerProcess::Forked(pid as u32),
             cc1: false,
         };
         server.handshake(compiler)?;
@@ -797,6 +880,43 @@ mod tests {
         servers.give_back(&compiler, server);
         let again = idle_pids(&servers);
         assert!(again.len() == 1 && again != started);
+    }
+
+    /// A server forked from an idle one greets thindist as a started one does, runs jobs, and
+    /// is gone with its parent when the servers stop.
+    #[test]
+    fn a_forked_server_runs_jobs_and_stops_with_its_parent() {
+        let servers = ForkServers::new(false, true);
+        let cwd = std::env::current_dir().unwrap();
+        let compiler = resolve("clang-22", &cwd, std::env::var_os("PATH")).unwrap();
+        let mut started = servers.take(&compiler).expect("a server");
+        let mut forked = started.fork_server(&compiler).expect("a forked server");
+        assert!(matches!(forked.process, ServerProcess::Forked(_)));
+        assert_ne!(forked.process.id(), started.process.id());
+        assert_eq!(forked.cc1, started.cc1);
+        for server in [&mut forked, &mut started] {
+            let argv = ["clang-22".to_string(), "--version".to_string()];
+            match server.run(&Request::driver(&argv, &cwd, None)) {
+                Sent::Ran(Ok((status, output))) => {
+                    assert!(
+                        status.success() && output.contains("clang version"),
+                        "{output}"
+                    )
+                }
+                _ => panic!("the job did not run"),
+            }
+        }
+        servers.give_back(&compiler, started);
+        servers.give_back(&compiler, forked);
+        let pids = idle_pids(&servers);
+        assert_eq!(pids.len(), 2);
+        servers.stop();
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "{pid} is still there"
+            );
+        }
     }
 
     #[test]
