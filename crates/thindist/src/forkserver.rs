@@ -399,14 +399,17 @@ impl ForkServers {
         else {
             return;
         };
+        // The compiler's idle servers; `None` when it cannot have any.
         let idle = || match self.compilers.lock().unwrap().get(&compiler) {
             Some(Pool::Usable(idle)) => Some(idle.len()),
-            Some(Pool::Unusable) => Some(usize::MAX),
-            None => None,
+            Some(Pool::Unusable) => None,
+            None => Some(0),
         };
-        let started = idle().is_some_and(|idle| idle >= at_once);
+        let Some(idle_now) = idle() else {
+            return;
+        };
         let sets_template = many && samples.len() >= 2 && self.cc1_workers;
-        if started && !sets_template {
+        if idle_now >= at_once.max(1) && !sets_template {
             return;
         }
         let Some(mut server) = self.take(&compiler) else {
@@ -425,7 +428,8 @@ impl ForkServers {
         }
         // Forked now, while the thin link runs: a second slot's first job would otherwise
         // wait for a whole start-up of the compiler, on a core the other jobs need.
-        while idle().unwrap_or(0) + 1 < at_once && !thin_link_done.load(Ordering::Relaxed) {
+        let wanted = || idle().is_some_and(|idle| idle.saturating_add(1) < at_once);
+        while wanted() && !thin_link_done.load(Ordering::Relaxed) {
             match server.fork_server(&compiler) {
                 Ok(forked) => self.give_back(&compiler, forked),
                 // A server that cannot fork one may not serve either: it goes.
@@ -917,6 +921,43 @@ mod tests {
                 "{pid} is still there"
             );
         }
+    }
+
+    /// Got ready early for jobs that may run two at once, a compiler has two idle servers, the
+    /// second forked from the first; asked again, it makes none; once the thin link is done, it
+    /// forks none.
+    #[test]
+    fn start_early_forks_a_server_for_each_job_at_once() {
+        let kinds = |servers: &ForkServers| -> Vec<bool> {
+            (servers.compilers.lock().unwrap().values())
+                .flat_map(|pool| match pool {
+                    Pool::Usable(idle) => idle
+                        .iter()
+                        .map(|s| matches!(s.process, ServerProcess::Forked(_)))
+                        .collect(),
+                    Pool::Unusable => Vec::new(),
+                })
+                .collect()
+        };
+        let mut sample = BackendJob::placeholder("a.o", 1);
+        sample.command = vec!["clang-22".into()];
+        let (running, done) = (AtomicBool::new(false), AtomicBool::new(true));
+        let servers = ForkServers::new(false, true);
+        servers.start_early(std::slice::from_ref(&sample), false, 2, &running);
+        let mut started = kinds(&servers);
+        started.sort();
+        assert_eq!(started, [false, true], "one started, one forked");
+        servers.start_early(std::slice::from_ref(&sample), false, 2, &running);
+        assert_eq!(kinds(&servers).len(), 2, "no more than needed");
+        servers.stop();
+        let late = ForkServers::new(false, true);
+        late.start_early(std::slice::from_ref(&sample), false, 2, &done);
+        assert_eq!(
+            kinds(&late),
+            [false],
+            "only the first once the thin link is done"
+        );
+        late.stop();
     }
 
     #[test]
