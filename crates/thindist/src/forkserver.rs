@@ -196,6 +196,14 @@ impl Drop for Server {
     }
 }
 
+impl Drop for ForkServers {
+    /// As [`ForkServers::stop`]: every socket closed before any server is waited for, also
+    /// when a run ends in an error without stopping them.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// How a job given to a server ended.
 enum Sent {
     /// The job ran (or could not, as a process may not) and the server waits for the next.
@@ -915,6 +923,35 @@ mod tests {
         let pids = idle_pids(&servers);
         assert_eq!(pids.len(), 2);
         servers.stop();
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "{pid} is still there"
+            );
+        }
+    }
+
+    /// Servers dropped without a stop (a run that ends in an error) go as promptly as stopped
+    /// ones, whatever their order: a server waits for the servers forked from it, so every
+    /// socket must be closed before any server is waited for.
+    #[test]
+    fn dropped_servers_do_not_wait_for_each_other() {
+        let servers = ForkServers::new(false, true);
+        let cwd = std::env::current_dir().unwrap();
+        let compiler = resolve("clang-22", &cwd, std::env::var_os("PATH")).unwrap();
+        let mut started = servers.take(&compiler).expect("a server");
+        let forked = started.fork_server(&compiler).expect("a forked server");
+        // The parent first: dropped in this order, it would wait for its child's socket.
+        servers.give_back(&compiler, started);
+        servers.give_back(&compiler, forked);
+        let pids = idle_pids(&servers);
+        let dropping = std::time::Instant::now();
+        drop(servers);
+        assert!(
+            dropping.elapsed() < Duration::from_millis(500),
+            "{:?} to drop",
+            dropping.elapsed()
+        );
         for pid in pids {
             assert!(
                 !Path::new(&format!("/proc/{pid}")).exists(),
