@@ -133,6 +133,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
             // the sets the thin link leaves no time for get theirs from their own jobs.
             let mut flag_sets: Vec<Vec<&Path>> = flag_sets.into_values().collect();
             flag_sets.sort_by_key(|modules| std::cmp::Reverse(modules.len()));
+            let at_once = settings.slots.likely_at_once();
             for modules in &flag_sets {
                 // A sample's dry run reads its module.
                 let samples: Vec<_> = (modules.iter())
@@ -140,7 +141,6 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
                     .take(2)
                     .filter_map(|m| plan::sample_job(&mut builder, m, link.work_dir()).ok())
                     .collect();
-                let at_once = settings.slots.likely_at_once();
                 run.executor
                     .start_early(&samples, modules.len() >= 3, at_once, &thin_link_done);
             }

@@ -341,11 +341,10 @@ impl Slots {
     /// the CPU count, or make's implicit slot plus the tokens free at once, which are given
     /// back when the returned tokens are dropped.
     pub fn threads_now(&self) -> (usize, Vec<jobserver::Acquired>) {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         match self {
-            Slots::Fixed(n) => ((*n).clamp(1, cpus), Vec::new()),
+            Slots::Fixed(_) => (self.likely_at_once(), Vec::new()),
             Slots::Jobserver(client) => {
-                let tokens: Vec<_> = (1..cpus)
+                let tokens: Vec<_> = (1..self.likely_at_once())
                     .map_while(|_| client.try_acquire().ok().flatten())
                     .collect();
                 (1 + tokens.len(), tokens)

@@ -894,15 +894,32 @@ mod tests {
         assert!(again.len() == 1 && again != started);
     }
 
-    /// A server forked from an idle one greets thindist as a started one does, runs jobs, and
-    /// is gone with its parent when the servers stop.
-    #[test]
-    fn a_forked_server_runs_jobs_and_stops_with_its_parent() {
+    /// Fork servers of clang-22, with one server started and a second forked from it.
+    fn started_and_forked() -> (ForkServers, PathBuf, Server, Server) {
         let servers = ForkServers::new(false, true);
         let cwd = std::env::current_dir().unwrap();
         let compiler = resolve("clang-22", &cwd, std::env::var_os("PATH")).unwrap();
         let mut started = servers.take(&compiler).expect("a server");
-        let mut forked = started.fork_server(&compiler).expect("a forked server");
+        let forked = started.fork_server(&compiler).expect("a forked server");
+        (servers, compiler, started, forked)
+    }
+
+    /// Neither of `pids` is a process any more.
+    fn assert_gone(pids: Vec<u32>) {
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "{pid} is still there"
+            );
+        }
+    }
+
+    /// A server forked from an idle one greets thindist as a started one does, runs jobs, and
+    /// is gone with its parent when the servers stop.
+    #[test]
+    fn a_forked_server_runs_jobs_and_stops_with_its_parent() {
+        let (servers, compiler, mut started, mut forked) = started_and_forked();
+        let cwd = std::env::current_dir().unwrap();
         assert!(matches!(forked.process, ServerProcess::Forked(_)));
         assert_ne!(forked.process.id(), started.process.id());
         assert_eq!(forked.cc1, started.cc1);
@@ -923,12 +940,7 @@ mod tests {
         let pids = idle_pids(&servers);
         assert_eq!(pids.len(), 2);
         servers.stop();
-        for pid in pids {
-            assert!(
-                !Path::new(&format!("/proc/{pid}")).exists(),
-                "{pid} is still there"
-            );
-        }
+        assert_gone(pids);
     }
 
     /// Servers dropped without a stop (a run that ends in an error) go as promptly as stopped
@@ -936,11 +948,7 @@ mod tests {
     /// socket must be closed before any server is waited for.
     #[test]
     fn dropped_servers_do_not_wait_for_each_other() {
-        let servers = ForkServers::new(false, true);
-        let cwd = std::env::current_dir().unwrap();
-        let compiler = resolve("clang-22", &cwd, std::env::var_os("PATH")).unwrap();
-        let mut started = servers.take(&compiler).expect("a server");
-        let forked = started.fork_server(&compiler).expect("a forked server");
+        let (servers, compiler, started, forked) = started_and_forked();
         // The parent first: dropped in this order, it would wait for its child's socket.
         servers.give_back(&compiler, started);
         servers.give_back(&compiler, forked);
@@ -952,12 +960,7 @@ mod tests {
             "{:?} to drop",
             dropping.elapsed()
         );
-        for pid in pids {
-            assert!(
-                !Path::new(&format!("/proc/{pid}")).exists(),
-                "{pid} is still there"
-            );
-        }
+        assert_gone(pids);
     }
 
     /// Got ready early for jobs that may run two at once, a compiler has two idle servers, the

@@ -254,11 +254,6 @@ impl DiskCache {
             .join(hash)
     }
 
-    /// Whether there is an entry for `key` (not yet checked to be valid).
-    pub fn contains(&self, key: &str) -> bool {
-        self.entry_path(key).is_file()
-    }
-
     /// A temporary file in the cache's `tmp` directory made by `make` (given its name).
     fn temp<R>(
         &self,
