@@ -192,16 +192,49 @@ pub fn imports_path(index_dir: &Path, module: &Path) -> PathBuf {
 }
 
 /// Where the back end of `module` writes its native object in the work directory: beside it
-/// for a member extracted there, else at the module's path under the work directory.
+/// for a member extracted there, else in the work directory's `natives` directory under a name
+/// made of the module's whole path ([`native_file_name`]). Not at the module's path under the
+/// work directory: each of its directories had to be made when the link's first native
+/// arrived there and removed at its end, for the kernel 64 directories, whose `mkdir` and
+/// `rmdir` on ext4 cost about 60 us each on the path from the thin link to the final link and
+/// after it.
 pub fn native_path(work_dir: &Path, module: &Path) -> PathBuf {
     if module.starts_with(work_dir) {
         return PathBuf::from(format!("{}.native.o", module.display()));
     }
-    work_path(work_dir, module, ".native.o")
+    work_dir.join("natives").join(native_file_name(module))
+}
+
+/// The longest file name Linux file systems take (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// One file name for the native object of `module`, different for every module path: its path
+/// with `%` written `%25` and `/` written `%2F`, then `.native.o`. A name longer than a file
+/// system takes keeps its end after `%%` and a digest of the whole path (`%%` is in no escaped
+/// name).
+pub fn native_file_name(module: &Path) -> std::ffi::OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let path = module.as_os_str().as_bytes();
+    let mut name = Vec::with_capacity(path.len() + 16);
+    for &byte in path {
+        match byte {
+            b'%' => name.extend_from_slice(b"%25"),
+            b'/' => name.extend_from_slice(b"%2F"),
+            _ => name.push(byte),
+        }
+    }
+    name.extend_from_slice(b".native.o");
+    if name.len() > NAME_MAX {
+        let digest = crate::cache::key::sha256_hex(path);
+        let mut short = format!("%%{}-", &digest[..16]).into_bytes();
+        short.extend_from_slice(&name[name.len() - (NAME_MAX - short.len())..]);
+        name = short;
+    }
+    std::ffi::OsString::from_vec(name)
 }
 
 /// `DIR/<module><suffix>`: where `--thinlto-prefix-replace=;DIR/` makes lld write (DIR the
-/// index directory), and where natives go in the work directory.
+/// index directory).
 fn work_path(work_dir: &Path, module: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!(
         "{}/{}{}",
@@ -322,6 +355,46 @@ pub fn parse_imports(text: &str) -> Vec<PathBuf> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn natives_lie_flat_in_the_work_directory() {
+        let work = Path::new("/tmp/thindist-x");
+        assert_eq!(
+            native_path(work, Path::new("kernel/fork.o")),
+            PathBuf::from("/tmp/thindist-x/natives/kernel%2Ffork.o.native.o")
+        );
+        assert_eq!(
+            native_path(work, Path::new("/src/50%/a.o")),
+            PathBuf::from("/tmp/thindist-x/natives/%2Fsrc%2F50%25%2Fa.o.native.o")
+        );
+        // A member extracted into the work directory keeps its native beside it.
+        assert_eq!(
+            native_path(work, Path::new("/tmp/thindist-x/libm.a/3/x.o")),
+            PathBuf::from("/tmp/thindist-x/libm.a/3/x.o.native.o")
+        );
+        let deep = format!("{}/tail.o", "d/".repeat(200));
+        let name = native_file_name(Path::new(&deep)).into_string().unwrap();
+        assert_eq!(name.len(), NAME_MAX);
+        assert!(name.starts_with("%%") && name.ends_with("%2Ftail.o.native.o"), "{name}");
+    }
+
+    proptest! {
+        /// Different module paths never share a native object, and each name is one file name
+        /// a file system takes.
+        #[test]
+        fn native_file_names_are_distinct_single_names(
+            a in "[a/%.]{1,300}",
+            b in "[a/%.]{1,300}",
+        ) {
+            let name_a = native_file_name(Path::new(&a));
+            let name_b = native_file_name(Path::new(&b));
+            for name in [&name_a, &name_b] {
+                let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
+                prop_assert!(!bytes.contains(&b'/') && bytes.len() <= NAME_MAX);
+            }
+            prop_assert_eq!(a == b, name_a == name_b);
+        }
+    }
 
     #[test]
     fn module_paths_are_relative_below_cwd() {
