@@ -375,7 +375,10 @@ mod tests {
         let deep = format!("{}/tail.o", "d/".repeat(200));
         let name = native_file_name(Path::new(&deep)).into_string().unwrap();
         assert_eq!(name.len(), NAME_MAX);
-        assert!(name.starts_with("%%") && name.ends_with("%2Ftail.o.native.o"), "{name}");
+        assert!(
+            name.starts_with("%%") && name.ends_with("%2Ftail.o.native.o"),
+            "{name}"
+        );
     }
 
     proptest! {
