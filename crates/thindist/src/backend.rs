@@ -129,11 +129,13 @@ impl<'a> BackendPhase<'a> {
             hits: answered.clone().count(),
             duration: started.elapsed(),
         });
-        for (job, outcome) in answered {
-            let outcome = outcome.as_ref().expect("answered");
-            session.on_event(&Event::JobStarted { job });
-            session.on_event(&Event::JobFinished { job, outcome });
-        }
+        session.batched(|session| {
+            for (job, outcome) in answered {
+                let outcome = outcome.as_ref().expect("answered");
+                session.on_event(&Event::JobStarted { job });
+                session.on_event(&Event::JobFinished { job, outcome });
+            }
+        });
         outcomes
     }
 

@@ -75,6 +75,8 @@ impl Tally {
 pub struct ConsoleReporter {
     bar: Option<indicatif::ProgressBar>,
     verbose: bool,
+    /// Lines held for one write (see [`Session::batched`]).
+    held: Option<String>,
 }
 
 impl ConsoleReporter {
@@ -91,13 +93,34 @@ impl ConsoleReporter {
             );
             bar
         });
-        ConsoleReporter { bar, verbose }
+        ConsoleReporter {
+            bar,
+            verbose,
+            held: None,
+        }
     }
 
-    fn print(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+    fn print(&mut self, line: &str) {
+        match (&self.bar, &mut self.held) {
+            (Some(bar), _) => bar.println(line),
+            (None, Some(held)) => {
+                held.push_str(line);
+                held.push('\n');
+            }
+            // One write, not one for the line and one for its newline as `eprintln!` does.
+            (None, None) => write_stderr(&format!("{line}\n")),
+        }
+    }
+
+    /// Holds the lines printed from now on until [`ConsoleReporter::release`].
+    fn hold(&mut self) {
+        self.held.get_or_insert_with(String::new);
+    }
+
+    /// Writes the held lines at once.
+    fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            write_stderr(&held);
         }
     }
 
@@ -106,6 +129,12 @@ impl ConsoleReporter {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Writes `text` to standard error, in one write where the system takes it whole.
+fn write_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 impl Reporter for ConsoleReporter {
@@ -191,6 +220,15 @@ impl<'a> Session<'a> {
 
     pub fn warn(&mut self, message: &str) {
         self.on_event(&Event::Warning { message });
+    }
+
+    /// Runs `report` with the console's lines held and written at once at its end: the
+    /// hundreds of cache hits reported together after the lookups were a write each (two,
+    /// with the newline) between the lookups and the first job that runs.
+    pub fn batched(&mut self, report: impl FnOnce(&mut Self)) {
+        self.console.hold();
+        report(self);
+        self.console.release();
     }
 
     /// Shows the warnings raised on other threads since the last event.
