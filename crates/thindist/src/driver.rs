@@ -193,18 +193,19 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     session.finish();
     eprint!("{printed}");
     linked?;
-    // The link is recorded while the natives are removed and the plan freed, which would
-    // otherwise hold up the run's end by several milliseconds; so is the flags memo, after.
+    // The link is recorded while the natives are removed and the plan and the flag lookups
+    // freed, which would otherwise hold up the run's end by several milliseconds (the record
+    // needs neither).
     std::thread::scope(|scope| {
-        let link = &link;
+        let (link, sources) = (&link, &sources);
         scope.spawn(move || {
             link.remove_natives(&natives);
             drop(plan);
+            drop(sources.take_lookups());
         });
         if let (Some(relink), Some(start)) = (&relink, record_start) {
             relink.record(start, &printed);
         }
-        drop((relink, sources));
     });
     Ok(0)
 }

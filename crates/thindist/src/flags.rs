@@ -100,6 +100,12 @@ impl FlagSources {
         self
     }
 
+    /// Empties this run's lookups (shared by every clone) and returns them, for the caller to
+    /// free where it costs least: a kernel's are a quarter of a million strings.
+    pub fn take_lookups(&self) -> impl Send {
+        std::mem::take(&mut *self.found.lock().unwrap())
+    }
+
     /// The back-end compiler and options of `object` (a path relative to the build directory
     /// or absolute) from its saved compile, with paths rebased onto the build directory;
     /// asked again in the same run, answers as the first time. An error: the saved compile
@@ -690,6 +696,33 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("records")).unwrap();
         assert_eq!(flags(&plain), None);
         assert_eq!(flags(&with_records), found);
+    }
+
+    /// Once taken, the lookups are gone from every clone, which would look again if asked.
+    #[test]
+    fn taken_lookups_are_forgotten_by_every_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = dir.path().join("a.o");
+        let record = record_path(&object);
+        let saved = |level: &str| SavedCompile {
+            argv: s(&["clang", level, "-c", "a.c", "-o", "a.o"]),
+            cwd: dir.path().into(),
+        };
+        std::fs::write(&record, serde_json::to_vec(&saved("-O1")).unwrap()).unwrap();
+        let sources = FlagSources::new(None, Vec::new(), dir.path()).unwrap();
+        let clone = sources.clone();
+        let options = |sources: &FlagSources| {
+            let found = sources.backend_flags(&object).unwrap().unwrap();
+            found.unwrap().options.clone()
+        };
+        assert!(options(&sources).contains(&"-O1".to_string()));
+        std::fs::write(&record, serde_json::to_vec(&saved("-O3")).unwrap()).unwrap();
+        assert!(options(&clone).contains(&"-O1".to_string()), "remembered");
+        drop(sources.take_lookups());
+        assert!(
+            options(&clone).contains(&"-O3".to_string()),
+            "looked up again"
+        );
     }
 
     #[test]
