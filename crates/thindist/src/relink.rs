@@ -351,8 +351,11 @@ impl<'a> Relink<'a> {
     fn flags_digest(&self) -> Result<String> {
         let mut hasher = Sha256::new();
         let work_dir = self.link.work_dir.to_string_lossy().into_owned();
-        let mut line = |text: &str| {
-            hasher.update(text.as_bytes());
+        // Each line is hashed in its parts: a kernel's 554 modules have a hundred options each.
+        let mut line = |parts: &[&str]| {
+            for part in parts {
+                hasher.update(part.as_bytes());
+            }
             hasher.update(b"\n");
         };
         let mut builder = crate::plan::job_builder(&self.sources, self.cwd, self.codegen);
@@ -361,14 +364,16 @@ impl<'a> Relink<'a> {
             let identity = self.digests.compiler(&command[0])?;
             // A member extracted into the work directory is known by ARCHIVE(MEMBER).
             let name = label.unwrap_or_else(|| module.to_string_lossy().replace(&work_dir, ""));
-            line(&format!("module {name}"));
-            line(&format!(
-                "compiler {} sha256:{}",
-                identity.version, identity.binary_digest
-            ));
-            line(&format!("source {source:?}").replace(&work_dir, ""));
+            line(&["module ", &name]);
+            line(&[
+                "compiler ",
+                &identity.version,
+                " sha256:",
+                &identity.binary_digest,
+            ]);
+            line(&[&format!("source {source:?}").replace(&work_dir, "")]);
             for token in &command {
-                line(&format!("option {token}"));
+                line(&["option ", token]);
             }
         }
         Ok(hex::encode(hasher.finalize()))
