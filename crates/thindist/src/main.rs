@@ -28,8 +28,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Memory freed stays with the process rather than going back to the kernel a second later
-/// (90 `madvise` calls in a kernel relink, each page faulted in again if used again): a run is
-/// short, and its peak is what it holds anyway.
+/// (about 80 `madvise` calls in a one-file kernel relink, each page faulted in again if used
+/// again): a run is short, and its peak is what it holds anyway.
 fn keep_freed_memory() {
     // SAFETY: mimalloc's options may be set at any time, from any thread.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
@@ -671,9 +671,9 @@ fn main() {
 }
 
 /// Ends the process with `code` once standard output is flushed, without running exit
-/// handlers: mimalloc's frees and purges every page it holds, 2 ms at the end of a kernel link
-/// for memory the kernel takes back anyway. Nothing else thindist uses registers one; its
-/// files are written and its work directory removed before this.
+/// handlers: mimalloc's frees every page it holds (with the purges it then made, 2 ms at the
+/// end of a kernel link), memory the kernel takes back anyway. Nothing else thindist uses
+/// registers one; its files are written and its work directory removed before this.
 fn exit_now(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();

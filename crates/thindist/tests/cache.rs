@@ -83,8 +83,16 @@ fn unchanged_rebuild_compiles_nothing_and_an_edit_compiles_only_what_it_reaches(
         .status()
         .unwrap();
     assert!(out.success());
-    let (hits, misses) = hits_misses(&link(p.dir(), &cache, "prog"));
+    let relinked = link(p.dir(), &cache, "prog");
+    let (hits, misses) = hits_misses(&relinked);
     assert!(misses >= 2 && hits >= 1, "{hits} hits, {misses} misses");
+    // Hits are reported as the jobs that ran are: one whole line each.
+    let err = String::from_utf8_lossy(&relinked.stderr);
+    let mut reported: Vec<&str> = (err.lines())
+        .filter_map(|line| line.strip_prefix("  LTO     "))
+        .collect();
+    reported.sort_unstable();
+    assert_eq!(reported, ["leaf.o", "main.o", "mid.o", "other.o"], "{err}");
     let text = explain(p.dir(), &cache, "other.o");
     assert!(text.contains("taken from the cache"), "{text}");
     let text = explain(p.dir(), &cache, "leaf.o");
