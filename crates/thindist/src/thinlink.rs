@@ -210,8 +210,8 @@ const NAME_MAX: usize = 255;
 
 /// One file name for the native object of `module`, different for every module path: its path
 /// with `%` written `%25` and `/` written `%2F`, then `.native.o`. A name longer than a file
-/// system takes keeps its end after `%%` and a digest of the whole path (`%%` is in no escaped
-/// name).
+/// system takes keeps its end, from a character's first byte, after `%%` and a digest of the
+/// whole path (`%%` is in no escaped name).
 pub fn native_file_name(module: &Path) -> std::ffi::OsString {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let path = module.as_os_str().as_bytes();
@@ -227,7 +227,12 @@ pub fn native_file_name(module: &Path) -> std::ffi::OsString {
     if name.len() > NAME_MAX {
         let digest = crate::cache::key::sha256_hex(path);
         let mut short = format!("%%{}-", &digest[..16]).into_bytes();
-        short.extend_from_slice(&name[name.len() - (NAME_MAX - short.len())..]);
+        let mut end = name.len() - (NAME_MAX - short.len());
+        // Not inside a UTF-8 character: the name must stay text where the path was.
+        while name.get(end).is_some_and(|byte| byte & 0xC0 == 0x80) {
+            end += 1;
+        }
+        short.extend_from_slice(&name[end..]);
         name = short;
     }
     std::ffi::OsString::from_vec(name)
@@ -379,6 +384,16 @@ mod tests {
             name.starts_with("%%") && name.ends_with("%2Ftail.o.native.o"),
             "{name}"
         );
+        // Cut short between characters, never inside one.
+        for filler in ["é", "€", "😀"] {
+            let deep = format!("{}.o", filler.repeat(300));
+            let name = native_file_name(Path::new(&deep));
+            let name = name.to_str().expect("still UTF-8");
+            assert!(
+                name.len() <= NAME_MAX && name.ends_with(".o.native.o"),
+                "{name}"
+            );
+        }
     }
 
     proptest! {
@@ -386,14 +401,14 @@ mod tests {
         /// a file system takes.
         #[test]
         fn native_file_names_are_distinct_single_names(
-            a in "[a/%.]{1,300}",
-            b in "[a/%.]{1,300}",
+            a in "[a/%.é]{1,300}",
+            b in "[a/%.é]{1,300}",
         ) {
             let name_a = native_file_name(Path::new(&a));
             let name_b = native_file_name(Path::new(&b));
             for name in [&name_a, &name_b] {
-                let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
-                prop_assert!(!bytes.contains(&b'/') && bytes.len() <= NAME_MAX);
+                let name = name.to_str().expect("text stays text");
+                prop_assert!(!name.contains('/') && name.len() <= NAME_MAX);
             }
             prop_assert_eq!(a == b, name_a == name_b);
         }
