@@ -24,10 +24,11 @@
  *   server -> thindist, once:  "TDFS", u32 length, /proc/self/exe (which program this is),
  *                              u32 features (bit 0: cc1 jobs can run)
  *   thindist -> server:        u32 header[5] = payload length, argc, envc, kind (0 driver
- *                              job, 1 cc1 job, 2 fork a server), shown argc; with two fds attached (SCM_RIGHTS:
- *                              the job's stdout and stderr); then the payload: key, cwd,
- *                              argv[0..argc], env[0..envc], shown[0..shown argc], each
- *                              NUL-terminated (shown: the command ps shows, for a cc1 job)
+ *                              job, 1 cc1 job, 2 fork a server), shown argc; with two fds
+ *                              attached (SCM_RIGHTS: the job's stdout and stderr); then the
+ *                              payload: key, cwd, argv[0..argc], env[0..envc],
+ *                              shown[0..shown argc], each NUL-terminated (shown: the command
+ *                              ps shows, for a cc1 job)
  *   server -> thindist:        i32 pid of the child or worker (or -errno when none started)
  *   server -> thindist:        i32 wait status of the job, i32 1 if a cc1 worker died in it
  *                              (the status is then the worker's) else 0

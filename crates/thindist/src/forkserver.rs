@@ -56,7 +56,10 @@ const CMDLINE_SPACE: usize = 32 * 1024;
 const SERVER_FD: i32 = 3;
 /// The fd from which a server loads the preload library; it closes it once loaded.
 const LIBRARY_FD: i32 = 4;
-/// The request kind that asks a server to fork a second server (preload/forkserver.c).
+/// The kinds of request a server takes (preload/forkserver.c): a driver job, a cc1 job (for
+/// its worker), and a second server forked from this one.
+const KIND_DRIVER: u32 = 0;
+const KIND_CC1: u32 = 1;
 const KIND_FORK_SERVER: u32 = 2;
 
 /// glibc malloc settings for a server, which every job's child inherits with its heap. A child
@@ -765,7 +768,10 @@ impl Server {
             payload.len() as u32,
             request.argv.len() as u32,
             vars.len() as u32,
-            request.worker_key.is_some() as u32,
+            match request.worker_key {
+                Some(_) => KIND_CC1,
+                None => KIND_DRIVER,
+            },
             request.shown.len() as u32,
         ];
         let sent = send_with_fds(

@@ -611,7 +611,7 @@ fn main() {
         Ok(file) => file,
         Err(err) => {
             eprintln!("thindist: error: {err:#}");
-            std::process::exit(1);
+            exit_now(1);
         }
     };
     let config_file = config_file.as_deref();
