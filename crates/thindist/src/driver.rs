@@ -9,6 +9,7 @@ use crate::dtlto;
 use crate::exec::{join_or_resume, pass_through, Executor, Slots};
 use crate::flags::FlagSources;
 use crate::invocation::{self, LinkerInvocation};
+use crate::job::BackendJob;
 use crate::link::Link;
 use crate::linkargs::LinkArgs;
 use crate::ltoopts::{LinkCodegen, LtoOpt};
@@ -111,40 +112,44 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     codegen.check_compiler(run.digests)?;
 
     // The thin link keeps one core busy: meanwhile the back-end phase opens the cache and
-    // reads the build log, every module's saved flags are looked up for the plan (which
-    // reports their problems, from the memo), and the executor gets ready for each flag set
-    // (its compiler's fork server, its cc1 template).
+    // reads the build log, every module's job is drafted from its saved flags (the plan then
+    // only reads the import lists the thin link writes), and the executor gets ready for each
+    // flag set (its compiler's fork server, its cc1 template).
     let output = link.output();
     let thin_link_done = std::sync::atomic::AtomicBool::new(false);
-    let (thin_linked, (backends, sources)) = std::thread::scope(|scope| {
+    let job_settings = plan::JobSettings {
+        cwd: &cwd,
+        work_dir: link.work_dir(),
+        codegen: &codegen,
+        keep: settings.keep_natives,
+    };
+    let (thin_linked, (backends, sources, draft)) = std::thread::scope(|scope| {
         let ready = scope.spawn(|| {
             let backends = run.backend_phase(&output);
             let sources = backends.with_records(sources);
-            let mut builder = plan::job_builder(&sources, &cwd, &codegen);
             let modules = link.prepared().bitcode_modules();
-            let mut flag_sets: BTreeMap<Vec<String>, Vec<&Path>> = BTreeMap::new();
-            for (module, _) in &modules {
-                if let Ok((prefix, _)) = builder.command_prefix(module) {
-                    flag_sets.entry(prefix).or_default().push(module);
-                }
+            let draft = plan::Draft::new(&modules, link.index_dir(), &job_settings, &sources);
+            let mut flag_sets: BTreeMap<&[String], Vec<&BackendJob>> = BTreeMap::new();
+            for job in draft.jobs() {
+                flag_sets.entry(plan::flag_set(job)).or_default().push(job);
             }
             // Largest first; a template costs two dry runs of the compiler, which the first
             // jobs would otherwise wait for, but the first job must not wait for them either:
             // the sets the thin link leaves no time for get theirs from their own jobs.
-            let mut flag_sets: Vec<Vec<&Path>> = flag_sets.into_values().collect();
-            flag_sets.sort_by_key(|modules| std::cmp::Reverse(modules.len()));
+            let mut flag_sets: Vec<Vec<&BackendJob>> = flag_sets.into_values().collect();
+            flag_sets.sort_by_key(|jobs| std::cmp::Reverse(jobs.len()));
             let at_once = settings.slots.likely_at_once();
-            for modules in &flag_sets {
+            for jobs in &flag_sets {
                 // A sample's dry run reads its module.
-                let samples: Vec<_> = (modules.iter())
-                    .filter(|m| cwd.join(m).is_file())
+                let samples: Vec<BackendJob> = (jobs.iter())
+                    .filter(|job| cwd.join(&job.module).is_file())
                     .take(2)
-                    .filter_map(|m| plan::sample_job(&mut builder, m, link.work_dir()).ok())
+                    .map(|job| (*job).clone())
                     .collect();
                 run.executor
-                    .start_early(&samples, modules.len() >= 3, at_once, &thin_link_done);
+                    .start_early(&samples, jobs.len() >= 3, at_once, &thin_link_done);
             }
-            (backends, sources)
+            (backends, sources, draft)
         });
         let thin_linked = link.thin_link(&mut session);
         thin_link_done.store(true, Ordering::Relaxed);
@@ -152,13 +157,10 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     });
     let thin_linked = thin_linked?;
     let plan = plan::plan(
+        draft,
         &thin_linked.modules,
-        (link.work_dir(), &thin_linked.index_dir),
-        &cwd,
-        &sources,
-        &codegen,
-        settings.keep_natives,
-        &link.prepared().member_labels(),
+        &thin_linked.index_dir,
+        (&job_settings, &sources),
     )?;
     if !session.is_quiet() {
         warn_about_flags(&mut session, &plan.problems, &plan.without_flags);

@@ -23,7 +23,7 @@ pub trait Executor: Sync {
     fn prepare(&self, _jobs: &mut dyn Iterator<Item = &BackendJob>) {}
 
     /// Gets ready to run the jobs of a flag set before the first job asks, while the thin link
-    /// leaves a core idle; `samples` are one or two of its jobs (see [`crate::plan::sample_job`]),
+    /// leaves a core idle; `samples` are one or two of its jobs as drafted (see [`crate::plan::Draft`]),
     /// `many` says whether the set has three jobs or more, and `at_once` how many jobs are likely
     /// to run at once. A local executor starts the compiler's fork servers and, for a set of
     /// many, derives and checks its cc1 template from the two samples, unless `thin_link_done`

@@ -62,6 +62,12 @@ impl Link {
         self.work.path()
     }
 
+    /// Where the thin link is to write its shards and import lists (it may have to move them:
+    /// see [`ThinLinked::index_dir`]).
+    pub fn index_dir(&self) -> &Path {
+        self.work.index()
+    }
+
     /// Removes the summary shards and import lists: called once every back end has run.
     pub fn remove_index_files(&self) {
         self.work.remove_own_index_files();

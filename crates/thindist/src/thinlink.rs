@@ -51,19 +51,6 @@ impl PreparedLink {
         })
     }
 
-    /// `ARCHIVE(MEMBER)` for each member extracted into the work directory, by its path there.
-    pub fn member_labels(&self) -> HashMap<PathBuf, String> {
-        self.prepared
-            .iter()
-            .flatten()
-            .flat_map(|p| match p {
-                Prepared::Archive { members } => members.as_slice(),
-                _ => &[],
-            })
-            .filter_map(|m| Some((m.path.clone(), m.label.clone()?)))
-            .collect()
-    }
-
     /// Every bitcode module, in link order, with its `ARCHIVE(MEMBER)` label if it is a member
     /// extracted into the work directory.
     pub fn bitcode_modules(&self) -> Vec<(PathBuf, Option<String>)> {
