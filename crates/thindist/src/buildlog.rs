@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// 2: `flags_source` is a [`FlagsSource`], no longer its description.
-const LOG_VERSION: u32 = 2;
+/// 2: `flags_source` is a [`FlagsSource`], no longer its description. 3: a key holds its
+/// command's digest, no longer the command (two fifths of a kernel's log).
+const LOG_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
@@ -105,7 +106,9 @@ impl Entry {
     /// Whether the entry could have been written by thindist: a log edited by hand or by
     /// another tool must not reach code that relies on a key's shape.
     fn is_well_formed(&self) -> bool {
-        is_sha256_hex(&self.key.hex) && self.key.inputs.iter().all(|(_, d)| is_sha256_hex(d))
+        is_sha256_hex(&self.key.hex)
+            && is_sha256_hex(&self.key.command_digest)
+            && self.key.inputs.iter().all(|(_, d)| is_sha256_hex(d))
     }
 }
 
@@ -217,7 +220,7 @@ pub fn explain(previous: Option<&ActionKey>, current: &ActionKey) -> String {
             prev.compiler, current.compiler
         );
     }
-    if prev.normalized_command != current.normalized_command {
+    if prev.command_digest != current.command_digest {
         return "the compile command changed".to_string();
     }
     let old: BTreeMap<_, _> = prev.inputs.iter().cloned().collect();
@@ -296,7 +299,7 @@ mod tests {
         ActionKey {
             hex: hex.into(),
             compiler: "clang 22".into(),
-            normalized_command: vec!["<compiler>".into()],
+            command_digest: "2".repeat(64),
             inputs: inputs
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -315,6 +318,14 @@ mod tests {
             "b.o changed (000000000000 -> 111111111111)"
         );
         assert_eq!(explain(None, &cur), "no previous build of this module");
+        let other_command = ActionKey {
+            command_digest: "3".repeat(64),
+            ..cur.clone()
+        };
+        assert_eq!(
+            explain(Some(&prev), &other_command),
+            "the compile command changed"
+        );
         assert_eq!(
             explain(Some(&cur), &cur),
             "unchanged since the previous build"
@@ -452,12 +463,32 @@ mod tests {
         );
         // A version 1 log, which kept the description text, is no history.
         let text = std::fs::read_to_string(&path).unwrap();
-        let v1 = text.replace("\"version\":2", "\"version\":1").replace(
-            "{\"KbuildCmd\":\".a.o.cmd\"}",
-            "\"kbuild command file .a.o.cmd\"",
-        );
+        let v1 = text
+            .replace(&format!("\"version\":{LOG_VERSION}"), "\"version\":1")
+            .replace(
+                "{\"KbuildCmd\":\".a.o.cmd\"}",
+                "\"kbuild command file .a.o.cmd\"",
+            );
         assert!(v1.contains("\"version\":1,") && v1.contains("kbuild command file"));
         std::fs::write(&path, v1).unwrap();
+        assert!(BuildLog::load(&path).entries.is_empty());
+    }
+
+    #[test]
+    fn a_log_whose_keys_hold_whole_commands_is_no_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        let mut log = BuildLog::default();
+        log.entries
+            .insert("a.o".into(), entry("a.o", key(&"0".repeat(64), &[])));
+        log.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let digest = format!("\"command_digest\":\"{}\"", "2".repeat(64));
+        let v2 = text
+            .replace(&format!("\"version\":{LOG_VERSION}"), "\"version\":2")
+            .replace(&digest, "\"normalized_command\":[\"<compiler>\"]");
+        assert!(v2.contains("\"version\":2,") && v2.contains("normalized_command"));
+        std::fs::write(&path, v2).unwrap();
         assert!(BuildLog::load(&path).entries.is_empty());
     }
 

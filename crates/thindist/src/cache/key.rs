@@ -11,6 +11,7 @@ use super::digests::Digests;
 use crate::job::BackendJob;
 use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
+use std::borrow::Cow;
 use std::path::Path;
 
 const KEY_FORMAT: &str = "thindist-backend-key-v2";
@@ -52,36 +53,35 @@ pub struct ActionKey {
     pub hex: String,
     /// The compiler's identity, as one line.
     pub compiler: String,
-    /// The command as it enters the key.
-    pub normalized_command: Vec<String>,
+    /// The SHA-256 (hex) of the command's lines as they enter the key: what tells a changed
+    /// command from changed inputs, without the hundred arguments of a kernel command.
+    pub command_digest: String,
     /// (path relative to the build directory, SHA-256 of the contents), module first.
     pub inputs: Vec<(String, String)>,
 }
 
 /// The command with the compiler, this job's module, shard and output, and the build
-/// directory replaced by placeholders.
-pub fn normalize_command(job: &BackendJob) -> Vec<String> {
-    let module = job.module.to_string_lossy();
+/// directory replaced by placeholders, argument by argument.
+pub fn normalized_args(job: &BackendJob) -> impl Iterator<Item = Cow<'_, str>> {
+    let module = job.module.to_string_lossy().into_owned();
     let native = job.native.to_string_lossy().into_owned();
     let shard = job.shard.to_string_lossy().into_owned();
     let cwd = format!("{}/", job.cwd.display());
-    let mut out = vec!["<compiler>".to_string()];
-    for arg in job.command.iter().skip(1) {
-        out.push(if *arg == module {
-            "<module>".to_string()
-        } else {
-            let mut arg = std::borrow::Cow::Borrowed(arg.as_str());
-            // Most options name none of these: checked before a copy is made, as a kernel
-            // command's hundred options made this a quarter of a cache hit's cost.
-            for (path, placeholder) in [(&native, "<native>"), (&shard, "<shard>"), (&cwd, "")] {
-                if arg.contains(path.as_str()) {
-                    arg = std::borrow::Cow::Owned(arg.replace(path.as_str(), placeholder));
-                }
+    let args = job.command.iter().skip(1).map(move |arg| {
+        if *arg == module {
+            return Cow::Borrowed("<module>");
+        }
+        let mut arg = Cow::Borrowed(arg.as_str());
+        // Most options name none of these: checked before a copy is made, as a kernel
+        // command's hundred options made this a quarter of a cache hit's cost.
+        for (path, placeholder) in [(&native, "<native>"), (&shard, "<shard>"), (&cwd, "")] {
+            if arg.contains(path.as_str()) {
+                arg = Cow::Owned(arg.replace(path.as_str(), placeholder));
             }
-            arg.into_owned()
-        });
-    }
-    out
+        }
+        arg
+    });
+    std::iter::once(Cow::Borrowed("<compiler>")).chain(args)
 }
 
 fn relative(path: &Path, cwd: &Path) -> String {
@@ -97,7 +97,6 @@ fn relative(path: &Path, cwd: &Path) -> String {
 pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     let identity = digests.compiler(&job.command[0])?;
     let compiler = format!("{} sha256:{}", identity.version, identity.binary_digest);
-    let normalized_command = normalize_command(job);
     let context = || format!("input of the back end of {}", job.name());
     let digest = |path: &Path| digests.file(&job.cwd.join(path)).with_context(context);
     let module_digest = digest(&job.module)?;
@@ -121,17 +120,20 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     }
     let mut hasher = sha2::Sha256::new();
     // Each line is hashed in its parts: a kernel command's hundred options made a string each.
-    let mut line = |parts: &[&str]| {
+    let line = |hasher: &mut Sha256, parts: &[&str]| {
         for part in parts {
             hasher.update(part.as_bytes());
         }
         hasher.update(b"\n");
     };
-    line(&[KEY_FORMAT]);
-    line(&[&compiler]);
-    for arg in &normalized_command {
-        line(&["arg ", arg]);
+    line(&mut hasher, &[KEY_FORMAT]);
+    line(&mut hasher, &[&compiler]);
+    let mut command_hasher = Sha256::new();
+    for arg in normalized_args(job) {
+        line(&mut hasher, &["arg ", &arg]);
+        line(&mut command_hasher, &["arg ", &arg]);
     }
+    let mut line = |parts: &[&str]| line(&mut hasher, parts);
     line(&["module ", &inputs[0].1]);
     line(&["shard ", &inputs[1].1]);
     let mut import_digests: Vec<&str> = imports.iter().map(|(_, d)| d.as_str()).collect();
@@ -147,7 +149,7 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     Ok(ActionKey {
         hex: hex::encode(hasher.finalize()),
         compiler,
-        normalized_command,
+        command_digest: hex::encode(command_hasher.finalize()),
         inputs,
     })
 }
@@ -254,9 +256,12 @@ mod tests {
         job.extra_inputs.push("prof.afdo".into());
         let key = action_key(&job, &Digests::default()).unwrap();
         let mut text = format!("{KEY_FORMAT}\n{}\n", key.compiler);
-        for arg in &key.normalized_command {
-            text.push_str(&format!("arg {arg}\n"));
+        let mut command = String::new();
+        for arg in normalized_args(&job) {
+            command.push_str(&format!("arg {arg}\n"));
         }
+        assert_eq!(key.command_digest, sha256_hex(command.as_bytes()));
+        text.push_str(&command);
         text.push_str(&format!(
             "module {}\nshard {}\n",
             key.inputs[0].1, key.inputs[1].1
@@ -373,7 +378,7 @@ mod tests {
                 flags_source: FlagsSource::LinkDerived,
                 size: 0,
             };
-            let normalized = normalize_command(&job);
+            let normalized: Vec<Cow<str>> = normalized_args(&job).collect();
             for (n, a) in normalized.iter().skip(1).zip(&args) {
                 let expected = a.replace("n.o", "<native>").replace("s.bc", "<shard>");
                 prop_assert_eq!(n, &expected);
