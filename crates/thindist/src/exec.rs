@@ -23,11 +23,12 @@ pub trait Executor: Sync {
     fn prepare(&self, _jobs: &mut dyn Iterator<Item = &BackendJob>) {}
 
     /// Gets ready to run the jobs of a flag set before the first job asks, while the thin link
-    /// leaves a core idle; `samples` are one or two of its jobs as drafted (see [`crate::plan::Draft`]),
-    /// `many` says whether the set has three jobs or more, and `at_once` how many jobs are likely
-    /// to run at once. A local executor starts the compiler's fork servers and, for a set of
-    /// many, derives and checks its cc1 template from the two samples, unless `thin_link_done`
-    /// is set by then: the first job must not wait for that.
+    /// leaves a core idle; `samples` are one or two of its jobs as drafted (see
+    /// [`crate::plan::Draft`]), `many` says whether the set has three jobs or more, and
+    /// `at_once` how many jobs are likely to run at once. A local executor starts the
+    /// compiler's fork servers and, for a set of many, derives and checks its cc1 template from
+    /// the two samples, unless `thin_link_done` is set by then: the first job must not wait for
+    /// that.
     fn start_early(
         &self,
         _samples: &[BackendJob],
