@@ -260,6 +260,16 @@ mod tests {
         (dir, sources, codegen)
     }
 
+    /// The settings of a link in `cwd` with its work directory at `work`.
+    fn settings<'a>(cwd: &'a Path, codegen: &'a LinkCodegen, keep: KeepNatives) -> JobSettings<'a> {
+        JobSettings {
+            cwd,
+            work_dir: Path::new("work"),
+            codegen,
+            keep,
+        }
+    }
+
     /// What the thin link writes for `module` in `index_dir`: its shard, and its import list.
     fn thin_linked(cwd: &Path, index_dir: &Path, module: &str, imports: &str) {
         let index_dir = cwd.join(index_dir);
@@ -272,12 +282,7 @@ mod tests {
     fn the_plan_takes_the_listed_modules_drafted_jobs_with_their_imports_and_problems() {
         let (dir, sources, codegen) = build_dir();
         let cwd = dir.path();
-        let settings = JobSettings {
-            cwd,
-            work_dir: Path::new("work"),
-            codegen: &codegen,
-            keep: KeepNatives::Always,
-        };
+        let settings = settings(cwd, &codegen, KeepNatives::Always);
         let modules = [
             (PathBuf::from("a.o"), None),
             (PathBuf::from("b.o"), None),
@@ -312,12 +317,7 @@ mod tests {
     fn a_thin_link_that_moved_its_files_gets_jobs_that_name_them() {
         let (dir, sources, codegen) = build_dir();
         let cwd = dir.path();
-        let settings = JobSettings {
-            cwd,
-            work_dir: Path::new("work"),
-            codegen: &codegen,
-            keep: KeepNatives::Kbuild,
-        };
+        let settings = settings(cwd, &codegen, KeepNatives::Kbuild);
         let modules = [(PathBuf::from("a.o"), None), (PathBuf::from("b.o"), None)];
         let draft = Draft::new(&modules, Path::new("work/index"), &settings, &sources);
         // No room in the index directory: the thin link wrote into the work directory.
@@ -339,12 +339,7 @@ mod tests {
     fn a_listed_module_without_a_shard_is_an_error_that_names_it() {
         let (dir, sources, codegen) = build_dir();
         let cwd = dir.path();
-        let settings = JobSettings {
-            cwd,
-            work_dir: Path::new("work"),
-            codegen: &codegen,
-            keep: KeepNatives::Kbuild,
-        };
+        let settings = settings(cwd, &codegen, KeepNatives::Kbuild);
         let modules = [(PathBuf::from("a.o"), None)];
         let draft = Draft::new(&modules, Path::new("work/index"), &settings, &sources);
         std::fs::create_dir_all(cwd.join("work/index")).unwrap();
