@@ -17,6 +17,7 @@
 //! an option whose side outputs would not be restored (`-Map`, `--why-extract`,
 //! `--save-temps`, ...) falls through to the full link.
 
+use crate::cache::key::hash_line;
 use crate::cache::{CacheConfig, Digests, DiskCache};
 use crate::flags::FlagSources;
 use crate::fsutil;
@@ -351,13 +352,7 @@ impl<'a> Relink<'a> {
     fn flags_digest(&self) -> Result<String> {
         let mut hasher = Sha256::new();
         let work_dir = self.link.work_dir.to_string_lossy().into_owned();
-        // Each line is hashed in its parts: a kernel's 554 modules have a hundred options each.
-        let mut line = |parts: &[&str]| {
-            for part in parts {
-                hasher.update(part.as_bytes());
-            }
-            hasher.update(b"\n");
-        };
+        let mut line = |parts: &[&str]| hash_line(&mut hasher, parts);
         let mut builder = crate::plan::job_builder(&self.sources, self.cwd, self.codegen);
         for (module, label) in self.link.bitcode_modules() {
             let (command, source) = builder.command_prefix(&module)?;

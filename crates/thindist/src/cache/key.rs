@@ -20,6 +20,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Hashes one line of a recipe, given in its parts, then its newline: a kernel command's
+/// hundred options made a string each when every line was formatted first.
+pub fn hash_line(hasher: &mut Sha256, parts: &[&str]) {
+    for part in parts {
+        hasher.update(part.as_bytes());
+    }
+    hasher.update(b"\n");
+}
+
 /// Whether `text` could be a SHA-256 as [`sha256_hex`] writes it (64 hex digits).
 pub fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
@@ -119,30 +128,22 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
         extra.push((relative(path, &job.cwd), digest(path)?));
     }
     let mut hasher = sha2::Sha256::new();
-    // Each line is hashed in its parts: a kernel command's hundred options made a string each.
-    let line = |hasher: &mut Sha256, parts: &[&str]| {
-        for part in parts {
-            hasher.update(part.as_bytes());
-        }
-        hasher.update(b"\n");
-    };
-    line(&mut hasher, &[KEY_FORMAT]);
-    line(&mut hasher, &[&compiler]);
+    hash_line(&mut hasher, &[KEY_FORMAT]);
+    hash_line(&mut hasher, &[&compiler]);
     let mut command_hasher = Sha256::new();
     for arg in normalized_args(job) {
-        line(&mut hasher, &["arg ", &arg]);
-        line(&mut command_hasher, &["arg ", &arg]);
+        hash_line(&mut hasher, &["arg ", &arg]);
+        hash_line(&mut command_hasher, &["arg ", &arg]);
     }
-    let mut line = |parts: &[&str]| line(&mut hasher, parts);
-    line(&["module ", &inputs[0].1]);
-    line(&["shard ", &inputs[1].1]);
+    hash_line(&mut hasher, &["module ", &inputs[0].1]);
+    hash_line(&mut hasher, &["shard ", &inputs[1].1]);
     let mut import_digests: Vec<&str> = imports.iter().map(|(_, d)| d.as_str()).collect();
     import_digests.sort_unstable();
     for d in import_digests {
-        line(&["import ", d]);
+        hash_line(&mut hasher, &["import ", d]);
     }
     for (name, d) in &extra {
-        line(&["input ", name, " ", d]);
+        hash_line(&mut hasher, &["input ", name, " ", d]);
     }
     inputs.extend(imports);
     inputs.extend(extra);
