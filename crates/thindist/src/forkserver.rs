@@ -36,7 +36,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libthindist-forkserver.so"));
@@ -106,6 +106,45 @@ pub struct ForkServers {
     templates: Mutex<HashMap<String, TemplateState>>,
     /// The compilers whose jobs have run in cc1 workers (said once each with `-v`).
     cc1_compilers: Mutex<std::collections::HashSet<PathBuf>>,
+}
+
+/// A fork server of one program (the linker, for the final link), started on a thread of its
+/// own so that its start-up overlaps the work before its one job.
+pub struct ProgramServer {
+    servers: Arc<ForkServers>,
+    starting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgramServer {
+    /// Starts a server for `program`, as `cwd` and PATH find it.
+    pub fn start(program: &str, cwd: &Path, verbose: bool) -> ProgramServer {
+        let servers = Arc::new(ForkServers::new(verbose, false));
+        let program = resolve(program, cwd, std::env::var_os("PATH"));
+        let starting = program.map(|program| {
+            let servers = servers.clone();
+            std::thread::spawn(move || {
+                if let Some(server) = servers.take(&program) {
+                    servers.give_back(&program, server);
+                }
+            })
+        });
+        ProgramServer { servers, starting }
+    }
+
+    /// Runs the server's one job, `command` in `cwd` with this process's environment, as a
+    /// forked child of the server once it has started, as [`crate::exec::run_tracked`] runs a
+    /// process; `None` when the server cannot run it (or has run its job).
+    pub fn run(
+        &mut self,
+        command: &[String],
+        cwd: &Path,
+    ) -> Option<io::Result<(ExitStatus, String)>> {
+        self.starting.take()?.join().ok()?;
+        let program = resolve(&command[0], cwd, std::env::var_os("PATH"))?;
+        let mut server = self.servers.take(&program)?;
+        let sent = server.run(&Request::driver(command, cwd, None));
+        self.servers.end_job(&program, server, sent)
+    }
 }
 
 /// How far a flag set's cc1 template has come. Its first job runs as a driver; the second
@@ -502,7 +541,7 @@ impl ForkServers {
             Err(reason) => {
                 if !matches!(compilers.get(compiler), Some(Pool::Unusable)) && self.verbose {
                     eprintln!(
-                        "thindist: no fork server for {} ({reason}); running compiler processes",
+                        "thindist: no fork server for {} ({reason}); running it as processes",
                         compiler.display()
                     );
                 }

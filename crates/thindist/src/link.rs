@@ -6,6 +6,7 @@ use crate::backend::Natives;
 use crate::cmdline;
 use crate::events::{Event, Reporter};
 use crate::exec;
+use crate::forkserver::ProgramServer;
 use crate::linkargs::LinkArgs;
 use crate::ltoopts::LtoOpt;
 use crate::thinlink::{self, PreparedLink};
@@ -131,13 +132,15 @@ impl Link {
         })
     }
 
-    /// Runs the final link with each module's native object. lld writes its output as it
+    /// Runs the final link with each module's native object, as a fork of `linker_server`
+    /// where it can run it, else as a process. lld writes its output as it
     /// always does: a regular file through a temporary beside it that is renamed into place
     /// only on success, anything else (/dev/null, a FIFO) in place. Returns what the linker
     /// printed, for the caller to show after its own report, and whether it succeeded.
     pub fn final_link(
         &self,
         natives: &Natives,
+        linker_server: Option<&mut ProgramServer>,
         reporter: &mut dyn Reporter,
     ) -> Result<(String, Result<()>)> {
         let rsp = self.work_dir().join("finallink.rsp");
@@ -145,7 +148,11 @@ impl Link {
         let command = vec![self.linker.clone(), format!("@{}", rsp.display())];
         let started = Instant::now();
         reporter.on_event(&Event::FinalLinkStarted { command: &command });
-        let (status, text) = self.run_linker(&command)?;
+        let forked = linker_server.and_then(|server| server.run(&command, &self.cwd));
+        let (status, text) = match forked {
+            Some(result) => result.with_context(|| format!("cannot run the linker {}", command[0])),
+            None => self.run_linker(&command),
+        }?;
         reporter.on_event(&Event::FinalLinkFinished {
             duration: started.elapsed(),
         });

@@ -264,8 +264,8 @@ struct RunOptions {
 /// Whether compiles fork from a compiler fork server (the local executor's and the worker's).
 #[derive(Args, Clone, Debug)]
 struct ForkServerOption {
-    /// Run every compile as a process of its own, not as a fork of a compiler fork server
-    /// (THINDIST_FORK_SERVER=0 does the same).
+    /// Run every compile and the final link as a process of its own, not as a fork of a
+    /// compiler's or the linker's fork server (THINDIST_FORK_SERVER=0 does the same).
     #[arg(
         long = "no-fork-server",
         env = "THINDIST_FORK_SERVER",
@@ -515,6 +515,7 @@ impl RunOptions {
             } else {
                 KeepNatives::Kbuild
             },
+            linker_fork_server: self.fork_server.enabled,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The compiler fork server: the same objects as processes (with cc1 workers and without), a
 //! child or cc1 worker killed by SIGKILL fails its job naming the signal, a job whose cc1 worker
 //! crashes runs again as a forked driver, an interrupt stops forked children and cc1 workers,
-//! and compilers that cannot host the server (turned off, a script) run as processes.
+//! and compilers that cannot host the server (turned off, a script) run as processes. The final
+//! link forks from a server of the linker, and fails as a process of it does.
 
 mod util;
 
@@ -381,8 +382,89 @@ fn a_script_compiler_runs_as_processes() {
     // The modules have no saved flags: every job runs --compiler.
     let err = link_verbose(&p, &["--compiler", "./cc.sh"], &[]);
     let said = format!(
-        "thindist: no fork server for {} (not an ELF program); running compiler processes",
+        "thindist: no fork server for {} (not an ELF program); running it as processes",
         p.path("cc.sh").canonicalize().unwrap().display()
     );
     assert_eq!(err.matches(&said).count(), 1, "said once: {err}");
+}
+
+/// stderr of `thindist ld -v` of `p`'s `a.o` into `prog` with `linker`, and whether it succeeded.
+fn link_with_linker(p: &SmallProject, linker: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let out = p
+        .cmd(thindist())
+        .envs(env.iter().copied())
+        .args([
+            "ld",
+            "-v",
+            "--no-cache",
+            "--",
+            linker,
+            "-e",
+            "main",
+            "-o",
+            "prog",
+            "a.o",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The lines lld printed (`ld.lld: ...`), without thindist's.
+fn linker_lines(err: &str) -> Vec<&str> {
+    err.lines().filter(|l| l.contains("ld.lld")).collect()
+}
+
+#[test]
+fn the_final_link_forks_from_the_linkers_server_and_fails_as_its_process_does() {
+    let p = SmallProject::new(&[(
+        "a.c",
+        "int missing(void);\nint main(void){return missing();}\n",
+    )]);
+    p.compile_all(&["-O2"]);
+    let lld = which::which("ld.lld-22").unwrap().canonicalize().unwrap();
+    let (ok, forked) = link_with_linker(&p, "ld.lld-22", &[]);
+    assert!(!ok, "{forked}");
+    assert!(
+        forked.contains(&format!("thindist: fork server for {}", lld.display())),
+        "{forked}"
+    );
+    let (ok, process) = link_with_linker(&p, "ld.lld-22", &[("THINDIST_FORK_SERVER", "0")]);
+    assert!(!ok, "{process}");
+    assert!(!process.contains("fork server for"), "{process}");
+    assert!(
+        linker_lines(&forked)
+            .iter()
+            .any(|l| l.contains("undefined symbol: missing")),
+        "{forked}"
+    );
+    assert_eq!(linker_lines(&forked), linker_lines(&process));
+    for err in [&forked, &process] {
+        assert!(
+            err.contains("the final link failed (exit status: 1)"),
+            "{err}"
+        );
+    }
+    assert!(!p.path("prog").exists());
+    p.assert_no_temp_files();
+}
+
+#[test]
+fn a_script_linker_runs_as_processes() {
+    let p = SmallProject::new(&[("a.c", "int main(void){return 0;}\n")]);
+    p.compile_all(&["-O2"]);
+    std::fs::write(p.path("ld.sh"), "#!/bin/sh\nexec ld.lld-22 \"$@\"\n").unwrap();
+    util::make_executable(&p.path("ld.sh"));
+    // No clang beside the script: the modules' compiler is named.
+    let (ok, err) = link_with_linker(&p, "./ld.sh", &[("THINDIST_COMPILER", "clang-22")]);
+    assert!(ok, "{err}");
+    let said = format!(
+        "thindist: no fork server for {} (not an ELF program); running it as processes",
+        p.path("ld.sh").canonicalize().unwrap().display()
+    );
+    assert_eq!(err.matches(&said).count(), 1, "said once: {err}");
+    assert!(p.path("prog").exists());
 }
