@@ -203,13 +203,13 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     session.finish();
     eprint!("{printed}");
     linked?;
-    // The link is recorded while the natives are removed and the plan and the flag lookups
-    // freed, which would otherwise hold up the run's end by several milliseconds (the record
-    // needs neither).
+    // The link is recorded and the digest memo saved while the linker's server exits, the
+    // natives are removed and the plan and the flag lookups freed, which would otherwise hold
+    // up the run's end by several milliseconds (the record needs none of them).
     std::thread::scope(|scope| {
         let (link, sources) = (&link, &sources);
+        scope.spawn(move || drop(linker_server));
         scope.spawn(move || {
-            drop(linker_server);
             link.remove_natives(&natives);
             drop(plan);
             drop(sources.take_lookups());
@@ -217,8 +217,18 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         if let (Some(relink), Some(start)) = (&relink, record_start) {
             relink.record(start, &printed);
         }
+        // After the record, which tells it the output's digest.
+        save_digest_memo(run.digests);
     });
     Ok(0)
+}
+
+/// Saves what the run's digests learnt to the cache's digest memo; a failure only costs the
+/// next run the reading of files it could have known by their stat.
+pub fn save_digest_memo(digests: &Digests) {
+    if let Err(err) = digests.save() {
+        eprintln!("thindist: warning: cannot save the digest memo: {err:#}");
+    }
 }
 
 /// `thindist distribute JSON`: runs the jobs of lld's DTLTO job file. Returns the exit code.

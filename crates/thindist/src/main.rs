@@ -565,9 +565,8 @@ fn run(options: &RunOptions, entry: Entry, config_file: Option<&Path>) -> Result
         }
         Entry::JobFile(path) => driver::run_distribute(path, run, extra),
     };
-    if let Err(err) = digests.save() {
-        eprintln!("thindist: warning: cannot save the digest memo: {err:#}");
-    }
+    // Done at the end of a successful link already; anything learnt since is saved here.
+    driver::save_digest_memo(&digests);
     if let Some(line) = executor.report() {
         eprintln!("{line}");
     }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::key::{is_sha256_hex, CompilerIdentity};
@@ -96,6 +97,8 @@ struct Memo {
     /// The memo file's stat when it was loaded.
     loaded_from: Option<Stat>,
     this_run: Mutex<MemoMap>,
+    /// Whether this run learnt or confirmed anything since the memo was last saved.
+    unsaved: AtomicBool,
 }
 
 impl Memo {
@@ -136,6 +139,7 @@ impl Memo {
             .lock()
             .unwrap()
             .insert(key, (*stat, known.clone()));
+        self.unsaved.store(true, Ordering::Relaxed);
         Some(known.clone())
     }
 
@@ -153,14 +157,19 @@ impl Memo {
             .lock()
             .unwrap()
             .insert((known.tag(), path.to_path_buf()), (stat, known));
+        self.unsaved.store(true, Ordering::Relaxed);
     }
 
     /// Merges this run's entries into what is on disk now (other processes may have written
     /// it since; if none has, that is what was loaded, not read again) and replaces the file
-    /// atomically.
+    /// atomically; nothing when nothing is new since the last save.
     fn save(&self) -> Result<()> {
         use std::fmt::Write as _;
         let this_run = self.this_run.lock().unwrap();
+        // Learning takes the lock too: nothing is learnt between this check and the save.
+        if !self.unsaved.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let unchanged =
             std::fs::metadata(&self.path).ok().map(|m| Stat::of(&m)) == self.loaded_from;
         let reloaded;
@@ -201,7 +210,9 @@ impl Memo {
         let mut temp = crate::fsutil::new_temp_in(&self.tmp_dir)?;
         std::io::Write::write_all(&mut temp, text.as_bytes())
             .with_context(|| format!("cannot write {}", temp.path().display()))?;
-        crate::fsutil::persist(temp, &self.path)
+        crate::fsutil::persist(temp, &self.path)?;
+        self.unsaved.store(false, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -274,6 +285,7 @@ impl Digests {
                 path,
                 tmp_dir: cache_dir.join("tmp"),
                 this_run: Mutex::default(),
+                unsaved: AtomicBool::new(false),
             }),
             ..Digests::default()
         }
@@ -562,6 +574,27 @@ mod tests {
             d1,
             "a changed file is read again"
         );
+    }
+
+    /// A link saves the memo as it ends, and thindist again before it exits: the second save
+    /// writes only what was learnt in between.
+    #[test]
+    fn a_save_with_nothing_new_leaves_the_memo_as_it_is() {
+        let (dir, cache, file) = setup();
+        let digests = Digests::with_memo(&cache);
+        digests.file(&file).unwrap();
+        digests.save().unwrap();
+        let memo = cache.join(MEMO_FILE);
+        let inode = || std::fs::metadata(&memo).unwrap().ino();
+        let saved = inode();
+        digests.save().unwrap();
+        assert_eq!(inode(), saved, "written again with nothing new");
+        let other = dir.path().join("b.o");
+        std::fs::write(&other, b"two").unwrap();
+        digests.file(&other).unwrap();
+        digests.save().unwrap();
+        assert_ne!(inode(), saved, "what was learnt since is saved");
+        assert!(std::fs::read_to_string(&memo).unwrap().contains("b.o"));
     }
 
     #[test]
