@@ -8,7 +8,6 @@ use crate::cmdline;
 use crate::dtlto;
 use crate::exec::{join_or_resume, pass_through, Executor, Slots};
 use crate::flags::FlagSources;
-use crate::forkserver::ProgramServer;
 use crate::invocation::{self, LinkerInvocation};
 use crate::job::BackendJob;
 use crate::link::Link;
@@ -35,7 +34,7 @@ pub struct LdSettings {
     /// Keep each link's work directory (also lld's `--save-temps` on the link line).
     pub keep_work: bool,
     pub keep_natives: KeepNatives,
-    /// Run the final link as a fork of a linker fork server started during the thin link.
+    /// Run the thin link and the final link as forks of a fork server of the linker.
     pub linker_fork_server: bool,
 }
 
@@ -71,7 +70,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     }
     args.resolve_libraries(&cwd);
     let in_build_dir = run.executor.needs_paths_in_build_dir();
-    let link = Link::prepare(
+    let mut link = Link::prepare(
         &invocation.linker,
         args,
         &cwd,
@@ -81,6 +80,9 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     if !link.prepared().has_bitcode() {
         drop(link);
         return pass_through(&invocation.linker, &invocation.args);
+    }
+    if settings.linker_fork_server {
+        link.start_linker_server(settings.verbose);
     }
     // The link's code-generation options, refused now if no back end could apply them.
     let compiler =
@@ -126,7 +128,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         codegen: &codegen,
         keep: settings.keep_natives,
     };
-    let (thin_linked, ready) = std::thread::scope(|scope| {
+    let (thin_linked, (backends, sources, draft)) = std::thread::scope(|scope| {
         let ready = scope.spawn(|| {
             let backends = run.backend_phase(&output);
             let sources = backends.with_records(sources);
@@ -152,17 +154,12 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
                 run.executor
                     .start_early(&samples, jobs.len() >= 3, at_once, &thin_link_done);
             }
-            // The final link forks from a server of the linker, started last and on a thread
-            // of its own (about 12 ms of the kernel's 52 ms final link is lld's start-up).
-            let linker_server = (settings.linker_fork_server)
-                .then(|| ProgramServer::start(&invocation.linker, &cwd, settings.verbose));
-            (backends, sources, draft, linker_server)
+            (backends, sources, draft)
         });
         let thin_linked = link.thin_link(&mut session);
         thin_link_done.store(true, Ordering::Relaxed);
         (thin_linked, join_or_resume(ready))
     });
-    let (backends, sources, draft, mut linker_server) = ready;
     let thin_linked = thin_linked?;
     let plan = plan::plan(
         draft,
@@ -195,7 +192,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         });
         let record_start =
             (relink.as_ref()).map(|relink| scope.spawn(|| relink.start_record(&plan.jobs)));
-        let final_link = link.final_link(&natives, linker_server.as_mut(), &mut session);
+        let final_link = link.final_link(&natives, &mut session);
         join_or_resume(finished);
         (final_link, record_start.and_then(join_or_resume))
     });
@@ -208,7 +205,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     // up the run's end by several milliseconds (the record needs none of them).
     std::thread::scope(|scope| {
         let (link, sources) = (&link, &sources);
-        scope.spawn(move || drop(linker_server));
+        scope.spawn(move || link.stop_linker_server());
         scope.spawn(move || {
             link.remove_natives(&natives);
             drop(plan);

@@ -36,7 +36,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libthindist-forkserver.so"));
@@ -108,43 +108,112 @@ pub struct ForkServers {
     cc1_compilers: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
-/// A fork server of one program (the linker, for the final link), started on a thread of its
-/// own so that its start-up overlaps the work before its one job.
+/// A fork server of one program: the linker, whose thin link and final link fork from it. It
+/// is spawned as soon as a link is known to need it and answers its handshake at the first
+/// job, so that its start-up (about 12 ms of lld's) runs while thindist prepares the link.
 pub struct ProgramServer {
-    servers: Arc<ForkServers>,
-    starting: Option<std::thread::JoinHandle<()>>,
+    program: PathBuf,
+    verbose: bool,
+    state: Mutex<ProgramState>,
+}
+
+enum ProgramState {
+    /// Spawned; its handshake not read yet.
+    Spawned(Server),
+    Ready(Server),
+    /// It could not start, or stopped: jobs run as processes.
+    Gone,
 }
 
 impl ProgramServer {
-    /// Starts a server for `program`, as `cwd` and PATH find it.
-    pub fn start(program: &str, cwd: &Path, verbose: bool) -> ProgramServer {
-        let servers = Arc::new(ForkServers::new(verbose, false));
-        let program = resolve(program, cwd, std::env::var_os("PATH"));
-        let starting = program.map(|program| {
-            let servers = servers.clone();
-            std::thread::spawn(move || {
-                if let Some(server) = servers.take(&program) {
-                    servers.give_back(&program, server);
+    /// Spawns a server of `program`, as `cwd` and PATH find it; `None` when it cannot have one
+    /// (`-v` says why).
+    pub fn spawn(program: &str, cwd: &Path, verbose: bool) -> Option<ProgramServer> {
+        let path = resolve(program, cwd, std::env::var_os("PATH"))?;
+        // Bound lazily: each of its two or so jobs binds what it uses, where binding every
+        // symbol at once would make the thin link wait for a third longer start-up.
+        let spawned = library_file().and_then(|library| Server::spawn(&path, &library, false));
+        let server = spawned
+            .map_err(|reason| {
+                if verbose {
+                    say_no_server(&path, &reason);
                 }
             })
-        });
-        ProgramServer { servers, starting }
+            .ok()?;
+        Some(ProgramServer {
+            program: path,
+            verbose,
+            state: Mutex::new(ProgramState::Spawned(server)),
+        })
     }
 
-    /// Runs the server's one job, `command` in `cwd` with this process's environment, as a
-    /// forked child of the server once it has started, as [`crate::exec::run_tracked`] runs a
-    /// process; `None` when the server cannot run it (or has run its job).
-    pub fn run(
-        &mut self,
-        command: &[String],
-        cwd: &Path,
-    ) -> Option<io::Result<(ExitStatus, String)>> {
-        self.starting.take()?.join().ok()?;
-        let program = resolve(&command[0], cwd, std::env::var_os("PATH"))?;
-        let mut server = self.servers.take(&program)?;
-        let sent = server.run(&Request::driver(command, cwd, None));
-        self.servers.end_job(&program, server, sent)
+    /// Runs `command` in `cwd`, with this process's environment, as a forked child of the
+    /// server, as [`crate::exec::run_tracked`] runs a process; `None` when the server cannot
+    /// run it.
+    pub fn run(&self, command: &[String], cwd: &Path) -> Option<io::Result<(ExitStatus, String)>> {
+        let mut state = self.state.lock().unwrap();
+        if let ProgramState::Spawned(_) = &*state {
+            let ProgramState::Spawned(mut server) =
+                std::mem::replace(&mut *state, ProgramState::Gone)
+            else {
+                unreachable!()
+            };
+            match server.handshake(&self.program) {
+                Ok(()) => {
+                    if self.verbose {
+                        say_server(&self.program);
+                    }
+                    *state = ProgramState::Ready(server);
+                }
+                Err(reason) if self.verbose => say_no_server(&self.program, &reason),
+                Err(_) => {}
+            }
+        }
+        let ProgramState::Ready(server) = &mut *state else {
+            return None;
+        };
+        match server.run(&Request::driver(command, cwd, None)) {
+            Sent::Ran(result) => Some(result),
+            Sent::Lost(e) => {
+                *state = ProgramState::Gone;
+                Some(Err(e))
+            }
+            Sent::NotStarted | Sent::WorkerDied(..) => {
+                *state = ProgramState::Gone;
+                None
+            }
+        }
     }
+
+    /// Stops the server (waiting for it to exit); a later job runs as a process.
+    pub fn stop(&self) {
+        let state = std::mem::replace(&mut *self.state.lock().unwrap(), ProgramState::Gone);
+        if let ProgramState::Spawned(mut server) = state {
+            // Still starting, and never to serve: no need to wait for its start-up.
+            if let ServerProcess::Started(process) = &mut server.process {
+                let _ = process.kill();
+            }
+        }
+    }
+}
+
+impl Drop for ProgramServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What `-v` says of a program that has a fork server.
+fn say_server(program: &Path) {
+    eprintln!("thindist: fork server for {}", program.display());
+}
+
+/// What `-v` says of a program that runs as processes because it has no fork server.
+fn say_no_server(program: &Path, reason: &str) {
+    eprintln!(
+        "thindist: no fork server for {} ({reason}); running it as processes",
+        program.display()
+    );
 }
 
 /// How far a flag set's cc1 template has come. Its first job runs as a driver; the second
@@ -532,7 +601,7 @@ impl ForkServers {
             Ok(server) => {
                 if !compilers.contains_key(compiler) {
                     if self.verbose {
-                        eprintln!("thindist: fork server for {}", compiler.display());
+                        say_server(compiler);
                     }
                     compilers.insert(compiler.to_path_buf(), Pool::Usable(Vec::new()));
                 }
@@ -540,10 +609,7 @@ impl ForkServers {
             }
             Err(reason) => {
                 if !matches!(compilers.get(compiler), Some(Pool::Unusable)) && self.verbose {
-                    eprintln!(
-                        "thindist: no fork server for {} ({reason}); running it as processes",
-                        compiler.display()
-                    );
+                    say_no_server(compiler, &reason);
                 }
                 compilers.insert(compiler.to_path_buf(), Pool::Unusable);
                 None
@@ -648,6 +714,15 @@ fn library_file() -> Result<OwnedFd, String> {
 
 impl Server {
     fn start(compiler: &Path, library: &OwnedFd) -> Result<Server, String> {
+        let mut server = Server::spawn(compiler, library, true)?;
+        server.handshake(compiler)?;
+        Ok(server)
+    }
+
+    /// Starts a server of `compiler`, whose handshake is still to be read ([`Server::handshake`]):
+    /// with `bind_now`, every symbol of its libraries bound in its start-up, not lazily in each
+    /// child.
+    fn spawn(compiler: &Path, library: &OwnedFd, bind_now: bool) -> Result<Server, String> {
         if let Some(reason) = unsuitable(compiler) {
             return Err(reason);
         }
@@ -666,10 +741,6 @@ impl Server {
         command
             .arg(" ".repeat(CMDLINE_SPACE))
             .env("LD_PRELOAD", preload)
-            // Every symbol bound once in the server, not lazily in every child (each lazy
-            // binding also copies a page of the library's GOT): about 120 page faults and 5%
-            // of a small job's CPU. Jobs run with their own environment, not the server's.
-            .env("LD_BIND_NOW", "1")
             .env("THINDIST_FORK_SERVER_FD", SERVER_FD.to_string())
             .env(
                 "GLIBC_TUNABLES",
@@ -678,6 +749,12 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if bind_now {
+            // Every symbol bound once in the server, not lazily in every child (each lazy
+            // binding also copies a page of the library's GOT): about 120 page faults and 5%
+            // of a small job's CPU. Jobs run with their own environment, not the server's.
+            command.env("LD_BIND_NOW", "1");
+        }
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
@@ -700,13 +777,11 @@ impl Server {
         }
         let process = command.spawn().map_err(|e| e.to_string())?;
         drop(theirs);
-        let mut server = Server {
+        Ok(Server {
             stream,
             process: ServerProcess::Started(process),
             cc1: false,
-        };
-        server.handshake(compiler)?;
-        Ok(server)
+        })
     }
 
     /// A second server of `compiler` forked from this idle one: it costs a fork, not the

@@ -25,6 +25,8 @@ pub struct ThinLinked {
 
 pub struct Link {
     linker: String,
+    /// The linker's fork server, which the thin link and the final link fork from.
+    linker_server: Option<ProgramServer>,
     cwd: PathBuf,
     prepared: PreparedLink,
     /// Declared last: removed after everything that names a path in it.
@@ -49,6 +51,7 @@ impl Link {
         let prepared = thinlink::prepare(args, cwd, &work)?;
         Ok(Link {
             linker: linker.to_string(),
+            linker_server: None,
             cwd: cwd.to_path_buf(),
             prepared,
             work,
@@ -57,6 +60,19 @@ impl Link {
 
     pub fn prepared(&self) -> &PreparedLink {
         &self.prepared
+    }
+
+    /// Starts the linker's fork server, so that its start-up runs while the link is checked
+    /// and the thin link does not wait for the linker to start (about 12 ms of lld's).
+    pub fn start_linker_server(&mut self, verbose: bool) {
+        self.linker_server = ProgramServer::spawn(&self.linker, &self.cwd, verbose);
+    }
+
+    /// Stops the linker's fork server once the final link has run.
+    pub fn stop_linker_server(&self) {
+        if let Some(server) = &self.linker_server {
+            server.stop();
+        }
     }
 
     pub fn work_dir(&self) -> &Path {
@@ -132,15 +148,13 @@ impl Link {
         })
     }
 
-    /// Runs the final link with each module's native object, as a fork of `linker_server`
-    /// where it can run it, else as a process. lld writes its output as it
+    /// Runs the final link with each module's native object. lld writes its output as it
     /// always does: a regular file through a temporary beside it that is renamed into place
     /// only on success, anything else (/dev/null, a FIFO) in place. Returns what the linker
     /// printed, for the caller to show after its own report, and whether it succeeded.
     pub fn final_link(
         &self,
         natives: &Natives,
-        linker_server: Option<&mut ProgramServer>,
         reporter: &mut dyn Reporter,
     ) -> Result<(String, Result<()>)> {
         let rsp = self.work_dir().join("finallink.rsp");
@@ -148,11 +162,7 @@ impl Link {
         let command = vec![self.linker.clone(), format!("@{}", rsp.display())];
         let started = Instant::now();
         reporter.on_event(&Event::FinalLinkStarted { command: &command });
-        let forked = linker_server.and_then(|server| server.run(&command, &self.cwd));
-        let (status, text) = match forked {
-            Some(result) => result.with_context(|| format!("cannot run the linker {}", command[0])),
-            None => self.run_linker(&command),
-        }?;
+        let (status, text) = self.run_linker(&command)?;
         reporter.on_event(&Event::FinalLinkFinished {
             duration: started.elapsed(),
         });
@@ -167,12 +177,18 @@ impl Link {
         Ok((text, linked))
     }
 
+    /// Runs the linker: forked from its server if it has one that can, else as a process.
     fn run_linker(&self, command: &[String]) -> Result<(ExitStatus, String)> {
-        exec::run_tracked(
-            Command::new(&command[0])
-                .args(&command[1..])
-                .current_dir(&self.cwd),
-        )
+        let forked =
+            (self.linker_server.as_ref()).and_then(|server| server.run(command, &self.cwd));
+        match forked {
+            Some(result) => result,
+            None => exec::run_tracked(
+                Command::new(&command[0])
+                    .args(&command[1..])
+                    .current_dir(&self.cwd),
+            ),
+        }
         .with_context(|| format!("cannot run the linker {}", command[0]))
     }
 }

@@ -1,8 +1,9 @@
 //! The compiler fork server: the same objects as processes (with cc1 workers and without), a
 //! child or cc1 worker killed by SIGKILL fails its job naming the signal, a job whose cc1 worker
 //! crashes runs again as a forked driver, an interrupt stops forked children and cc1 workers,
-//! and compilers that cannot host the server (turned off, a script) run as processes. The final
-//! link forks from a server of the linker, and fails as a process of it does.
+//! and compilers that cannot host the server (turned off, a script) run as processes. The thin
+//! link and the final link fork from a server of the linker and fail as its processes do, and a
+//! link restored from the cache leaves no server behind.
 
 mod util;
 
@@ -388,23 +389,20 @@ fn a_script_compiler_runs_as_processes() {
     assert_eq!(err.matches(&said).count(), 1, "said once: {err}");
 }
 
-/// stderr of `thindist ld -v` of `p`'s `a.o` into `prog` with `linker`, and whether it succeeded.
-fn link_with_linker(p: &SmallProject, linker: &str, env: &[(&str, &str)]) -> (bool, String) {
+/// stderr of `thindist ld -v` of `p`'s `a.o` (and `more` inputs) into `prog` with `linker`,
+/// and whether it succeeded.
+fn link_with_linker(
+    p: &SmallProject,
+    linker: &str,
+    more: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let out = p
         .cmd(thindist())
         .envs(env.iter().copied())
-        .args([
-            "ld",
-            "-v",
-            "--no-cache",
-            "--",
-            linker,
-            "-e",
-            "main",
-            "-o",
-            "prog",
-            "a.o",
-        ])
+        .args(["ld", "-v", "--no-cache", "--", linker])
+        .args(["-e", "main", "-o", "prog", "a.o"])
+        .args(more)
         .output()
         .unwrap();
     (
@@ -418,6 +416,41 @@ fn linker_lines(err: &str) -> Vec<&str> {
     err.lines().filter(|l| l.contains("ld.lld")).collect()
 }
 
+/// The failed link of `p`'s `a.o` and `more` through the linker's fork server and as lld
+/// processes: what thindist printed each time; lld printed the same lines.
+fn failed_link_forked_and_as_processes(p: &SmallProject, more: &[&str]) -> (String, String) {
+    let lld = which::which("ld.lld-22").unwrap().canonicalize().unwrap();
+    let (ok, forked) = link_with_linker(p, "ld.lld-22", more, &[]);
+    assert!(!ok, "{forked}");
+    assert!(
+        forked.contains(&format!("thindist: fork server for {}", lld.display())),
+        "{forked}"
+    );
+    let no_server = [("THINDIST_FORK_SERVER", "0")];
+    let (ok, process) = link_with_linker(p, "ld.lld-22", more, &no_server);
+    assert!(!ok, "{process}");
+    assert!(!process.contains("fork server for"), "{process}");
+    assert!(!linker_lines(&forked).is_empty(), "{forked}");
+    assert_eq!(linker_lines(&forked), linker_lines(&process));
+    assert!(!p.path("prog").exists());
+    p.assert_no_temp_files();
+    (forked, process)
+}
+
+#[test]
+fn the_thin_link_forks_from_the_linkers_server_and_fails_as_its_process_does() {
+    let p = SmallProject::new(&[("a.c", "int main(void){return 0;}\n")]);
+    p.compile_all(&["-O2"]);
+    let (forked, process) = failed_link_forked_and_as_processes(&p, &["does-not-exist.o"]);
+    for err in [&forked, &process] {
+        assert!(
+            err.contains("the thin link failed (exit status: 1)"),
+            "{err}"
+        );
+        assert!(err.contains("does-not-exist.o"), "{err}");
+    }
+}
+
 #[test]
 fn the_final_link_forks_from_the_linkers_server_and_fails_as_its_process_does() {
     let p = SmallProject::new(&[(
@@ -425,31 +458,63 @@ fn the_final_link_forks_from_the_linkers_server_and_fails_as_its_process_does() 
         "int missing(void);\nint main(void){return missing();}\n",
     )]);
     p.compile_all(&["-O2"]);
-    let lld = which::which("ld.lld-22").unwrap().canonicalize().unwrap();
-    let (ok, forked) = link_with_linker(&p, "ld.lld-22", &[]);
-    assert!(!ok, "{forked}");
+    let (forked, process) = failed_link_forked_and_as_processes(&p, &[]);
     assert!(
-        forked.contains(&format!("thindist: fork server for {}", lld.display())),
+        (linker_lines(&forked).iter()).any(|l| l.contains("undefined symbol: missing")),
         "{forked}"
     );
-    let (ok, process) = link_with_linker(&p, "ld.lld-22", &[("THINDIST_FORK_SERVER", "0")]);
-    assert!(!ok, "{process}");
-    assert!(!process.contains("fork server for"), "{process}");
-    assert!(
-        linker_lines(&forked)
-            .iter()
-            .any(|l| l.contains("undefined symbol: missing")),
-        "{forked}"
-    );
-    assert_eq!(linker_lines(&forked), linker_lines(&process));
     for err in [&forked, &process] {
         assert!(
             err.contains("the final link failed (exit status: 1)"),
             "{err}"
         );
     }
-    assert!(!p.path("prog").exists());
-    p.assert_no_temp_files();
+}
+
+/// The processes whose environment holds `marker` (a variable set for one test's runs only).
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+        {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("{:?}: {}", entry.file_name(), cmdline.trim()));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_linker_server_outlives_a_link_or_its_restore() {
+    let p = SmallProject::new(&[("a.c", "int main(void){return 0;}\n")]);
+    p.compile_all(&["-O2"]);
+    let marker = format!("THINDIST_TEST_RUN={}", std::process::id());
+    let (name, value) = marker.split_once('=').unwrap();
+    for expected in ["cache 0 hits, 1 misses", "restored from the cache"] {
+        let out = p
+            .cmd(thindist())
+            .env(name, value)
+            .args([
+                "ld",
+                "-v",
+                "--",
+                "ld.lld-22",
+                "-e",
+                "main",
+                "-o",
+                "prog",
+                "a.o",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.contains(expected), "{err}");
+        assert_eq!(processes_with(&marker), Vec::<String>::new(), "{err}");
+    }
 }
 
 #[test]
@@ -459,7 +524,7 @@ fn a_script_linker_runs_as_processes() {
     std::fs::write(p.path("ld.sh"), "#!/bin/sh\nexec ld.lld-22 \"$@\"\n").unwrap();
     util::make_executable(&p.path("ld.sh"));
     // No clang beside the script: the modules' compiler is named.
-    let (ok, err) = link_with_linker(&p, "./ld.sh", &[("THINDIST_COMPILER", "clang-22")]);
+    let (ok, err) = link_with_linker(&p, "./ld.sh", &[], &[("THINDIST_COMPILER", "clang-22")]);
     assert!(ok, "{err}");
     let said = format!(
         "thindist: no fork server for {} (not an ELF program); running it as processes",
