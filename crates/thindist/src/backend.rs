@@ -56,6 +56,11 @@ impl<'a> BackendPhase<'a> {
         }
     }
 
+    /// Whether the cache may well not answer `job` (see [`JobRunner::may_miss`]).
+    pub fn may_miss(&self, job: &BackendJob) -> bool {
+        !self.runner.has_cache() || self.runner.may_miss(job)
+    }
+
     /// `sources` with the flag records the cache holds.
     pub fn with_records(&self, sources: FlagSources) -> FlagSources {
         sources.with_records(self.records.clone())

@@ -140,7 +140,10 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
             }
             // Largest first; a template costs two dry runs of the compiler, which the first
             // jobs would otherwise wait for, but the first job must not wait for them either:
-            // the sets the thin link leaves no time for get theirs from their own jobs.
+            // the sets the thin link leaves no time for get theirs from their own jobs. Only a
+            // set whose jobs may well run gets one now (dry runs beside the thin link slow it
+            // down): a set whose modules, and those they imported from, are as the build log's
+            // run found them gets its template from its own jobs if they run after all.
             let mut flag_sets: Vec<Vec<&BackendJob>> = flag_sets.into_values().collect();
             flag_sets.sort_by_key(|jobs| std::cmp::Reverse(jobs.len()));
             let at_once = settings.slots.likely_at_once();
@@ -151,8 +154,9 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
                     .take(2)
                     .map(|job| (*job).clone())
                     .collect();
+                let many = jobs.len() >= 3 && jobs.iter().any(|job| backends.may_miss(job));
                 run.executor
-                    .start_early(&samples, jobs.len() >= 3, at_once, &thin_link_done);
+                    .start_early(&samples, many, at_once, &thin_link_done);
             }
             (backends, sources, draft)
         });

@@ -54,6 +54,18 @@ impl<'a> JobRunner<'a> {
         self.cache.is_some()
     }
 
+    /// Whether the cache may well not answer `job`: the build log has no earlier back end of
+    /// its module, or a file that back end read (its module, a module it imported from) has
+    /// changed since. (Imports the thin link now makes differently only it tells.)
+    pub fn may_miss(&self, job: &BackendJob) -> bool {
+        let Some(entry) = self.previous.entries.get(&job.module) else {
+            return true;
+        };
+        (entry.key.inputs.iter()).any(|(path, recorded)| {
+            self.digests.file(&job.cwd.join(path)).ok().as_ref() != Some(recorded)
+        })
+    }
+
     /// Lets the executor get ready for `jobs`, which the cache did not answer.
     pub fn prepare(&self, jobs: &[&BackendJob]) {
         self.executor.prepare(&mut jobs.iter().copied());
@@ -194,5 +206,71 @@ impl<'a> JobRunner<'a> {
         // process's exit to free: freeing them one by one took longer than saving the log,
         // on a core the final link needs.
         std::mem::forget((self.previous, self.log));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::LocalExecutor;
+    use crate::job::FlagsSource;
+    use std::path::Path;
+
+    /// A build log entry for `module`, whose back end read `inputs` (module first) in `dir` as
+    /// they are now.
+    fn entry(dir: &Path, module: &str, inputs: &[&str]) -> Entry {
+        let digest = |path: &str| Digests::default().file(&dir.join(path)).unwrap();
+        let any = digest(module);
+        Entry {
+            module: module.into(),
+            flags_source: FlagsSource::LinkDerived,
+            command: vec!["cc".into()],
+            key: ActionKey {
+                hex: any.clone(),
+                compiler: "cc".into(),
+                command_digest: any,
+                inputs: inputs.iter().map(|p| (p.to_string(), digest(p))).collect(),
+            },
+            executed_by: Some(ExecutedBy::Local),
+            succeeded: true,
+            duration_ms: 1,
+            compiled_ms: Some(1),
+            reason: String::new(),
+            published: None,
+        }
+    }
+
+    /// What a runner with `log` answers for each module in `dir`, with fresh digests.
+    fn may_miss(dir: &Path, log: &Path, modules: &[&str]) -> Vec<bool> {
+        let executor = LocalExecutor::new(false, false, false);
+        let digests = Digests::default();
+        let runner = JobRunner::new(&executor, None, &digests).with_log(log.to_path_buf());
+        (modules.iter())
+            .map(|module| {
+                let mut job = BackendJob::placeholder(module, 1);
+                job.cwd = dir.to_path_buf();
+                runner.may_miss(&job)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_job_may_miss_when_its_module_or_a_module_it_imported_from_changed_or_is_new() {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, text) in [("a.o", "a"), ("b.o", "b"), ("c.o", "c"), ("d.o", "d")] {
+            std::fs::write(dir.path().join(file), text).unwrap();
+        }
+        let log = dir.path().join("log");
+        let mut previous = BuildLog::default();
+        for (module, inputs) in [("a.o", &["a.o", "b.o"][..]), ("c.o", &["c.o"][..])] {
+            (previous.entries).insert(module.into(), entry(dir.path(), module, inputs));
+        }
+        previous.save(&log).unwrap();
+        let modules = ["a.o", "c.o", "d.o"];
+        assert_eq!(may_miss(dir.path(), &log, &modules), [false, false, true]);
+        std::fs::write(dir.path().join("b.o"), "b, changed").unwrap();
+        assert_eq!(may_miss(dir.path(), &log, &modules), [true, false, true]);
+        std::fs::write(dir.path().join("c.o"), "c, changed").unwrap();
+        assert_eq!(may_miss(dir.path(), &log, &modules), [true, true, true]);
     }
 }
