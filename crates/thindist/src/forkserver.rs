@@ -152,23 +152,23 @@ impl ProgramServer {
     /// run it.
     pub fn run(&self, command: &[String], cwd: &Path) -> Option<io::Result<(ExitStatus, String)>> {
         let mut state = self.state.lock().unwrap();
-        if let ProgramState::Spawned(_) = &*state {
-            let ProgramState::Spawned(mut server) =
-                std::mem::replace(&mut *state, ProgramState::Gone)
-            else {
-                unreachable!()
-            };
-            match server.handshake(&self.program) {
+        *state = match std::mem::replace(&mut *state, ProgramState::Gone) {
+            ProgramState::Spawned(mut server) => match server.handshake(&self.program) {
                 Ok(()) => {
                     if self.verbose {
                         say_server(&self.program);
                     }
-                    *state = ProgramState::Ready(server);
+                    ProgramState::Ready(server)
                 }
-                Err(reason) if self.verbose => say_no_server(&self.program, &reason),
-                Err(_) => {}
-            }
-        }
+                Err(reason) => {
+                    if self.verbose {
+                        say_no_server(&self.program, &reason);
+                    }
+                    ProgramState::Gone
+                }
+            },
+            started => started,
+        };
         let ProgramState::Ready(server) = &mut *state else {
             return None;
         };

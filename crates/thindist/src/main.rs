@@ -261,10 +261,11 @@ struct RunOptions {
     fork_server: ForkServerOption,
 }
 
-/// Whether compiles fork from a compiler fork server (the local executor's and the worker's).
+/// Whether compiles fork from a compiler fork server (the local executor's and the worker's), and
+/// a link's thin link and final link from one of its linker.
 #[derive(Args, Clone, Debug)]
 struct ForkServerOption {
-    /// Run every compile and the final link as a process of its own, not as a fork of a
+    /// Run every compile, thin link and final link as a process of its own, not as a fork of a
     /// compiler's or the linker's fork server (THINDIST_FORK_SERVER=0 does the same).
     #[arg(
         long = "no-fork-server",
