@@ -498,17 +498,8 @@ fn no_linker_server_outlives_a_link_or_its_restore() {
         let out = p
             .cmd(thindist())
             .env(name, value)
-            .args([
-                "ld",
-                "-v",
-                "--",
-                "ld.lld-22",
-                "-e",
-                "main",
-                "-o",
-                "prog",
-                "a.o",
-            ])
+            .args(["ld", "-v", "--", "ld.lld-22"])
+            .args(["-e", "main", "-o", "prog", "a.o"])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
