@@ -11,6 +11,7 @@ use crate::cache::ActionKey;
 use crate::events::{ExecutedBy, JobOutcome};
 use crate::job::{BackendJob, FlagsSource};
 use anyhow::{Context, Result};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,10 @@ const LOG_VERSION: u32 = 3;
 pub struct Entry {
     pub module: PathBuf,
     pub flags_source: FlagsSource,
-    pub command: Vec<String>,
+    /// The command as a JSON array, parsed only to be shown: a kernel's log holds some 55,000
+    /// arguments, which as strings of their own made loading it and noting each job's back end
+    /// (a cache hit too) several times slower.
+    pub command: Box<RawValue>,
     pub key: ActionKey,
     pub executed_by: Option<ExecutedBy>,
     pub succeeded: bool,
@@ -106,10 +110,16 @@ impl Entry {
     /// Whether the entry could have been written by thindist: a log edited by hand or by
     /// another tool must not reach code that relies on a key's shape.
     fn is_well_formed(&self) -> bool {
-        is_sha256_hex(&self.key.hex)
+        self.command.get().starts_with('[')
+            && is_sha256_hex(&self.key.hex)
             && is_sha256_hex(&self.key.command_digest)
             && self.key.inputs.iter().all(|(_, d)| is_sha256_hex(d))
     }
+}
+
+/// `command` as an entry keeps it.
+pub fn command_json(command: &[String]) -> Box<RawValue> {
+    serde_json::value::to_raw_value(command).expect("a list of strings is JSON")
 }
 
 impl BuildLog {
@@ -258,11 +268,8 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         writeln!(f, "module:     {}", self.module.display())?;
         writeln!(f, "flags from: {}", self.flags_source)?;
-        writeln!(
-            f,
-            "command:    {}",
-            crate::cmdline::shell_line(&self.command)
-        )?;
+        let command: Vec<String> = serde_json::from_str(self.command.get()).unwrap_or_default();
+        writeln!(f, "command:    {}", crate::cmdline::shell_line(&command))?;
         writeln!(f, "compiler:   {}", self.key.compiler)?;
         writeln!(f, "key:        {}", self.key.hex)?;
         writeln!(f, "inputs:")?;
@@ -336,7 +343,7 @@ mod tests {
         Entry {
             module: module.into(),
             flags_source: FlagsSource::LinkDerived,
-            command: vec!["cc".into()],
+            command: command_json(&["cc".into()]),
             key,
             executed_by: Some(ExecutedBy::Local),
             succeeded: true,

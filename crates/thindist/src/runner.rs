@@ -170,7 +170,7 @@ impl<'a> JobRunner<'a> {
         let entry = Entry {
             module: job.module.clone(),
             flags_source: job.flags_source.clone(),
-            command: job.command.clone(),
+            command: buildlog::command_json(&job.command),
             key,
             executed_by: Some(outcome.executed_by),
             succeeded: outcome.succeeded(),
@@ -224,7 +224,7 @@ mod tests {
         Entry {
             module: module.into(),
             flags_source: FlagsSource::LinkDerived,
-            command: vec!["cc".into()],
+            command: buildlog::command_json(&["cc".into()]),
             key: ActionKey {
                 hex: any.clone(),
                 compiler: "cc".into(),

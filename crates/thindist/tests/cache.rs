@@ -100,6 +100,13 @@ fn unchanged_rebuild_compiles_nothing_and_an_edit_compiles_only_what_it_reaches(
         text.contains("why:") && text.contains("leaf.o changed ("),
         "{text}"
     );
+    let command = (text.lines())
+        .find_map(|line| line.strip_prefix("command:    "))
+        .unwrap_or_default();
+    assert!(
+        command.starts_with("clang") && command.contains(" -c leaf.o -o "),
+        "{text}"
+    );
     let incremental = run(p.dir(), "prog");
 
     // The same tree built from scratch gives the same program.
