@@ -2,6 +2,7 @@
 //! this machine or remotely), store the result, and note it for the build log.
 
 use crate::buildlog::{self, BuildLog, Entry};
+use crate::cache::key::SHARD_INPUT;
 use crate::cache::{action_key, ActionKey, Digests, DiskCache};
 use crate::events::{warn, ExecutedBy, JobOutcome};
 use crate::exec::Executor;
@@ -61,9 +62,11 @@ impl<'a> JobRunner<'a> {
         let Some(entry) = self.previous.entries.get(&job.module) else {
             return true;
         };
-        (entry.key.inputs.iter()).any(|(path, recorded)| {
-            self.digests.file(&job.cwd.join(path)).ok().as_ref() != Some(recorded)
-        })
+        (entry.key.inputs.iter())
+            .filter(|(path, _)| path != SHARD_INPUT)
+            .any(|(path, recorded)| {
+                self.digests.file(&job.cwd.join(path)).ok().as_ref() != Some(recorded)
+            })
     }
 
     /// Lets the executor get ready for `jobs`, which the cache did not answer.
@@ -217,10 +220,13 @@ mod tests {
     use std::path::Path;
 
     /// A build log entry for `module`, whose back end read `inputs` (module first) in `dir` as
-    /// they are now.
+    /// they are now, and a summary shard, listed second as [`action_key`] lists it.
     fn entry(dir: &Path, module: &str, inputs: &[&str]) -> Entry {
         let digest = |path: &str| Digests::default().file(&dir.join(path)).unwrap();
         let any = digest(module);
+        let mut inputs: Vec<(String, String)> =
+            inputs.iter().map(|p| (p.to_string(), digest(p))).collect();
+        inputs.insert(1, (SHARD_INPUT.to_string(), "5".repeat(64)));
         Entry {
             module: module.into(),
             flags_source: FlagsSource::LinkDerived,
@@ -229,7 +235,7 @@ mod tests {
                 hex: any.clone(),
                 compiler: "cc".into(),
                 command_digest: any,
-                inputs: inputs.iter().map(|p| (p.to_string(), digest(p))).collect(),
+                inputs,
             },
             executed_by: Some(ExecutedBy::Local),
             succeeded: true,

@@ -16,6 +16,10 @@ use std::path::Path;
 
 const KEY_FORMAT: &str = "thindist-backend-key-v2";
 
+/// The name of the summary shard among a key's inputs: it counts by the digest
+/// [`super::shard::shard_digest`] derives from it, and names no file in the build directory.
+pub const SHARD_INPUT: &str = "<shard>";
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -121,7 +125,7 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
         .with_context(context)?;
     let mut inputs = vec![
         (relative(&job.module, &job.cwd), module_digest),
-        ("<shard>".to_string(), shard_digest),
+        (SHARD_INPUT.to_string(), shard_digest),
     ];
     let mut extra = Vec::with_capacity(job.extra_inputs.len());
     for path in &job.extra_inputs {
