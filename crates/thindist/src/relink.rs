@@ -214,7 +214,7 @@ impl<'a> Relink<'a> {
                 .digests
                 .touch_if_holds(path, digest, fsutil::NEW_FILE_MODE)
             {
-                match self.cache.blob(digest)? {
+                match self.cache.blob(digest, self.digests)? {
                     Some(blob) => stale.push((path, blob)),
                     None => return Ok(None),
                 }

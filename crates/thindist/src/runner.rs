@@ -141,7 +141,7 @@ impl<'a> JobRunner<'a> {
         started: Instant,
     ) -> Option<JobOutcome> {
         let native = job.cwd.join(&job.native);
-        match cache.get(&key.hex, &native) {
+        match cache.get(&key.hex, &native, self.digests) {
             Ok(Some(digest)) => {
                 // Publishing it need not read it again.
                 self.digests.made_file(&native, digest);

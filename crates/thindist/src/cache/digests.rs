@@ -55,6 +55,24 @@ impl Stat {
     }
 }
 
+/// Which of a file's stat must be as the memo recorded it for the memo's digest to hold.
+#[derive(Clone, Copy)]
+enum Vouch {
+    AllOfStat,
+    /// All but the change time (see [`Digests::blob_digest`]).
+    AllButChangeTime,
+}
+
+impl Stat {
+    /// Whether a file recorded at `self` that is now at `now` still holds what it held.
+    fn vouches_for(&self, now: &Stat, vouch: Vouch) -> bool {
+        match vouch {
+            Vouch::AllOfStat => self == now,
+            Vouch::AllButChangeTime => Stat { ctime_ns: now.ctime_ns, ..*self } == *now,
+        }
+    }
+}
+
 /// The stat of a [`Known::Derived`] entry, which no file's stat vouches for.
 const CONTENT_STAT: Stat = Stat {
     size: 0,
@@ -125,14 +143,25 @@ impl Memo {
 
     /// What the memo knows of `path` at `stat`: learnt this run, or loaded and still true.
     fn lookup(&self, tag: &'static str, path: &Path, stat: &Stat) -> Option<Known> {
+        self.lookup_vouched(tag, path, stat, Vouch::AllOfStat)
+    }
+
+    /// [`Memo::lookup`], with `vouch` saying which of the stat must be as recorded.
+    fn lookup_vouched(
+        &self,
+        tag: &'static str,
+        path: &Path,
+        stat: &Stat,
+        vouch: Vouch,
+    ) -> Option<Known> {
         let key = (tag, path.to_path_buf());
         if let Some((known_stat, known)) = self.this_run.lock().unwrap().get(&key) {
-            if known_stat == stat {
+            if known_stat.vouches_for(stat, vouch) {
                 return Some(known.clone());
             }
         }
         let (known_stat, known) = self.loaded.get(&key)?;
-        if known_stat != stat {
+        if !known_stat.vouches_for(stat, vouch) {
             return None;
         }
         self.this_run
@@ -313,7 +342,9 @@ impl Digests {
             .entry(path.to_path_buf())
             .or_default()
             .clone();
-        cell.get_or_init(|| self.read_digest(path).map_err(|e| format!("{e:#}")))
+        cell.get_or_init(|| {
+            (self.read_digest(path, Vouch::AllOfStat)).map_err(|e| format!("{e:#}"))
+        })
             .clone()
             .map_err(|e| anyhow!(e))
     }
@@ -335,15 +366,26 @@ impl Digests {
         self.file_digest(path)
     }
 
+    /// The digest of a cache blob as it is now, with no answer kept for the rest of the run
+    /// (a blob found damaged is removed, and may be stored again meanwhile): from the memo
+    /// while the blob's stat vouches for it, but for its change time, else from its content.
+    /// Every hit gives a blob a name in a link's work directory, which moves its change time
+    /// twice; and the change time would only catch a writer of the cache who put a blob's
+    /// modification time back, who could as well rewrite the memo.
+    pub fn blob_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
+        self.read_digest(path, Vouch::AllButChangeTime)
+    }
+
     /// The digest from the memo when the file's stat vouches for it, else from its content.
-    fn read_digest(&self, path: &Path) -> Result<thindist_reapi::Digest> {
+    fn read_digest(&self, path: &Path, vouch: Vouch) -> Result<thindist_reapi::Digest> {
         let context = || format!("cannot read {}", path.display());
         let abs = std::path::absolute(path).with_context(context)?;
         // The stat of the path asks one system call, where open, stat and close ask three: a
         // cache hit checks the module and every module it imports from.
         if let Some(memo) = &self.memo {
             let stat = std::fs::metadata(path).map(|meta| Stat::of(&meta));
-            if let Ok(Some(Known::File(digest))) = stat.map(|stat| memo.lookup("F", &abs, &stat)) {
+            let known = stat.map(|stat| memo.lookup_vouched("F", &abs, &stat, vouch));
+            if let Ok(Some(Known::File(digest))) = known {
                 return Ok(digest);
             }
         }
@@ -573,6 +615,38 @@ mod tests {
             third.file(&file).unwrap(),
             d1,
             "a changed file is read again"
+        );
+    }
+
+    /// A cache blob gains a name at each hit and loses it when the link ends, which moves its
+    /// change time each time: the memo knows it still; but one changed in place through
+    /// another name is read again.
+    #[test]
+    fn a_blob_given_names_stays_known_and_one_changed_in_place_does_not() {
+        let (dir, cache, blob) = setup();
+        let first = Digests::with_memo(&cache);
+        let one = first.blob_digest(&blob).unwrap();
+        let hit = dir.path().join("hit.o");
+        std::fs::hard_link(&blob, &hit).unwrap();
+        std::fs::remove_file(&hit).unwrap();
+        first.save().unwrap();
+        age_files_before_memo(&cache);
+        std::fs::hard_link(&blob, &hit).unwrap();
+        let second = Digests::with_memo(&cache);
+        let abs = std::path::absolute(&blob).unwrap();
+        let stat = Stat::of(&std::fs::metadata(&blob).unwrap());
+        let memo = second.memo.as_ref().unwrap();
+        assert_eq!(memo.lookup("F", &abs, &stat), None, "an input's change time counts");
+        assert_eq!(
+            memo.lookup_vouched("F", &abs, &stat, Vouch::AllButChangeTime),
+            Some(Known::File(one))
+        );
+
+        std::fs::write(&hit, b"two").unwrap();
+        let third = Digests::with_memo(&cache);
+        assert_eq!(
+            third.blob_digest(&blob).unwrap(),
+            thindist_reapi::Digest::of_bytes(b"two")
         );
     }
 

@@ -19,6 +19,7 @@
 //! declared shared on purpose. The cache is an optimisation: when it cannot be used a build
 //! warns once and goes on without it.
 
+use super::Digests;
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 use std::io::Read;
@@ -265,7 +266,12 @@ impl DiskCache {
     /// Puts the native object of the entry for `key` at `dest` (in a link's private work
     /// directory, where it may be a hard link to the blob) if there is a valid one, and
     /// returns its digest, checked against its content.
-    pub fn get(&self, key: &str, dest: &Path) -> Result<Option<thindist_reapi::Digest>> {
+    pub fn get(
+        &self,
+        key: &str,
+        dest: &Path,
+        digests: &Digests,
+    ) -> Result<Option<thindist_reapi::Digest>> {
         self.guarded(None, || {
             let Some((blobs, _)) = self.read_entry_unguarded(key)? else {
                 return Ok(None);
@@ -273,7 +279,7 @@ impl DiskCache {
             let [blob] = blobs.as_slice() else {
                 return Ok(None);
             };
-            let Some(path) = self.blob_unguarded(blob)? else {
+            let Some(path) = self.blob_unguarded(blob, digests)? else {
                 let _ = std::fs::remove_file(self.entry_path(key));
                 return Ok(None);
             };
@@ -344,15 +350,24 @@ impl DiskCache {
         self.guarded(None, || self.read_entry_unguarded(key))
     }
 
-    /// The path of the blob `digest` names, if it is there and intact; a damaged one is
-    /// removed.
-    pub fn blob(&self, digest: &thindist_reapi::Digest) -> Result<Option<PathBuf>> {
-        self.guarded(None, || self.blob_unguarded(digest))
+    /// The path of the blob `digest` names, if it is there and intact (by its content, or by
+    /// the stat the digest memo vouches for: a blob changed in place, through a published hard
+    /// link say, has new times); a damaged one is removed.
+    pub fn blob(
+        &self,
+        digest: &thindist_reapi::Digest,
+        digests: &Digests,
+    ) -> Result<Option<PathBuf>> {
+        self.guarded(None, || self.blob_unguarded(digest, digests))
     }
 
-    fn blob_unguarded(&self, digest: &thindist_reapi::Digest) -> Result<Option<PathBuf>> {
+    fn blob_unguarded(
+        &self,
+        digest: &thindist_reapi::Digest,
+        digests: &Digests,
+    ) -> Result<Option<PathBuf>> {
         let path = self.blob_path(&digest.hash);
-        match thindist_reapi::Digest::of_file(&path) {
+        match digests.blob_digest(&path) {
             Ok(found) if found == *digest => Ok(Some(path)),
             Ok(_) => {
                 warn_corrupt(&path);
@@ -361,8 +376,7 @@ impl DiskCache {
             }
             // Pruned, or never stored: a miss.
             Err(_) if !path.exists() => Ok(None),
-            Err(err) => Err(anyhow::Error::new(err)
-                .context(format!("cannot read cache blob {}", path.display()))),
+            Err(err) => Err(err.context("cannot read a cache blob")),
         }
     }
 
@@ -663,9 +677,9 @@ mod tests {
         let (dir, c) = cache(1 << 20);
         let native = dir.path().join("n.o");
         std::fs::write(&native, b"\x7fELF object").unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap().is_none());
+        assert!(c.get("abcd", &dir.path().join("out.o"), &Digests::default()).unwrap().is_none());
         c.put("abcd", &native).unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap().is_some());
+        assert!(c.get("abcd", &dir.path().join("out.o"), &Digests::default()).unwrap().is_some());
         assert_eq!(
             std::fs::read(dir.path().join("out.o")).unwrap(),
             b"\x7fELF object"
@@ -674,7 +688,7 @@ mod tests {
         // A hit onto an output that is there already replaces it, and leaves nothing beside.
         std::fs::remove_file(dir.path().join("out.o")).unwrap();
         std::fs::write(dir.path().join("out.o"), b"older").unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o")).unwrap().is_some());
+        assert!(c.get("abcd", &dir.path().join("out.o"), &Digests::default()).unwrap().is_some());
         assert_eq!(
             std::fs::read(dir.path().join("out.o")).unwrap(),
             b"\x7fELF object"
@@ -687,7 +701,7 @@ mod tests {
         assert_eq!(names, ["cache", "n.o", "out.o"]);
         // A hit into a directory not made yet makes it, and is the blob itself, hard linked.
         let deep = dir.path().join("sub/dir/out.o");
-        let blob = c.get("abcd", &deep).unwrap().unwrap();
+        let blob = c.get("abcd", &deep, &Digests::default()).unwrap().unwrap();
         use std::os::unix::fs::MetadataExt;
         let inode = |path: &Path| std::fs::metadata(path).unwrap().ino();
         assert_eq!(inode(&deep), inode(&c.blob_path(&blob.hash)));
@@ -708,7 +722,7 @@ mod tests {
         let blob = c.put_blob(&file, Some(&stale)).unwrap();
         assert_eq!(blob, thindist_reapi::Digest::of_bytes(b"changed"));
         assert_eq!(
-            std::fs::read(c.blob(&blob).unwrap().unwrap()).unwrap(),
+            std::fs::read(c.blob(&blob, &Digests::default()).unwrap().unwrap()).unwrap(),
             b"changed"
         );
         std::fs::remove_file(&file).unwrap();
@@ -725,7 +739,7 @@ mod tests {
             .unwrap();
         let (blobs, payload) = c.get_entry("ee01").unwrap().unwrap();
         assert_eq!((blobs, payload), (vec![blob.clone()], b"record".to_vec()));
-        let path = c.blob(&blob).unwrap().unwrap();
+        let path = c.blob(&blob, &Digests::default()).unwrap().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"linked");
         // A copy, not a second name: changing the file leaves the blob alone.
         std::fs::write(&file, b"changed").unwrap();
@@ -750,7 +764,7 @@ mod tests {
             damage(&mut bytes);
             std::fs::write(&path, bytes).unwrap();
             let dest = dir.path().join("out.o");
-            assert!(c.get("k1", &dest).unwrap().is_none());
+            assert!(c.get("k1", &dest, &Digests::default()).unwrap().is_none());
             assert!(!path.exists(), "a corrupt blob is removed");
             assert!(!c.entry_path("k1").exists(), "and the entry naming it");
             assert!(!dest.exists(), "nothing is written from a corrupt entry");
@@ -760,8 +774,39 @@ mod tests {
         let entry = c.entry_path("k2");
         let text = std::fs::read_to_string(&entry).unwrap().replace(' ', "  ");
         std::fs::write(&entry, text).unwrap();
-        assert!(c.get("k2", &dir.path().join("o.o")).unwrap().is_none());
+        assert!(c.get("k2", &dir.path().join("o.o"), &Digests::default()).unwrap().is_none());
         assert!(!entry.exists(), "a damaged entry is removed");
+    }
+
+    /// A blob the digest memo vouches for is not read at a hit, but one changed in place
+    /// through a name a hit gave it (a native published by hard link) no longer matches its
+    /// stat, and is caught.
+    #[test]
+    fn a_blob_changed_in_place_after_a_hit_is_caught_in_a_later_run() {
+        let (dir, c) = cache(1 << 20);
+        let native = dir.path().join("n.o");
+        std::fs::write(&native, vec![7u8; 1000]).unwrap();
+        c.put("k1", &native).unwrap();
+        let hit = dir.path().join("hit.o");
+        let first = Digests::with_memo(c.dir());
+        assert!(c.get("k1", &hit, &first).unwrap().is_some());
+        first.save().unwrap();
+        let memo = c.dir().join("digests.memo");
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let set_later = |path: &Path| {
+            let file = std::fs::File::options().append(true).open(path).unwrap();
+            file.set_modified(later).unwrap();
+        };
+        set_later(&memo);
+        let second = Digests::with_memo(c.dir());
+        assert!(c.get("k1", &dir.path().join("again.o"), &second).unwrap().is_some());
+
+        let blob = blob_of(&c, "k1");
+        std::fs::write(&hit, vec![8u8; 1000]).unwrap();
+        assert_eq!(std::fs::read(&blob).unwrap(), vec![8u8; 1000], "one file, two names");
+        let third = Digests::with_memo(c.dir());
+        assert!(c.get("k1", &dir.path().join("o.o"), &third).unwrap().is_none());
+        assert!(!blob.exists(), "a corrupt blob is removed");
     }
 
     #[test]
@@ -780,7 +825,7 @@ mod tests {
                 .unwrap();
         }
         // Using the oldest makes it the newest.
-        assert!(c.get("aa01", &dir.path().join("x.o")).unwrap().is_some());
+        assert!(c.get("aa01", &dir.path().join("x.o"), &Digests::default()).unwrap().is_some());
         assert_eq!(c.prune(), 2);
         assert!(c.entry_path("aa01").exists());
         assert!(!c.entry_path("aa02").exists() && !c.entry_path("aa03").exists());
@@ -832,7 +877,7 @@ mod tests {
                         let key = format!("ff{:02}", round % 5);
                         c.put(&key, &native).unwrap();
                         let dest = root.join(format!("out{t}.o"));
-                        if c.get(&key, &dest).unwrap().is_some() {
+                        if c.get(&key, &dest, &Digests::default()).unwrap().is_some() {
                             assert_eq!(std::fs::read(&dest).unwrap(), vec![42u8; 200_000]);
                         }
                     }
@@ -871,7 +916,7 @@ mod tests {
         // Later calls do nothing and report nothing.
         c.put("dd01", &native).unwrap();
         assert!(!c.entry_path("dd01").exists());
-        assert!(c.get("dd01", &dir.path().join("o.o")).unwrap().is_none());
+        assert!(c.get("dd01", &dir.path().join("o.o"), &Digests::default()).unwrap().is_none());
     }
 
     #[test]
