@@ -62,10 +62,10 @@ impl Link {
         &self.prepared
     }
 
-    /// Starts the linker's fork server, so that its start-up runs while the link is checked
-    /// and the thin link does not wait for the linker to start (about 12 ms of lld's).
-    pub fn start_linker_server(&mut self, verbose: bool) {
-        self.linker_server = ProgramServer::spawn(&self.linker, &self.cwd, verbose);
+    /// Gives the link its linker's fork server (see [`ProgramServer::spawn`]), whose thin link
+    /// and final link then fork from it.
+    pub fn use_linker_server(&mut self, server: Option<ProgramServer>) {
+        self.linker_server = server;
     }
 
     /// Stops the linker's fork server once the final link has run.
@@ -98,11 +98,6 @@ impl Link {
 
     pub fn args(&self) -> &LinkArgs {
         &self.prepared.args
-    }
-
-    /// The file the link writes.
-    pub fn output(&self) -> PathBuf {
-        self.cwd.join(output_name(&self.prepared.args))
     }
 
     /// Runs the thin link and returns the modules it listed, in its order, and where it wrote

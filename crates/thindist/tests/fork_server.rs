@@ -488,18 +488,29 @@ fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
+/// Nor one started before the inputs were read, for an output whose last link had back ends,
+/// when the output is linked again from objects without bitcode.
 #[test]
-fn no_linker_server_outlives_a_link_or_its_restore() {
+fn no_linker_server_outlives_a_link_its_restore_or_a_link_without_bitcode() {
     let p = SmallProject::new(&[("a.c", "int main(void){return 0;}\n")]);
     p.compile_all(&["-O2"]);
+    let compiled = (p.cmd("clang-22"))
+        .args(["-O2", "-c", "a.c", "-o", "plain.o"])
+        .status()
+        .unwrap();
+    assert!(compiled.success());
     let marker = format!("THINDIST_TEST_RUN={}", std::process::id());
     let (name, value) = marker.split_once('=').unwrap();
-    for expected in ["cache 0 hits, 1 misses", "restored from the cache"] {
+    for (input, expected) in [
+        ("a.o", "cache 0 hits, 1 misses"),
+        ("a.o", "restored from the cache"),
+        ("plain.o", ""),
+    ] {
         let out = p
             .cmd(thindist())
             .env(name, value)
             .args(["ld", "-v", "--", "ld.lld-22"])
-            .args(["-e", "main", "-o", "prog", "a.o"])
+            .args(["-e", "main", "-o", "prog", input])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -47,6 +47,13 @@ pub struct CacheConfig {
     pub shared: bool,
 }
 
+impl CacheConfig {
+    /// [`DiskCache::build_log_path`], without opening the cache.
+    pub fn build_log_path(&self, output: &Path) -> PathBuf {
+        build_log_path(&self.dir, output)
+    }
+}
+
 pub struct DiskCache {
     dir: PathBuf,
     max_bytes: u64,
@@ -225,14 +232,13 @@ impl DiskCache {
 
     /// The build logs of links, one per output path.
     pub fn logs_dir(&self) -> PathBuf {
-        self.dir.join("logs")
+        logs_dir(&self.dir)
     }
 
     /// The build log of the link that writes `output` (an absolute path): kept here rather
     /// than beside the output, which may be `/dev/null` or a throwaway probe.
     pub fn build_log_path(&self, output: &Path) -> PathBuf {
-        let name = super::key::sha256_hex(output.as_os_str().as_encoded_bytes());
-        self.logs_dir().join(format!("{name}.json"))
+        build_log_path(&self.dir, output)
     }
 
     /// Where `thindist cc` files flags records under the object's content (`DIGEST.json`), so
@@ -616,6 +622,15 @@ fn parse_entry(bytes: &[u8]) -> Option<(Vec<thindist_reapi::Digest>, &[u8])> {
         });
     }
     Some((blobs, &bytes[newline + 1..]))
+}
+
+fn logs_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("logs")
+}
+
+fn build_log_path(cache_dir: &Path, output: &Path) -> PathBuf {
+    let name = super::key::sha256_hex(output.as_os_str().as_encoded_bytes());
+    logs_dir(cache_dir).join(format!("{name}.json"))
 }
 
 fn warn_corrupt(path: &Path) {
