@@ -107,13 +107,39 @@ impl Known {
 
 type MemoMap = HashMap<(&'static str, PathBuf), (Stat, Known)>;
 
+/// The memo file's entries and its stat when it was read ([`Memo::load`]).
+type Loaded = (MemoMap, Option<Stat>);
+
+/// The memo file, read on a thread of its own from the moment the memo is opened: a link first
+/// asks it after reading its inputs, and a kernel tree's memo took 2 ms to read on the way to
+/// the thin link.
+struct Loading {
+    reader: Mutex<Option<std::thread::JoinHandle<Loaded>>>,
+    read: OnceLock<Loaded>,
+}
+
+impl Loading {
+    fn start(path: PathBuf) -> Loading {
+        Loading {
+            reader: Mutex::new(Some(std::thread::spawn(move || Memo::load(&path)))),
+            read: OnceLock::new(),
+        }
+    }
+
+    /// What was read, once it has been (an empty memo if the reader failed).
+    fn get(&self) -> &Loaded {
+        self.read.get_or_init(|| {
+            let reader = self.reader.lock().unwrap().take();
+            reader.and_then(|r| r.join().ok()).unwrap_or_default()
+        })
+    }
+}
+
 /// The persisted memo: what was loaded, and what this run learnt or confirmed.
 struct Memo {
     path: PathBuf,
     tmp_dir: PathBuf,
-    loaded: MemoMap,
-    /// The memo file's stat when it was loaded.
-    loaded_from: Option<Stat>,
+    loading: Loading,
     this_run: Mutex<MemoMap>,
     /// Whether this run learnt or confirmed anything since the memo was last saved.
     unsaved: AtomicBool,
@@ -141,6 +167,11 @@ impl Memo {
         (entries, Some(stat))
     }
 
+    /// The entries the memo file held when it was read.
+    fn loaded(&self) -> &MemoMap {
+        &self.loading.get().0
+    }
+
     /// What the memo knows of `path` at `stat`: learnt this run, or loaded and still true.
     fn lookup(&self, tag: &'static str, path: &Path, stat: &Stat) -> Option<Known> {
         self.lookup_vouched(tag, path, stat, Vouch::AllOfStat)
@@ -160,7 +191,7 @@ impl Memo {
                 return Some(known.clone());
             }
         }
-        let (known_stat, known) = self.loaded.get(&key)?;
+        let (known_stat, known) = self.loaded().get(&key)?;
         if !known_stat.vouches_for(stat, vouch) {
             return None;
         }
@@ -200,10 +231,10 @@ impl Memo {
             return Ok(());
         }
         let unchanged =
-            std::fs::metadata(&self.path).ok().map(|m| Stat::of(&m)) == self.loaded_from;
+            std::fs::metadata(&self.path).ok().map(|m| Stat::of(&m)) == self.loading.get().1;
         let reloaded;
         let on_disk = match unchanged {
-            true => &self.loaded,
+            true => self.loaded(),
             false => {
                 reloaded = Memo::load(&self.path).0;
                 &reloaded
@@ -306,11 +337,9 @@ impl Digests {
     /// Digests that remember files across runs in `cache_dir` (a thindist cache directory).
     pub fn with_memo(cache_dir: &Path) -> Digests {
         let path = cache_dir.join(MEMO_FILE);
-        let (loaded, loaded_from) = Memo::load(&path);
         Digests {
             memo: Some(Memo {
-                loaded,
-                loaded_from,
+                loading: Loading::start(path.clone()),
                 path,
                 tmp_dir: cache_dir.join("tmp"),
                 this_run: Mutex::default(),
@@ -754,7 +783,7 @@ mod tests {
         ] {
             std::fs::write(cache.join(MEMO_FILE), text).unwrap();
             let d = Digests::with_memo(&cache);
-            assert!(d.memo.as_ref().unwrap().loaded.is_empty());
+            assert!(d.memo.as_ref().unwrap().loaded().is_empty());
             assert_eq!(
                 d.file(&file).unwrap(),
                 crate::cache::key::sha256_hex(b"one")
