@@ -68,7 +68,12 @@ impl Stat {
     fn vouches_for(&self, now: &Stat, vouch: Vouch) -> bool {
         match vouch {
             Vouch::AllOfStat => self == now,
-            Vouch::AllButChangeTime => Stat { ctime_ns: now.ctime_ns, ..*self } == *now,
+            Vouch::AllButChangeTime => {
+                Stat {
+                    ctime_ns: now.ctime_ns,
+                    ..*self
+                } == *now
+            }
         }
     }
 }
@@ -374,8 +379,8 @@ impl Digests {
         cell.get_or_init(|| {
             (self.read_digest(path, Vouch::AllOfStat)).map_err(|e| format!("{e:#}"))
         })
-            .clone()
-            .map_err(|e| anyhow!(e))
+        .clone()
+        .map_err(|e| anyhow!(e))
     }
 
     /// Tells this run that `path`, just made as a copy or hard link of a file whose content was
@@ -665,7 +670,11 @@ mod tests {
         let abs = std::path::absolute(&blob).unwrap();
         let stat = Stat::of(&std::fs::metadata(&blob).unwrap());
         let memo = second.memo.as_ref().unwrap();
-        assert_eq!(memo.lookup("F", &abs, &stat), None, "an input's change time counts");
+        assert_eq!(
+            memo.lookup("F", &abs, &stat),
+            None,
+            "an input's change time counts"
+        );
         assert_eq!(
             memo.lookup_vouched("F", &abs, &stat, Vouch::AllButChangeTime),
             Some(Known::File(one))
