@@ -351,7 +351,11 @@ pub fn parse_kbuild_cmd(text: &str, object: &Path, cwd: &Path) -> Result<Vec<Str
     if !same(named) {
         bail!("its command is for {named}, not {}", object.display());
     }
-    let command = command.replace("$$", "$").replace("\\#", "#");
+    // Most commands have neither escape: not copied twice for nothing.
+    let command = match command.contains(['$', '#']) {
+        true => std::borrow::Cow::Owned(command.replace("$$", "$").replace("\\#", "#")),
+        false => std::borrow::Cow::Borrowed(command),
+    };
     let commands = crate::shell::split_commands(&command);
     let compile = commands
         .iter()
