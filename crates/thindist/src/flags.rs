@@ -152,12 +152,17 @@ impl FlagSources {
             message,
         };
         let abs = self.cwd.join(object);
+        // Read without asking first whether it exists: one system call less per module.
         let read_record = |record: &Path| {
-            std::fs::read(record)
-                .map_err(|e| e.to_string())
+            let bytes = match std::fs::read(record) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                read => read.map_err(|e| e.to_string()),
+            };
+            bytes
                 .and_then(|bytes| {
                     serde_json::from_slice::<SavedCompile>(&bytes).map_err(|e| e.to_string())
                 })
+                .map(Some)
                 .map_err(|e| {
                     problem(format!(
                         "unreadable thindist record {}: {e}",
@@ -165,10 +170,9 @@ impl FlagSources {
                     ))
                 })
         };
-        let record = record_path(&abs);
-        if record.exists() {
+        if let Some(saved) = read_record(&record_path(&abs))? {
             return Ok(Some((
-                read_record(&record)?,
+                saved,
                 FlagsSource::ThindistRecord(record_path(object)),
             )));
         }
@@ -194,9 +198,14 @@ impl FlagSources {
             )));
         }
         let cmd_file = kbuild_cmd_path(&abs);
-        if cmd_file.exists() {
-            let text = read_kbuild_cmd_line(&cmd_file)
-                .map_err(|e| problem(format!("cannot read {}: {e}", cmd_file.display())))?;
+        // Opened without asking first whether it exists: one system call less per module.
+        let cmd_line = match read_kbuild_cmd_line(&cmd_file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            read => Some(read),
+        };
+        if let Some(read) = cmd_line {
+            let text =
+                read.map_err(|e| problem(format!("cannot read {}: {e}", cmd_file.display())))?;
             let argv = parse_kbuild_cmd(&text, object, &self.cwd)
                 .map_err(|e| problem(format!("cannot use {}: {e:#}", cmd_file.display())))?;
             return Ok(Some((
@@ -213,11 +222,8 @@ impl FlagSources {
         if let Some(records) = &self.records {
             if let Ok(digest) = thindist_reapi::Digest::of_file(&abs) {
                 let record = records.join(format!("{}.json", digest.hash));
-                if record.exists() {
-                    return Ok(Some((
-                        read_record(&record)?,
-                        FlagsSource::ThindistRecord(record),
-                    )));
+                if let Some(saved) = read_record(&record)? {
+                    return Ok(Some((saved, FlagsSource::ThindistRecord(record))));
                 }
             }
         }
