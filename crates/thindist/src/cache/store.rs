@@ -34,6 +34,11 @@ const MAGIC: &str = "thindist-cache-entry-v2";
 /// entry, which a large cache should not pay on every link.
 const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
+/// An entry used again within this long of its last refresh keeps its time: least recently used
+/// is told at this grain, fine beside pruning every [`PRUNE_INTERVAL`], and a relink's every hit
+/// no longer writes its entry's inode.
+const REFRESH_GRAIN: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// Temporary files older than this are left over from a run that died (or a full disk) and
 /// are removed by pruning; writing one entry takes far less.
 const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60 * 60);
@@ -445,11 +450,17 @@ impl DiskCache {
                 std::io::ErrorKind::NotFound => Err(e),
                 _ => std::fs::File::open(&path),
             });
-        let file = match file {
-            Ok(mut f) => {
-                f.read_to_end(&mut bytes)
+        let (file, refreshed) = match file {
+            Ok(f) => {
+                let meta = f
+                    .metadata()
                     .with_context(|| format!("cannot read cache entry {}", path.display()))?;
-                f
+                // Sized from that stat: File's own read_to_end would ask the size again.
+                bytes.reserve(meta.len() as usize);
+                (&f).take(u64::MAX)
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("cannot read cache entry {}", path.display()))?;
+                (f, meta.modified().ok())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
@@ -466,7 +477,13 @@ impl DiskCache {
             return Ok(None);
         };
         // Refresh for least-recently-used pruning; a failure only makes pruning less exact.
-        let _ = file.set_modified(SystemTime::now());
+        let now = SystemTime::now();
+        let fresh = refreshed
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age < REFRESH_GRAIN);
+        if !fresh {
+            let _ = file.set_modified(now);
+        }
         Ok(Some((blobs, payload.to_vec())))
     }
 
@@ -692,9 +709,15 @@ mod tests {
         let (dir, c) = cache(1 << 20);
         let native = dir.path().join("n.o");
         std::fs::write(&native, b"\x7fELF object").unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o"), &Digests::default()).unwrap().is_none());
+        assert!(c
+            .get("abcd", &dir.path().join("out.o"), &Digests::default())
+            .unwrap()
+            .is_none());
         c.put("abcd", &native).unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o"), &Digests::default()).unwrap().is_some());
+        assert!(c
+            .get("abcd", &dir.path().join("out.o"), &Digests::default())
+            .unwrap()
+            .is_some());
         assert_eq!(
             std::fs::read(dir.path().join("out.o")).unwrap(),
             b"\x7fELF object"
@@ -703,7 +726,10 @@ mod tests {
         // A hit onto an output that is there already replaces it, and leaves nothing beside.
         std::fs::remove_file(dir.path().join("out.o")).unwrap();
         std::fs::write(dir.path().join("out.o"), b"older").unwrap();
-        assert!(c.get("abcd", &dir.path().join("out.o"), &Digests::default()).unwrap().is_some());
+        assert!(c
+            .get("abcd", &dir.path().join("out.o"), &Digests::default())
+            .unwrap()
+            .is_some());
         assert_eq!(
             std::fs::read(dir.path().join("out.o")).unwrap(),
             b"\x7fELF object"
@@ -789,7 +815,10 @@ mod tests {
         let entry = c.entry_path("k2");
         let text = std::fs::read_to_string(&entry).unwrap().replace(' ', "  ");
         std::fs::write(&entry, text).unwrap();
-        assert!(c.get("k2", &dir.path().join("o.o"), &Digests::default()).unwrap().is_none());
+        assert!(c
+            .get("k2", &dir.path().join("o.o"), &Digests::default())
+            .unwrap()
+            .is_none());
         assert!(!entry.exists(), "a damaged entry is removed");
     }
 
@@ -814,13 +843,23 @@ mod tests {
         };
         set_later(&memo);
         let second = Digests::with_memo(c.dir());
-        assert!(c.get("k1", &dir.path().join("again.o"), &second).unwrap().is_some());
+        assert!(c
+            .get("k1", &dir.path().join("again.o"), &second)
+            .unwrap()
+            .is_some());
 
         let blob = blob_of(&c, "k1");
         std::fs::write(&hit, vec![8u8; 1000]).unwrap();
-        assert_eq!(std::fs::read(&blob).unwrap(), vec![8u8; 1000], "one file, two names");
+        assert_eq!(
+            std::fs::read(&blob).unwrap(),
+            vec![8u8; 1000],
+            "one file, two names"
+        );
         let third = Digests::with_memo(c.dir());
-        assert!(c.get("k1", &dir.path().join("o.o"), &third).unwrap().is_none());
+        assert!(c
+            .get("k1", &dir.path().join("o.o"), &third)
+            .unwrap()
+            .is_none());
         assert!(!blob.exists(), "a corrupt blob is removed");
     }
 
@@ -840,7 +879,10 @@ mod tests {
                 .unwrap();
         }
         // Using the oldest makes it the newest.
-        assert!(c.get("aa01", &dir.path().join("x.o"), &Digests::default()).unwrap().is_some());
+        assert!(c
+            .get("aa01", &dir.path().join("x.o"), &Digests::default())
+            .unwrap()
+            .is_some());
         assert_eq!(c.prune(), 2);
         assert!(c.entry_path("aa01").exists());
         assert!(!c.entry_path("aa02").exists() && !c.entry_path("aa03").exists());
@@ -848,6 +890,34 @@ mod tests {
             c.blob_files().len(),
             1,
             "the blobs of pruned entries go with them"
+        );
+    }
+
+    /// Used again soon, an entry keeps its time; used after the refresh grain, it gets a new one.
+    #[test]
+    fn an_entry_is_refreshed_at_most_once_per_grain() {
+        let (dir, c) = cache(1 << 20);
+        let native = dir.path().join("n.o");
+        std::fs::write(&native, vec![1u8; 1000]).unwrap();
+        c.put("cc01", &native).unwrap();
+        let entry = c.entry_path("cc01");
+        let set = |t: SystemTime| {
+            let file = std::fs::File::options().append(true).open(&entry).unwrap();
+            file.set_modified(t).unwrap();
+        };
+        let mtime = || std::fs::metadata(&entry).unwrap().modified().unwrap();
+        let get = || c.get("cc01", &dir.path().join("x.o"), &Digests::default());
+        let recent = SystemTime::now() - std::time::Duration::from_secs(60);
+        set(recent);
+        assert!(get().unwrap().is_some());
+        assert_eq!(mtime(), recent, "refreshed a minute ago: kept");
+        std::fs::remove_file(dir.path().join("x.o")).unwrap();
+        let stale = SystemTime::now() - REFRESH_GRAIN - std::time::Duration::from_secs(1);
+        set(stale);
+        assert!(get().unwrap().is_some());
+        assert!(
+            mtime() > recent,
+            "refreshed longer ago than the grain: new time"
         );
     }
 
@@ -931,7 +1001,10 @@ mod tests {
         // Later calls do nothing and report nothing.
         c.put("dd01", &native).unwrap();
         assert!(!c.entry_path("dd01").exists());
-        assert!(c.get("dd01", &dir.path().join("o.o"), &Digests::default()).unwrap().is_none());
+        assert!(c
+            .get("dd01", &dir.path().join("o.o"), &Digests::default())
+            .unwrap()
+            .is_none());
     }
 
     #[test]
