@@ -699,6 +699,21 @@ mod tests {
         (dir, c)
     }
 
+    /// A cache holding one entry, `key`, for a native object of 1,000 `byte`s.
+    fn cache_holding(key: &str, byte: u8) -> (tempfile::TempDir, DiskCache) {
+        let (dir, c) = cache(1 << 20);
+        let native = dir.path().join("n.o");
+        std::fs::write(&native, vec![byte; 1000]).unwrap();
+        c.put(key, &native).unwrap();
+        (dir, c)
+    }
+
+    /// Gives `path` the modification time `t`.
+    fn set_mtime(path: &Path, t: SystemTime) {
+        let file = std::fs::File::options().append(true).open(path).unwrap();
+        file.set_modified(t).unwrap();
+    }
+
     fn blob_of(c: &DiskCache, key: &str) -> PathBuf {
         let (blobs, _) = c.get_entry(key).unwrap().unwrap();
         c.blob_path(&blobs[0].hash)
@@ -823,25 +838,20 @@ mod tests {
     }
 
     /// A blob the digest memo vouches for is not read at a hit, but one changed in place
-    /// through a name a hit gave it (a native published by hard link) no longer matches its
-    /// stat, and is caught.
+    /// through a name a hit gave it (the native object in a link's work directory) no longer
+    /// matches its stat, and is caught.
     #[test]
     fn a_blob_changed_in_place_after_a_hit_is_caught_in_a_later_run() {
-        let (dir, c) = cache(1 << 20);
-        let native = dir.path().join("n.o");
-        std::fs::write(&native, vec![7u8; 1000]).unwrap();
-        c.put("k1", &native).unwrap();
+        let (dir, c) = cache_holding("k1", 7);
         let hit = dir.path().join("hit.o");
         let first = Digests::with_memo(c.dir());
         assert!(c.get("k1", &hit, &first).unwrap().is_some());
         first.save().unwrap();
         let memo = c.dir().join("digests.memo");
-        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
-        let set_later = |path: &Path| {
-            let file = std::fs::File::options().append(true).open(path).unwrap();
-            file.set_modified(later).unwrap();
-        };
-        set_later(&memo);
+        set_mtime(
+            &memo,
+            SystemTime::now() + std::time::Duration::from_secs(3600),
+        );
         let second = Digests::with_memo(c.dir());
         assert!(c
             .get("k1", &dir.path().join("again.o"), &second)
@@ -896,24 +906,17 @@ mod tests {
     /// Used again soon, an entry keeps its time; used after the refresh grain, it gets a new one.
     #[test]
     fn an_entry_is_refreshed_at_most_once_per_grain() {
-        let (dir, c) = cache(1 << 20);
-        let native = dir.path().join("n.o");
-        std::fs::write(&native, vec![1u8; 1000]).unwrap();
-        c.put("cc01", &native).unwrap();
+        let (dir, c) = cache_holding("cc01", 1);
         let entry = c.entry_path("cc01");
-        let set = |t: SystemTime| {
-            let file = std::fs::File::options().append(true).open(&entry).unwrap();
-            file.set_modified(t).unwrap();
-        };
         let mtime = || std::fs::metadata(&entry).unwrap().modified().unwrap();
         let get = || c.get("cc01", &dir.path().join("x.o"), &Digests::default());
         let recent = SystemTime::now() - std::time::Duration::from_secs(60);
-        set(recent);
+        set_mtime(&entry, recent);
         assert!(get().unwrap().is_some());
         assert_eq!(mtime(), recent, "refreshed a minute ago: kept");
         std::fs::remove_file(dir.path().join("x.o")).unwrap();
         let stale = SystemTime::now() - REFRESH_GRAIN - std::time::Duration::from_secs(1);
-        set(stale);
+        set_mtime(&entry, stale);
         assert!(get().unwrap().is_some());
         assert!(
             mtime() > recent,
