@@ -578,12 +578,12 @@ fn find_compiler(compiler: &str) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    /// Sets a file's modification time (its change time becomes now).
-    fn set_mtime(path: &Path, t: SystemTime) {
+    /// Sets a file's modification time (its change time becomes now); the cache's tests too.
+    pub(in crate::cache) fn set_mtime(path: &Path, t: SystemTime) {
         File::options()
             .append(true)
             .open(path)

@@ -362,8 +362,8 @@ impl DiskCache {
     }
 
     /// The path of the blob `digest` names, if it is there and intact (by its content, or by
-    /// the stat the digest memo vouches for: a blob changed in place, through a published hard
-    /// link say, has new times); a damaged one is removed.
+    /// the stat the digest memo vouches for: a blob changed in place, through the name a hit
+    /// gave it in a link's work directory say, has new times); a damaged one is removed.
     pub fn blob(
         &self,
         digest: &thindist_reapi::Digest,
@@ -684,6 +684,7 @@ fn files_two_deep(dir: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::digests::tests::set_mtime;
 
     fn config(dir: &Path, max_bytes: u64) -> CacheConfig {
         CacheConfig {
@@ -706,12 +707,6 @@ mod tests {
         std::fs::write(&native, vec![byte; 1000]).unwrap();
         c.put(key, &native).unwrap();
         (dir, c)
-    }
-
-    /// Gives `path` the modification time `t`.
-    fn set_mtime(path: &Path, t: SystemTime) {
-        let file = std::fs::File::options().append(true).open(path).unwrap();
-        file.set_modified(t).unwrap();
     }
 
     fn blob_of(c: &DiskCache, key: &str) -> PathBuf {
@@ -881,12 +876,7 @@ mod tests {
             std::fs::write(&native, vec![i as u8; 1000]).unwrap();
             c.put(key, &native).unwrap();
             let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + i as u64);
-            std::fs::File::options()
-                .append(true)
-                .open(c.entry_path(key))
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
+            set_mtime(&c.entry_path(key), t);
         }
         // Using the oldest makes it the newest.
         assert!(c
@@ -936,12 +926,7 @@ mod tests {
         c.put("bb02", &native).unwrap();
         assert_eq!(c.prune_if_due(), 0, "a run soon after does not");
         let long_ago = SystemTime::now() - PRUNE_INTERVAL - std::time::Duration::from_secs(1);
-        std::fs::File::options()
-            .append(true)
-            .open(dir.path().join("cache/last-prune"))
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
+        set_mtime(&dir.path().join("cache/last-prune"), long_ago);
         assert_eq!(
             c.prune_if_due(),
             1,
@@ -1017,12 +1002,7 @@ mod tests {
         let (old, fresh) = (tmp.join("entry.old"), tmp.join("entry.fresh"));
         std::fs::write(&old, b"x").unwrap();
         std::fs::write(&fresh, b"x").unwrap();
-        std::fs::File::options()
-            .append(true)
-            .open(&old)
-            .unwrap()
-            .set_modified(SystemTime::now() - STALE_TEMP_AGE * 2)
-            .unwrap();
+        set_mtime(&old, SystemTime::now() - STALE_TEMP_AGE * 2);
         c.prune();
         assert!(!old.exists() && fresh.exists());
     }
