@@ -292,11 +292,7 @@ fn thin_link_failure_shows_the_linker_error_and_command() {
 
 #[test]
 fn final_link_failure_shows_the_linker_error_and_command() {
-    let p = SmallProject::new(&[(
-        "a.c",
-        "int missing(void);\nint main(void){return missing();}\n",
-    )]);
-    p.compile_all(&["-O2"]);
+    let p = SmallProject::with_undefined_symbol();
     let out = p.ld(&["-e", "main", "-o", "prog", "a.o"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -453,11 +453,7 @@ fn the_thin_link_forks_from_the_linkers_server_and_fails_as_its_process_does() {
 
 #[test]
 fn the_final_link_forks_from_the_linkers_server_and_fails_as_its_process_does() {
-    let p = SmallProject::new(&[(
-        "a.c",
-        "int missing(void);\nint main(void){return missing();}\n",
-    )]);
-    p.compile_all(&["-O2"]);
+    let p = SmallProject::with_undefined_symbol();
     let (forked, process) = failed_link_forked_and_as_processes(&p, &[]);
     assert!(
         (linker_lines(&forked).iter()).any(|l| l.contains("undefined symbol: missing")),

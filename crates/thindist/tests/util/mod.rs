@@ -137,6 +137,17 @@ impl SmallProject {
         cmd
     }
 
+    /// `a.o`, compiled at -O2, whose `main` calls a function nothing defines: its final link
+    /// fails.
+    pub fn with_undefined_symbol() -> Self {
+        let p = SmallProject::new(&[(
+            "a.c",
+            "int missing(void);\nint main(void){return missing();}\n",
+        )]);
+        p.compile_all(&["-O2"]);
+        p
+    }
+
     /// Compiles every source to ThinLTO bitcode with `clang-22 -flto=thin -c`.
     pub fn compile_all(&self, flags: &[&str]) {
         for src in &self.sources {
