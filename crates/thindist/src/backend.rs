@@ -14,6 +14,7 @@ use crate::runner::JobRunner;
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// Module -> native object, for the jobs that succeeded.
@@ -59,6 +60,16 @@ impl<'a> BackendPhase<'a> {
     /// Whether the cache may well not answer `job` (see [`JobRunner::may_miss`]).
     pub fn may_miss(&self, job: &BackendJob) -> bool {
         !self.runner.has_cache() || self.runner.may_miss(job)
+    }
+
+    /// Prepares the cache lookups of `jobs` while the thin link runs, until `thin_link_done`
+    /// is set (see [`JobRunner::prepare_lookups`]).
+    pub fn prepare_lookups<'j>(
+        &self,
+        jobs: impl Iterator<Item = &'j BackendJob>,
+        thin_link_done: &AtomicBool,
+    ) {
+        self.runner.prepare_lookups(jobs, thin_link_done);
     }
 
     /// `sources` with the flag records the cache holds.
@@ -129,6 +140,7 @@ impl<'a> BackendPhase<'a> {
             (self.runner.run_cached(job)).map(|outcome| self.published(job, outcome))
         });
         drop(tokens);
+        self.runner.forget_prepared();
         let answered = jobs.iter().zip(&outcomes).filter(|(_, o)| o.is_some());
         session.on_event(&Event::CacheLookupsFinished {
             hits: answered.clone().count(),

@@ -167,6 +167,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
                 run.executor
                     .start_early(&samples, many, at_once, &thin_link_done);
             }
+            backends.prepare_lookups(draft.jobs(), &thin_link_done);
             (backends, sources, draft)
         });
         let thin_linked = link.thin_link(&mut session);

@@ -3,12 +3,14 @@
 
 use crate::buildlog::{self, BuildLog, Entry};
 use crate::cache::key::SHARD_INPUT;
-use crate::cache::{action_key, ActionKey, Digests, DiskCache};
+use crate::cache::{action_key_from, ActionKey, Digests, DiskCache, KeyPrefix};
 use crate::events::{warn, ExecutedBy, JobOutcome};
 use crate::exec::Executor;
 use crate::job::BackendJob;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -23,6 +25,18 @@ pub struct JobRunner<'a> {
     /// The keys [`JobRunner::run_cached`] sought (`None`: there was none), by native object,
     /// for `run` to take rather than seek again.
     sought_keys: Mutex<HashMap<PathBuf, Option<ActionKey>>>,
+    /// What [`JobRunner::prepare_lookups`] made beside the thin link, by native object.
+    prepared: Mutex<HashMap<PathBuf, PreparedLookup>>,
+}
+
+/// The part of a job's lookup that needs neither its shard nor its import list.
+struct PreparedLookup {
+    prefix: KeyPrefix,
+    command_json: Box<RawValue>,
+    /// The key of the module's last back end and its native object's digest, when nothing that
+    /// back end read but its shard has changed: that native object is already at the job's
+    /// native path, fetched from the cache on the guess that the shard has not changed either.
+    fetched: Option<(String, thindist_reapi::Digest)>,
 }
 
 impl<'a> JobRunner<'a> {
@@ -35,6 +49,7 @@ impl<'a> JobRunner<'a> {
             log: Mutex::new(BuildLog::default()),
             log_path: None,
             sought_keys: Mutex::default(),
+            prepared: Mutex::default(),
         }
     }
 
@@ -74,18 +89,89 @@ impl<'a> JobRunner<'a> {
         self.executor.prepare(&mut jobs.iter().copied());
     }
 
+    /// Does what the lookups of `jobs` can do before the thin link has written their shards
+    /// and import lists, while it runs (it keeps one core busy; the lookups after it are on the
+    /// critical path): each key's first lines and each build log command, and, for a module
+    /// whose last back end read only files that have not changed since but its shard, that
+    /// back end's native object, fetched from the cache. [`JobRunner::run_cached`] then only
+    /// checks that the key came out as guessed. Stops when `thin_link_done` is set: what is not
+    /// prepared by then is looked up as a whole.
+    pub fn prepare_lookups<'j>(
+        &self,
+        jobs: impl Iterator<Item = &'j BackendJob>,
+        thin_link_done: &AtomicBool,
+    ) {
+        let Some(cache) = &self.cache else { return };
+        for job in jobs {
+            if thin_link_done.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(prefix) = KeyPrefix::new(job, self.digests) else {
+                continue;
+            };
+            let last = (self.previous.entries.get(&job.module)).filter(|entry| {
+                entry.key.command_digest == prefix.command_digest()
+                    && entry.key.compiler == prefix.compiler()
+                    && !self.may_miss(job)
+            });
+            let native = job.cwd.join(&job.native);
+            let fetched = last.and_then(|entry| {
+                let digest = cache.get(&entry.key.hex, &native, self.digests).ok()??;
+                Some((entry.key.hex.clone(), digest))
+            });
+            let prepared = PreparedLookup {
+                prefix,
+                command_json: buildlog::command_json(&job.command),
+                fetched,
+            };
+            (self.prepared.lock().unwrap()).insert(job.native.clone(), prepared);
+        }
+    }
+
+    /// Removes the native objects fetched for jobs that were not looked up after all (their
+    /// modules left out of the link by the thin link).
+    pub fn forget_prepared(&self) {
+        for (_, prepared) in self.prepared.lock().unwrap().drain() {
+            if prepared.fetched.is_some() {
+                // Where its job's native would go, in the run's work directory.
+                let _ = std::fs::remove_file(prepared.prefix.native_path());
+            }
+        }
+    }
+
     /// The job's result from the cache, noted for the build log; `None` when the cache is off
     /// or has none, the job's key then kept for [`JobRunner::run`].
     pub fn run_cached(&self, job: &BackendJob) -> Option<JobOutcome> {
         let started = Instant::now();
         let cache = self.cache.as_ref()?;
-        let key = self.key(job);
+        let prepared = self.prepared.lock().unwrap().remove(&job.native);
+        let (prefix, command_json, fetched) = match prepared {
+            Some(p) => (Some(p.prefix), Some(p.command_json), p.fetched),
+            None => (None, None, None),
+        };
+        let key = self.key(job, prefix);
+        if let Some((hex, digest)) = fetched {
+            let native = job.cwd.join(&job.native);
+            if key.as_ref().is_some_and(|key| key.hex == hex) {
+                self.digests.made_file(&native, digest);
+                let outcome = JobOutcome {
+                    failure: None,
+                    output: String::new(),
+                    duration: started.elapsed(),
+                    executed_by: ExecutedBy::Cache,
+                };
+                self.note(job, key, &outcome, command_json);
+                return Some(outcome);
+            }
+            // The shard changed: nothing of the guess may stay where the job's native goes.
+            let _ = std::fs::remove_file(&native);
+        }
         match key
             .as_ref()
             .and_then(|key| self.cached(cache, job, key, started))
         {
             Some(outcome) => {
-                self.note(job, key, &outcome);
+                self.note(job, key, &outcome, command_json);
                 Some(outcome)
             }
             None => {
@@ -102,7 +188,7 @@ impl<'a> JobRunner<'a> {
     pub fn run(&self, job: &BackendJob) -> JobOutcome {
         let started = Instant::now();
         let sought = self.sought_keys.lock().unwrap().remove(&job.native);
-        let key = sought.unwrap_or_else(|| self.key(job));
+        let key = sought.unwrap_or_else(|| self.key(job, None));
         let cached = match (&self.cache, &key) {
             (Some(cache), Some(key)) => self.cached(cache, job, key, started),
             _ => None,
@@ -116,18 +202,19 @@ impl<'a> JobRunner<'a> {
             }
             outcome
         });
-        self.note(job, key, &outcome);
+        self.note(job, key, &outcome, None);
         outcome
     }
 
     /// The job's key, if the cache or the build log needs it: with neither it is not worth
     /// its cost (the compiler's identity is a `--version` process, each shard is read and
     /// hashed). Without a key the job still runs; it just cannot be cached.
-    fn key(&self, job: &BackendJob) -> Option<ActionKey> {
+    /// `prefix`: its first lines, if [`JobRunner::prepare_lookups`] made them.
+    fn key(&self, job: &BackendJob, prefix: Option<KeyPrefix>) -> Option<ActionKey> {
         if self.cache.is_none() && self.log_path.is_none() {
             return None;
         }
-        action_key(job, self.digests)
+        action_key_from(prefix, job, self.digests)
             .map_err(|err| warn(format!("{} will not be cached: {err:#}", job.name())))
             .ok()
     }
@@ -160,8 +247,15 @@ impl<'a> JobRunner<'a> {
         }
     }
 
-    /// Notes the job's back end for the build log, when it has a key.
-    fn note(&self, job: &BackendJob, key: Option<ActionKey>, outcome: &JobOutcome) {
+    /// Notes the job's back end for the build log, when it has a key. `command_json`: the
+    /// job's command as the log has it, if it was made already.
+    fn note(
+        &self,
+        job: &BackendJob,
+        key: Option<ActionKey>,
+        outcome: &JobOutcome,
+        command_json: Option<Box<RawValue>>,
+    ) {
         let Some(key) = key else { return };
         let previous_entry = self.previous.entries.get(&job.module);
         let compiled_ms = buildlog::compiled_ms(previous_entry, outcome);
@@ -173,7 +267,7 @@ impl<'a> JobRunner<'a> {
         let entry = Entry {
             module: job.module.clone(),
             flags_source: job.flags_source.clone(),
-            command: buildlog::command_json(&job.command),
+            command: command_json.unwrap_or_else(|| buildlog::command_json(&job.command)),
             key,
             executed_by: Some(outcome.executed_by),
             succeeded: outcome.succeeded(),
@@ -258,6 +352,82 @@ mod tests {
                 runner.may_miss(&job)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_native_fetched_beside_the_thin_link_counts_only_for_the_key_it_was_fetched_for() {
+        use crate::cache::key::tests::{job_in, run};
+        use crate::cache::{action_key, CacheConfig};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        // a.o imports from b.o; its last back end's native object is in the cache.
+        let job = job_in(dir, "a.o", "n.o");
+        let config = CacheConfig {
+            dir: dir.join("cache"),
+            max_bytes: 1 << 30,
+            shared: false,
+        };
+        let key = action_key(&job, &Digests::default()).unwrap();
+        let native = dir.join("n.o");
+        std::fs::write(&native, "a.o's native object").unwrap();
+        DiskCache::open(&config)
+            .unwrap()
+            .put(&key.hex, &native)
+            .unwrap();
+        std::fs::remove_file(&native).unwrap();
+        let log = dir.join("log");
+        let mut previous = BuildLog::default();
+        let last = Entry {
+            key,
+            ..entry(dir, "a.o", &["a.o", "b.o"])
+        };
+        previous.entries.insert("a.o".into(), last);
+        previous.save(&log).unwrap();
+        let executor = LocalExecutor::new(false, false, false);
+        let prepared_lookup = |job: &BackendJob| {
+            let digests = Digests::default();
+            let cache = DiskCache::open(&config).unwrap();
+            let runner = JobRunner::new(&executor, Some(cache), &digests).with_log(log.clone());
+            runner.prepare_lookups(std::iter::once(job), &AtomicBool::new(false));
+            let fetched = std::fs::read(&native).ok();
+            (fetched, runner.run_cached(job).map(|o| o.executed_by))
+        };
+
+        // The same shard: the native fetched on the guess is the job's.
+        let (fetched, hit) = prepared_lookup(&job);
+        assert_eq!(fetched.as_deref(), Some(&b"a.o's native object"[..]));
+        assert_eq!(hit, Some(ExecutedBy::Cache));
+        assert!(native.exists());
+        std::fs::remove_file(&native).unwrap();
+
+        // A thin link that imports nothing writes a.o another shard, though neither a.o nor
+        // b.o changed: the guess is fetched, found wrong, and leaves nothing behind.
+        run(
+            dir,
+            &[
+                "ld.lld-22",
+                "-shared",
+                "--thinlto-index-only",
+                "--thinlto-emit-imports-files",
+                "-mllvm",
+                "-import-instr-limit=0",
+                "a.o",
+                "b.o",
+                "-o",
+                "x.so",
+            ],
+        );
+        let job = BackendJob {
+            imports: vec![],
+            ..job
+        };
+        let (fetched, hit) = prepared_lookup(&job);
+        assert!(fetched.is_some(), "guessed from the unchanged modules");
+        assert_eq!(hit, None, "a new shard is a new key");
+        assert!(
+            !native.exists(),
+            "the wrong guess is gone from where the native goes"
+        );
     }
 
     #[test]

@@ -245,3 +245,54 @@ fn explain(dir: &Path, cache: &Path, object: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A `helper` too big for main.o to import: main.o's back end reads no module but its own.
+fn big_helper() -> String {
+    let step = "        s += i * x; s ^= s >> 3; s += x * 13; s -= i; s ^= s << 2; s += i % 5;\n        s ^= s >> 7; s += x ^ i; s *= 3; s += s >> 11; s ^= x + i; s -= s >> 5;\n        if (s & 1) s += 17; else s -= 23;\n";
+    format!(
+        "int helper(int x) {{\n    int s = 0;\n    for (int i = 0; i < x * 7; i++) {{\n{}    }}\n    return s;\n}}\n",
+        step.repeat(6)
+    )
+}
+
+#[test]
+fn a_module_whose_shard_alone_changed_is_compiled_again() {
+    // main.o itself does not change, nor does any module its last back end read; but helper
+    // becomes small enough to import, so its shard does. The native object of its last back
+    // end, fetched beside the thin link on the guess that its key stayed the same, must give
+    // way to a back end of the new shard.
+    let p = SmallProject::new(&[
+        (
+            "main.c",
+            "#include <stdio.h>\nint helper(int);\nint main(int argc, char **argv) { printf(\"%d\\n\", helper(argc)); return 0; }\n",
+        ),
+        ("helper.c", &big_helper()),
+    ]);
+    p.compile_all(&["-O2"]);
+    let cache = p.path("cache");
+    let link = |output: &str, options: &[&str]| {
+        let out = p
+            .cmd(thindist())
+            .arg("ld")
+            .args(options)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["--", "clang-22", "-fuse-ld=lld", "-flto=thin", "-o", output])
+            .args(["main.o", "helper.o"])
+            .output()
+            .unwrap();
+        hits_misses(&out)
+    };
+    assert_eq!(link("prog", &[]), (0, 2));
+    std::fs::write(p.path("helper.c"), "int helper(int x) { return x + 41; }\n").unwrap();
+    // main.o is compiled again too, to the same bitcode.
+    p.compile_all(&["-O2"]);
+    assert_eq!(link("prog", &[]), (0, 2), "main.o's new shard is a miss");
+    assert_eq!(run(p.dir(), "prog"), "42\n");
+    assert_eq!(link("fresh", &["--no-cache"]), (0, 2));
+    assert_eq!(
+        std::fs::read(p.path("prog")).unwrap(),
+        std::fs::read(p.path("fresh")).unwrap(),
+        "the cached link's program is the one a link without the cache writes"
+    );
+}

@@ -12,7 +12,7 @@ use crate::job::BackendJob;
 use anyhow::{Context, Result};
 use sha2::{Digest as _, Sha256};
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const KEY_FORMAT: &str = "thindist-backend-key-v2";
 
@@ -103,44 +103,125 @@ fn relative(path: &Path, cwd: &Path) -> String {
         .into_owned()
 }
 
+/// The part of a job's key that its summary shard and import list leave alone: the recipe's
+/// lines up to its module's digest. It is made beside the thin link, which has not written the
+/// shard and import list yet, so that the lookup after it hashes only the lines that remain (a
+/// kernel command's hundred arguments are most of a key's cost).
+#[derive(Clone)]
+pub struct KeyPrefix {
+    /// The job it was made for, as far as the lines depend on it: a prefix counts for no other.
+    command: Vec<String>,
+    cwd: PathBuf,
+    module: PathBuf,
+    shard: PathBuf,
+    native: PathBuf,
+    compiler: String,
+    module_digest: String,
+    /// The key's hasher after the module's line, and the digest of the command's lines.
+    hasher: Sha256,
+    command_digest: String,
+}
+
+impl KeyPrefix {
+    pub fn new(job: &BackendJob, digests: &Digests) -> Result<KeyPrefix> {
+        let identity = digests.compiler(&job.command[0])?;
+        let compiler = format!("{} sha256:{}", identity.version, identity.binary_digest);
+        let module_digest = digests
+            .file(&job.cwd.join(&job.module))
+            .with_context(|| format!("input of the back end of {}", job.name()))?;
+        let mut hasher = sha2::Sha256::new();
+        hash_line(&mut hasher, &[KEY_FORMAT]);
+        hash_line(&mut hasher, &[&compiler]);
+        let mut command_hasher = Sha256::new();
+        for arg in normalized_args(job) {
+            hash_line(&mut hasher, &["arg ", &arg]);
+            hash_line(&mut command_hasher, &["arg ", &arg]);
+        }
+        hash_line(&mut hasher, &["module ", &module_digest]);
+        Ok(KeyPrefix {
+            command: job.command.clone(),
+            cwd: job.cwd.clone(),
+            module: job.module.clone(),
+            shard: job.shard.clone(),
+            native: job.native.clone(),
+            compiler,
+            module_digest,
+            hasher,
+            command_digest: hex::encode(command_hasher.finalize()),
+        })
+    }
+
+    /// Whether this is `job`'s prefix: made from the same command, files and directory, each
+    /// spelt the same (paths count in the key as text, where `Path`'s equality would take
+    /// `dir/.` for `dir`).
+    fn is_for(&self, job: &BackendJob) -> bool {
+        let same = |a: &Path, b: &Path| a.as_os_str() == b.as_os_str();
+        self.command == job.command
+            && same(&self.cwd, &job.cwd)
+            && same(&self.module, &job.module)
+            && same(&self.shard, &job.shard)
+            && same(&self.native, &job.native)
+    }
+
+    /// The native object of the job it was made for, in its directory.
+    pub fn native_path(&self) -> PathBuf {
+        self.cwd.join(&self.native)
+    }
+
+    /// The compiler's identity, as the key's line has it.
+    pub fn compiler(&self) -> &str {
+        &self.compiler
+    }
+
+    /// The digest of the command's lines ([`ActionKey::command_digest`]).
+    pub fn command_digest(&self) -> &str {
+        &self.command_digest
+    }
+}
+
 /// The key of `job`. Nothing in it depends on where the module and the modules it imports lie
 /// (they count by content, the shard by [`super::shard::shard_digest`]), so temporaries, moved
 /// trees and other checkouts of the same sources share entries. Other inputs (profiles) count
 /// by their path as the command names it and their content.
 pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
-    let identity = digests.compiler(&job.command[0])?;
-    let compiler = format!("{} sha256:{}", identity.version, identity.binary_digest);
+    action_key_from(None, job, digests)
+}
+
+/// The key of `job` ([`action_key`]), its first lines taken from `prefix` when that was made
+/// for this job.
+pub fn action_key_from(
+    prefix: Option<KeyPrefix>,
+    job: &BackendJob,
+    digests: &Digests,
+) -> Result<ActionKey> {
+    let prefix = match prefix.filter(|prefix| prefix.is_for(job)) {
+        Some(prefix) => prefix,
+        None => KeyPrefix::new(job, digests)?,
+    };
     let context = || format!("input of the back end of {}", job.name());
     let digest = |path: &Path| digests.file(&job.cwd.join(path)).with_context(context);
-    let module_digest = digest(&job.module)?;
     let mut imports = Vec::with_capacity(job.imports.len());
     for path in &job.imports {
         imports.push((relative(path, &job.cwd), digest(path)?));
     }
-    let modules: Vec<(std::path::PathBuf, &str)> = std::iter::once((&job.module, &module_digest))
+    let modules: Vec<(PathBuf, &str)> = std::iter::once((&job.module, &prefix.module_digest))
         .chain(job.imports.iter().zip(imports.iter().map(|(_, d)| d)))
         .map(|(path, digest)| (job.cwd.join(path), digest.as_str()))
         .collect();
     let shard_digest = super::shard::shard_digest(&job.shard, &job.cwd, digests, &modules)
         .with_context(context)?;
-    let mut inputs = vec![
-        (relative(&job.module, &job.cwd), module_digest),
-        (SHARD_INPUT.to_string(), shard_digest),
-    ];
     let mut extra = Vec::with_capacity(job.extra_inputs.len());
     for path in &job.extra_inputs {
         extra.push((relative(path, &job.cwd), digest(path)?));
     }
-    let mut hasher = sha2::Sha256::new();
-    hash_line(&mut hasher, &[KEY_FORMAT]);
-    hash_line(&mut hasher, &[&compiler]);
-    let mut command_hasher = Sha256::new();
-    for arg in normalized_args(job) {
-        hash_line(&mut hasher, &["arg ", &arg]);
-        hash_line(&mut command_hasher, &["arg ", &arg]);
-    }
-    hash_line(&mut hasher, &["module ", &inputs[0].1]);
-    hash_line(&mut hasher, &["shard ", &inputs[1].1]);
+    let KeyPrefix {
+        compiler,
+        module_digest,
+        mut hasher,
+        command_digest,
+        ..
+    } = prefix;
+    hash_line(&mut hasher, &["shard ", &shard_digest]);
     let mut import_digests: Vec<&str> = imports.iter().map(|(_, d)| d.as_str()).collect();
     import_digests.sort_unstable();
     for d in import_digests {
@@ -149,24 +230,28 @@ pub fn action_key(job: &BackendJob, digests: &Digests) -> Result<ActionKey> {
     for (name, d) in &extra {
         hash_line(&mut hasher, &["input ", name, " ", d]);
     }
+    let mut inputs = vec![
+        (relative(&job.module, &job.cwd), module_digest),
+        (SHARD_INPUT.to_string(), shard_digest),
+    ];
     inputs.extend(imports);
     inputs.extend(extra);
     Ok(ActionKey {
         hex: hex::encode(hasher.finalize()),
         compiler,
-        command_digest: hex::encode(command_hasher.finalize()),
+        command_digest,
         inputs,
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::job::FlagsSource;
     use proptest::prelude::*;
     use std::path::PathBuf;
 
-    fn run(dir: &Path, command: &[&str]) {
+    pub(crate) fn run(dir: &Path, command: &[&str]) {
         let out = std::process::Command::new(command[0])
             .args(&command[1..])
             .current_dir(dir)
@@ -181,7 +266,7 @@ mod tests {
 
     /// A real ThinLTO job in `dir`: `module` (a.c's bitcode under that name) imports from b.o,
     /// with the shard the thin link wrote for it.
-    fn job_in(dir: &Path, module: &str, native: &str) -> BackendJob {
+    pub(crate) fn job_in(dir: &Path, module: &str, native: &str) -> BackendJob {
         std::fs::write(
             dir.join("a.c"),
             "int b(int);\nint a(int x) { return b(x) + 1; }\n",
@@ -332,6 +417,36 @@ mod tests {
         digests.save().unwrap();
         let memo = std::fs::read_to_string(cache.path().join("digests.memo")).unwrap();
         assert!(!memo.lines().any(|l| l.starts_with("D\t")), "{memo}");
+    }
+
+    #[test]
+    fn a_prefix_gives_its_own_job_the_same_key_and_any_other_job_none_of_its_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let digests = Digests::default();
+        let mut job = job_in(d.path(), "a.o", "n.o");
+        // An argument naming the build directory, which the key leaves out.
+        job.command
+            .insert(1, format!("-fprofile-list={}/list", d.path().display()));
+        let prefix = KeyPrefix::new(&job, &digests).unwrap();
+        let key = action_key(&job, &digests).unwrap();
+        assert_eq!(
+            action_key_from(Some(prefix.clone()), &job, &digests).unwrap(),
+            key
+        );
+        let mut others = vec![job.clone(), job.clone(), job.clone(), job.clone()];
+        others[0].command[2] = "-O1".into();
+        others[1].native = "m.o".into();
+        // The same directory, spelt otherwise: paths count as the command's text does.
+        others[2].cwd = PathBuf::from(format!("{}/.", d.path().display()));
+        others[3].shard = "./a.o.thinlto.bc".into();
+        others[3].command[3] = "-fthinlto-index=./a.o.thinlto.bc".into();
+        for other in &others {
+            assert_eq!(
+                action_key_from(Some(prefix.clone()), other, &digests).unwrap(),
+                action_key(other, &digests).unwrap(),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,5 +8,5 @@ pub mod shard;
 pub mod store;
 
 pub use digests::Digests;
-pub use key::{action_key, ActionKey, CompilerIdentity};
+pub use key::{action_key, action_key_from, ActionKey, CompilerIdentity, KeyPrefix};
 pub use store::{CacheConfig, DiskCache};
