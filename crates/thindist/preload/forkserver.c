@@ -16,8 +16,9 @@
  *   cc1_main for job after job with the same flags (the job's key), as lld runs its back ends
  *   one after another in one process. Its heap is warm and it pays no fork, page faults of a
  *   new address space or exit per job. LLVM's options (-mllvm) are reset to their defaults
- *   before each job; a worker still runs jobs of one key only (the server replaces it when the
- *   key changes), so that no other process-wide state a flag set may leave reaches another.
+ *   before each job; a worker still runs jobs of one key only (a server keeps a worker for
+ *   each of up to MAX_WORKERS keys), so that no other process-wide state a flag set may leave
+ *   reaches another.
  *
  * One job at a time per server (thindist has one server per job slot), so the protocol is a
  * plain request/reply and the server needs no signal handling:
@@ -200,16 +201,34 @@ static void free_job(struct job *job) {
     free(job->shown);
 }
 
-/* The server's cc1 worker, if it has one, and the key of the jobs it runs. */
-static pid_t worker_pid;
-static int worker_sock = -1;
-static char *worker_key;
+/* The server's cc1 workers, each running the jobs of one key. A worker stays when a job of
+ * another key comes, so that jobs of a few flag sets taking turns (a module with flags of its
+ * own among a directory's) each find theirs warm, rather than a worker being stopped (waiting
+ * for its memory to be torn down) and a cold one started at every turn. With more keys than
+ * places, the worker used longest ago makes way. */
+#define MAX_WORKERS 4
+struct worker {
+    pid_t pid; /* 0: a free place */
+    int sock;
+    char *key;
+    unsigned long last_used;
+};
+static struct worker workers[MAX_WORKERS];
+/* The worker running the job the server waits for. */
+static struct worker *busy_worker;
+static unsigned long jobs_passed;
+
+/* Closes, in a child that is not to talk to them, the sockets of the server's workers. */
+static void close_worker_sockets(void) {
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (workers[i].pid > 0)
+            close(workers[i].sock);
+}
 
 /* The forked child: becomes the job's compiler process. Never returns. */
 static void run_driver_job(int sock, int fds[2], struct job *job) {
     close(sock);
-    if (worker_sock >= 0)
-        close(worker_sock);
+    close_worker_sockets();
     int null = open("/dev/null", O_RDONLY);
     if (null < 0 || dup2(null, 0) < 0 || dup2(fds[0], 1) < 0 || dup2(fds[1], 2) < 0)
         _exit(127);
@@ -238,11 +257,9 @@ static unsigned forked_servers;
 static void run_forked_server(int sock, int fds[2]) {
     close(sock);
     close(fds[1]);
-    if (worker_sock >= 0)
-        close(worker_sock);
-    worker_pid = 0;
-    worker_sock = -1;
-    worker_key = NULL;
+    close_worker_sockets();
+    memset(workers, 0, sizeof workers);
+    busy_worker = NULL;
     forked_servers = 0;
     _exit(serve(fds[0]));
 }
@@ -341,21 +358,25 @@ static void cc1_worker(int sock) {
     }
 }
 
-/* Stops the worker: closing its socket ends its loop; a worker that hangs is killed. */
-static void stop_worker(void) {
-    if (worker_pid <= 0)
+/* Stops a worker: closing its socket ends its loop; a worker that hangs is killed. */
+static void stop_worker(struct worker *w) {
+    if (w->pid <= 0)
         return;
-    close(worker_sock);
-    kill(worker_pid, SIGKILL);
-    while (waitpid(worker_pid, NULL, 0) < 0 && errno == EINTR)
+    close(w->sock);
+    kill(w->pid, SIGKILL);
+    while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    worker_pid = 0;
-    worker_sock = -1;
-    free(worker_key);
-    worker_key = NULL;
+    free(w->key);
+    memset(w, 0, sizeof *w);
 }
 
-static int start_worker(int sock, const char *key) {
+static void stop_workers(void) {
+    for (int i = 0; i < MAX_WORKERS; i++)
+        stop_worker(&workers[i]);
+}
+
+/* Starts a worker for `key` in place `w` (free). */
+static int start_worker(int sock, struct worker *w, const char *key) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
         return -errno;
@@ -368,53 +389,70 @@ static int start_worker(int sock, const char *key) {
     }
     if (pid == 0) {
         close(sock);
+        close_worker_sockets();
         close(pair[0]);
         cc1_worker(pair[1]);
     }
     close(pair[1]);
-    worker_pid = pid;
-    worker_sock = pair[0];
-    worker_key = strdup(key);
+    w->pid = pid;
+    w->sock = pair[0];
+    w->key = strdup(key);
     return 0;
 }
 
-/* Passes a cc1 job to the worker for its key (started, or replaced, as needed). Returns the
- * worker's pid, or -errno when no worker could take the job. */
+/* The worker for `key`, if the server has one, else a place for one: a free place, or the
+ * place of the worker used longest ago, stopped. */
+static struct worker *worker_for(const char *key) {
+    struct worker *place = NULL;
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        struct worker *w = &workers[i];
+        if (w->pid > 0 && strcmp(w->key, key) == 0)
+            return w;
+        if (!place || (place->pid > 0 && (w->pid <= 0 || w->last_used < place->last_used)))
+            place = w;
+    }
+    stop_worker(place);
+    return place;
+}
+
+/* Passes a cc1 job to the worker for its key (started as needed). Returns the worker's pid,
+ * or -errno when no worker could take the job. */
 static int32_t pass_to_worker(int sock, const uint32_t header[HEADER_WORDS], int fds[2],
                               const char *payload, const char *key) {
-    if (worker_pid > 0 && strcmp(worker_key, key) != 0)
-        stop_worker();
+    struct worker *w = worker_for(key);
     /* A worker may have died idle (killed by someone): then one new worker is tried. */
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (worker_pid <= 0) {
-            int error = start_worker(sock, key);
+        if (w->pid <= 0) {
+            int error = start_worker(sock, w, key);
             if (error < 0)
                 return error;
         }
-        if (send_header(worker_sock, header, fds) == 0 &&
-            write_all(worker_sock, payload, header[0]) == 0)
-            return worker_pid;
-        stop_worker();
+        if (send_header(w->sock, header, fds) == 0 && write_all(w->sock, payload, header[0]) == 0) {
+            w->last_used = ++jobs_passed;
+            busy_worker = w;
+            return w->pid;
+        }
+        stop_worker(w);
     }
     return -EPIPE;
 }
 
-/* The worker's reply to the job passed to it: its exit code as a wait status, or the worker's
- * own wait status if it died, with *died set. */
+/* The busy worker's reply to the job passed to it: its exit code as a wait status, or the
+ * worker's own wait status if it died, with *died set. */
 static int32_t worker_reply(int *died) {
+    struct worker *w = busy_worker;
+    busy_worker = NULL;
     int32_t code;
-    if (read_all(worker_sock, &code, 4) == 0) {
+    if (read_all(w->sock, &code, 4) == 0) {
         *died = 0;
         return (code & 0xff) << 8;
     }
     int status = 0;
-    close(worker_sock);
-    while (waitpid(worker_pid, &status, 0) < 0 && errno == EINTR)
+    close(w->sock);
+    while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
         ;
-    worker_pid = 0;
-    worker_sock = -1;
-    free(worker_key);
-    worker_key = NULL;
+    free(w->key);
+    memset(w, 0, sizeof *w);
     *died = 1;
     return status;
 }
@@ -506,9 +544,9 @@ static int serve(int sock) {
         uint32_t header[HEADER_WORDS];
         int fds[2];
         if (read_header(sock, header, fds) != 0) {
-            /* thindist is gone or done. The worker is waited for, so that its CPU time counts
-             * as the server's, and the server's as thindist's once it waits. */
-            stop_worker();
+            /* thindist is gone or done. The workers are waited for, so that their CPU time
+             * counts as the server's, and the server's as thindist's once it waits. */
+            stop_workers();
             wait_forked_servers();
             _exit(0);
         }
