@@ -311,6 +311,7 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            shard_bytes: None,
         }
     }
 

@@ -36,7 +36,7 @@ struct PreparedLookup {
     /// The key of the module's last back end and its native object's digest, when nothing that
     /// back end read but its shard has changed: that native object is already at the job's
     /// native path, fetched from the cache on the guess that the shard has not changed either.
-    fetched: Option<(String, thindist_reapi::Digest)>,
+    fetched: Option<(ActionKey, thindist_reapi::Digest)>,
 }
 
 impl<'a> JobRunner<'a> {
@@ -94,8 +94,9 @@ impl<'a> JobRunner<'a> {
     /// critical path): each key's first lines and each build log command, and, for a module
     /// whose last back end read only files that have not changed since but its shard, that
     /// back end's native object, fetched from the cache. [`JobRunner::run_cached`] then only
-    /// checks that the key came out as guessed. Stops when `thin_link_done` is set: what is not
-    /// prepared by then is looked up as a whole.
+    /// checks that the key came out as guessed: that the shard has the same bytes as then
+    /// ([`ActionKey::holds_for`]), else by deriving the key. Stops when `thin_link_done` is
+    /// set: what is not prepared by then is looked up as a whole.
     pub fn prepare_lookups<'j>(
         &self,
         jobs: impl Iterator<Item = &'j BackendJob>,
@@ -117,7 +118,7 @@ impl<'a> JobRunner<'a> {
             let native = job.cwd.join(&job.native);
             let fetched = last.and_then(|entry| {
                 let digest = cache.get(&entry.key.hex, &native, self.digests).ok()??;
-                Some((entry.key.hex.clone(), digest))
+                Some((entry.key.clone(), digest))
             });
             let prepared = PreparedLookup {
                 prefix,
@@ -149,10 +150,13 @@ impl<'a> JobRunner<'a> {
             Some(p) => (Some(p.prefix), Some(p.command_json), p.fetched),
             None => (None, None, None),
         };
-        let key = self.key(job, prefix);
-        if let Some((hex, digest)) = fetched {
+        let key = match &fetched {
+            Some((last, _)) if last.holds_for(job) => Some(last.clone()),
+            _ => self.key(job, prefix),
+        };
+        if let Some((last, digest)) = fetched {
             let native = job.cwd.join(&job.native);
-            if key.as_ref().is_some_and(|key| key.hex == hex) {
+            if key.as_ref().is_some_and(|key| key.hex == last.hex) {
                 self.digests.made_file(&native, digest);
                 let outcome = JobOutcome {
                     failure: None,
@@ -330,6 +334,7 @@ mod tests {
                 compiler: "cc".into(),
                 command_digest: any,
                 inputs,
+                shard_bytes: None,
             },
             executed_by: Some(ExecutedBy::Local),
             succeeded: true,

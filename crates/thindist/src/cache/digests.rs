@@ -549,24 +549,25 @@ impl Digests {
     /// A digest derived from content alone, such as a summary shard's location-independent
     /// one: `derive` gives it and whether it may be remembered; with a memo, it is remembered
     /// under `key`, the SHA-256 (hex) of everything it was derived from, and not derived
-    /// again while the memo holds it.
+    /// again while the memo holds it. Returns it and whether it may be remembered (true when
+    /// it was).
     pub fn remember_derived(
         &self,
         key: impl FnOnce() -> String,
         derive: impl FnOnce() -> Result<(String, bool)>,
-    ) -> Result<String> {
+    ) -> Result<(String, bool)> {
         let Some(memo) = &self.memo else {
-            return derive().map(|(digest, _)| digest);
+            return derive();
         };
         let key = PathBuf::from(key());
         if let Some(Known::Derived(digest)) = memo.lookup("D", &key, &CONTENT_STAT) {
-            return Ok(digest);
+            return Ok((digest, true));
         }
         let (digest, rememberable) = derive()?;
         if rememberable {
             memo.learn_unchecked(&key, CONTENT_STAT, Known::Derived(digest.clone()));
         }
-        Ok(digest)
+        Ok((digest, rememberable))
     }
 }
 
@@ -758,16 +759,16 @@ pub(super) mod tests {
         let key = |name: &'static str| move || crate::cache::key::sha256_hex(name.as_bytes());
         let d = Digests::with_memo(&cache);
         let derived = d.remember_derived(key("kept"), || Ok(("one".into(), true)));
-        assert_eq!(derived.unwrap(), "one");
+        assert_eq!(derived.unwrap(), ("one".into(), true));
         let derived = d.remember_derived(key("not kept"), || Ok(("two".into(), false)));
-        assert_eq!(derived.unwrap(), "two");
+        assert_eq!(derived.unwrap(), ("two".into(), false));
         d.save().unwrap();
 
         let d = Digests::with_memo(&cache);
         let remembered = d.remember_derived(key("kept"), || panic!("derived again"));
-        assert_eq!(remembered.unwrap(), "one");
+        assert_eq!(remembered.unwrap(), ("one".into(), true));
         let derived = d.remember_derived(key("not kept"), || Ok(("three".into(), false)));
-        assert_eq!(derived.unwrap(), "three");
+        assert_eq!(derived.unwrap(), ("three".into(), false));
         let failed = d.remember_derived(key("failing"), || Err(anyhow!("unreadable")));
         assert!(failed.is_err());
     }

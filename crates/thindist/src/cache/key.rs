@@ -71,6 +71,33 @@ pub struct ActionKey {
     pub command_digest: String,
     /// (path relative to the build directory, SHA-256 of the contents), module first.
     pub inputs: Vec<(String, String)>,
+    /// The SHA-256 of the summary shard's bytes, where its digest depends on them and
+    /// `inputs` alone: a later back end of the same module whose shard has the same bytes
+    /// needs no digest of it (see [`ActionKey::holds_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_bytes: Option<String>,
+}
+
+impl ActionKey {
+    /// Whether this key, made for an earlier back end of `job`'s module, is `job`'s key too,
+    /// where the caller knows that the command's lines and the compiler are the same and that
+    /// every file the key counts (module, imports, profiles) has the digest it lists: then it
+    /// is when `job` counts the same files and its shard has the same bytes, for the shard's
+    /// digest depends on nothing else. Reads the shard, where deriving its digest would parse
+    /// it and look up the digest of each module it names.
+    pub fn holds_for(&self, job: &BackendJob) -> bool {
+        let Some(bytes) = &self.shard_bytes else {
+            return false;
+        };
+        let names = (job.imports.iter().chain(&job.extra_inputs)).map(|p| relative(p, &job.cwd));
+        let counted = self.inputs.get(2..).unwrap_or_default();
+        counted.len() == job.imports.len() + job.extra_inputs.len()
+            && counted
+                .iter()
+                .zip(names)
+                .all(|((name, _), other)| *name == other)
+            && std::fs::read(job.cwd.join(&job.shard)).is_ok_and(|read| sha256_hex(&read) == *bytes)
+    }
 }
 
 /// The command with the compiler, this job's module, shard and output, and the build
@@ -208,7 +235,7 @@ pub fn action_key_from(
         .chain(job.imports.iter().zip(imports.iter().map(|(_, d)| d)))
         .map(|(path, digest)| (job.cwd.join(path), digest.as_str()))
         .collect();
-    let shard_digest = super::shard::shard_digest(&job.shard, &job.cwd, digests, &modules)
+    let shard = super::shard::shard_digest(&job.shard, &job.cwd, digests, &modules)
         .with_context(context)?;
     let mut extra = Vec::with_capacity(job.extra_inputs.len());
     for path in &job.extra_inputs {
@@ -221,7 +248,7 @@ pub fn action_key_from(
         command_digest,
         ..
     } = prefix;
-    hash_line(&mut hasher, &["shard ", &shard_digest]);
+    hash_line(&mut hasher, &["shard ", &shard.digest]);
     let mut import_digests: Vec<&str> = imports.iter().map(|(_, d)| d.as_str()).collect();
     import_digests.sort_unstable();
     for d in import_digests {
@@ -232,7 +259,7 @@ pub fn action_key_from(
     }
     let mut inputs = vec![
         (relative(&job.module, &job.cwd), module_digest),
-        (SHARD_INPUT.to_string(), shard_digest),
+        (SHARD_INPUT.to_string(), shard.digest),
     ];
     inputs.extend(imports);
     inputs.extend(extra);
@@ -241,6 +268,7 @@ pub fn action_key_from(
         compiler,
         command_digest,
         inputs,
+        shard_bytes: shard.bytes,
     })
 }
 
@@ -413,10 +441,52 @@ pub(crate) mod tests {
         let given = [(module, module_digest.as_str())];
         let digest = super::super::shard::shard_digest(&job.shard, d.path(), &digests, &given);
         let fresh = action_key(&job, &Digests::default()).unwrap();
-        assert_eq!(digest.unwrap(), fresh.inputs[1].1);
+        let digest = digest.unwrap();
+        assert_eq!(digest.digest, fresh.inputs[1].1);
+        assert_eq!(digest.bytes, None, "its bytes do not stand for its digest");
         digests.save().unwrap();
         let memo = std::fs::read_to_string(cache.path().join("digests.memo")).unwrap();
         assert!(!memo.lines().any(|l| l.starts_with("D\t")), "{memo}");
+    }
+
+    #[test]
+    fn a_key_holds_for_a_later_job_only_with_the_same_shard_bytes_and_imports() {
+        let d = tempfile::tempdir().unwrap();
+        let job = job_in(d.path(), "a.o", "n.o");
+        let key = action_key(&job, &Digests::default()).unwrap();
+        assert!(key.shard_bytes.is_some());
+        assert!(key.holds_for(&job));
+        let without_imports = BackendJob {
+            imports: vec![],
+            ..job.clone()
+        };
+        assert!(!key.holds_for(&without_imports));
+        let with_a_profile = BackendJob {
+            extra_inputs: vec!["b.o".into()],
+            ..job.clone()
+        };
+        assert!(!key.holds_for(&with_a_profile));
+        let unknown_bytes = ActionKey {
+            shard_bytes: None,
+            ..key.clone()
+        };
+        assert!(!unknown_bytes.holds_for(&job));
+        // Another thin link, which imports nothing into a.o, writes it another shard.
+        run(
+            d.path(),
+            &[
+                "ld.lld-22",
+                "-shared",
+                "--thinlto-index-only",
+                "-mllvm",
+                "-import-instr-limit=0",
+                "a.o",
+                "b.o",
+                "-o",
+                "x.so",
+            ],
+        );
+        assert!(!key.holds_for(&job));
     }
 
     #[test]

@@ -125,6 +125,13 @@ impl BitStreamVisitor for ShardHasher<'_> {
     }
 }
 
+/// A shard's digest, and the SHA-256 of its bytes where the digest depends on nothing else but
+/// `modules` (the shard names no other module).
+pub struct ShardDigest {
+    pub digest: String,
+    pub bytes: Option<String>,
+}
+
 /// The location-independent digest of the shard at `shard`; module paths in it are resolved
 /// against `cwd`, the directory the thin link ran in. `modules` are the job's module and the
 /// modules it imports, resolved the same way, with their digests: the digest is remembered
@@ -134,7 +141,7 @@ pub fn shard_digest(
     cwd: &Path,
     digests: &Digests,
     modules: &[(PathBuf, &str)],
-) -> Result<String> {
+) -> Result<ShardDigest> {
     let bytes = std::fs::read(cwd.join(shard))
         .with_context(|| format!("cannot read summary shard {}", shard.display()))?;
     let memo_key = || {
@@ -152,10 +159,14 @@ pub fn shard_digest(
         }
         hex::encode(hasher.finalize())
     };
-    digests.remember_derived(memo_key, || {
+    let (digest, covered) = digests.remember_derived(memo_key, || {
         let (digest, named) = parse_digest(&bytes, shard, cwd, digests)?;
         let covered = (named.iter()).all(|path| modules.iter().any(|(module, _)| module == path));
         Ok((digest, covered))
+    })?;
+    Ok(ShardDigest {
+        digest,
+        bytes: covered.then(|| super::key::sha256_hex(&bytes)),
     })
 }
 
