@@ -150,9 +150,10 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
             // Largest first; a template costs two dry runs of the compiler, which the first
             // jobs would otherwise wait for, but the first job must not wait for them either:
             // the sets the thin link leaves no time for get theirs from their own jobs. Only a
-            // set whose jobs may well run gets one now (dry runs beside the thin link slow it
-            // down): a set whose modules, and those they imported from, are as the build log's
-            // run found them gets its template from its own jobs if they run after all.
+            // set of which three jobs or more may well run gets one now (dry runs beside the
+            // thin link slow it down, and fewer jobs do not win them back): a set whose
+            // modules, and those they imported from, are as the build log's run found them
+            // gets its template from its own jobs if they run after all.
             let mut flag_sets: Vec<Vec<&BackendJob>> = flag_sets.into_values().collect();
             flag_sets.sort_by_key(|jobs| std::cmp::Reverse(jobs.len()));
             let at_once = settings.slots.likely_at_once();
@@ -163,10 +164,15 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
                     .take(2)
                     .map(|job| (*job).clone())
                     .collect();
-                let many = jobs.len() >= 3 && jobs.iter().any(|job| backends.may_miss(job));
+                let many = jobs
+                    .iter()
+                    .filter(|job| backends.may_miss(job))
+                    .nth(2)
+                    .is_some();
                 run.executor
                     .start_early(&samples, many, at_once, &thin_link_done);
             }
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 10) };
             backends.prepare_lookups(draft.jobs(), &thin_link_done);
             (backends, sources, draft)
         });
