@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_native_fetched_beside_the_thin_link_counts_only_for_the_key_it_was_fetched_for() {
-        use crate::cache::key::tests::{job_in, run};
+        use crate::cache::key::tests::{job_in, thin_link_importing_nothing};
         use crate::cache::{action_key, CacheConfig};
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
@@ -407,21 +407,7 @@ mod tests {
 
         // A thin link that imports nothing writes a.o another shard, though neither a.o nor
         // b.o changed: the guess is fetched, found wrong, and leaves nothing behind.
-        run(
-            dir,
-            &[
-                "ld.lld-22",
-                "-shared",
-                "--thinlto-index-only",
-                "--thinlto-emit-imports-files",
-                "-mllvm",
-                "-import-instr-limit=0",
-                "a.o",
-                "b.o",
-                "-o",
-                "x.so",
-            ],
-        );
+        thin_link_importing_nothing(dir);
         let job = BackendJob {
             imports: vec![],
             ..job

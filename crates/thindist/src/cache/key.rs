@@ -294,6 +294,26 @@ pub(crate) mod tests {
 
     /// A real ThinLTO job in `dir`: `module` (a.c's bitcode under that name) imports from b.o,
     /// with the shard the thin link wrote for it.
+    /// The thin link of [`job_in`]'s `a.o` again, importing nothing this time: a.o gets another
+    /// shard (and an empty import list) though neither module changed.
+    pub(crate) fn thin_link_importing_nothing(dir: &Path) {
+        run(
+            dir,
+            &[
+                "ld.lld-22",
+                "-shared",
+                "--thinlto-index-only",
+                "--thinlto-emit-imports-files",
+                "-mllvm",
+                "-import-instr-limit=0",
+                "a.o",
+                "b.o",
+                "-o",
+                "x.so",
+            ],
+        );
+    }
+
     pub(crate) fn job_in(dir: &Path, module: &str, native: &str) -> BackendJob {
         std::fs::write(
             dir.join("a.c"),
@@ -471,21 +491,7 @@ pub(crate) mod tests {
             ..key.clone()
         };
         assert!(!unknown_bytes.holds_for(&job));
-        // Another thin link, which imports nothing into a.o, writes it another shard.
-        run(
-            d.path(),
-            &[
-                "ld.lld-22",
-                "-shared",
-                "--thinlto-index-only",
-                "-mllvm",
-                "-import-instr-limit=0",
-                "a.o",
-                "b.o",
-                "-o",
-                "x.so",
-            ],
-        );
+        thin_link_importing_nothing(d.path());
         assert!(!key.holds_for(&job));
     }
 
