@@ -146,12 +146,16 @@ impl<'a> JobRunner<'a> {
         let started = Instant::now();
         let cache = self.cache.as_ref()?;
         let prepared = self.prepared.lock().unwrap().remove(&job.native);
+        // Made for this very job, or for one the plan made again (with other file names): then
+        // only the native fetched on the guess is of use, once the key is derived.
         let (prefix, command_json, fetched) = match prepared {
-            Some(p) => (Some(p.prefix), Some(p.command_json), p.fetched),
+            Some(p) if p.prefix.is_for(job) => (Some(p.prefix), Some(p.command_json), p.fetched),
+            Some(p) => (None, None, p.fetched),
             None => (None, None, None),
         };
         let key = match &fetched {
-            Some((last, _)) if last.holds_for(job) => Some(last.clone()),
+            // The guess was checked against this job's command and files (prepare_lookups).
+            Some((last, _)) if prefix.is_some() && last.holds_for(job) => Some(last.clone()),
             _ => self.key(job, prefix),
         };
         if let Some((last, digest)) = fetched {
@@ -389,20 +393,40 @@ mod tests {
         previous.entries.insert("a.o".into(), last);
         previous.save(&log).unwrap();
         let executor = LocalExecutor::new(false, false, false);
-        let prepared_lookup = |job: &BackendJob| {
+        // Prepares the lookup of `drafted` and looks `planned` up: what was fetched, how the
+        // job was answered and the command the build log notes for it.
+        let prepared_lookup = |drafted: &BackendJob, planned: &BackendJob| {
             let digests = Digests::default();
             let cache = DiskCache::open(&config).unwrap();
             let runner = JobRunner::new(&executor, Some(cache), &digests).with_log(log.clone());
-            runner.prepare_lookups(std::iter::once(job), &AtomicBool::new(false));
+            runner.prepare_lookups(std::iter::once(drafted), &AtomicBool::new(false));
             let fetched = std::fs::read(&native).ok();
-            (fetched, runner.run_cached(job).map(|o| o.executed_by))
+            let answer = runner.run_cached(planned).map(|o| o.executed_by);
+            let noted = (runner.log.lock().unwrap().entries.get(&planned.module))
+                .map(|entry| entry.command.get().to_string());
+            (fetched, answer, noted)
         };
 
         // The same shard: the native fetched on the guess is the job's.
-        let (fetched, hit) = prepared_lookup(&job);
+        let (fetched, hit, _) = prepared_lookup(&job, &job);
         assert_eq!(fetched.as_deref(), Some(&b"a.o's native object"[..]));
         assert_eq!(hit, Some(ExecutedBy::Cache));
         assert!(native.exists());
+        std::fs::remove_file(&native).unwrap();
+
+        // The plan made the job again with its shard elsewhere (the same bytes): the guess
+        // still holds, and the log notes the command the job has, not the drafted one.
+        std::fs::create_dir(dir.join("moved")).unwrap();
+        std::fs::copy(dir.join("a.o.thinlto.bc"), dir.join("moved/a.o.thinlto.bc")).unwrap();
+        let mut moved = BackendJob {
+            shard: "moved/a.o.thinlto.bc".into(),
+            ..job.clone()
+        };
+        moved.command[2] = "-fthinlto-index=moved/a.o.thinlto.bc".into();
+        let (fetched, hit, noted) = prepared_lookup(&job, &moved);
+        assert!(fetched.is_some());
+        assert_eq!(hit, Some(ExecutedBy::Cache));
+        assert!(noted.unwrap().contains("moved/a.o.thinlto.bc"));
         std::fs::remove_file(&native).unwrap();
 
         // A thin link that imports nothing writes a.o another shard, though neither a.o nor
@@ -412,7 +436,7 @@ mod tests {
             imports: vec![],
             ..job
         };
-        let (fetched, hit) = prepared_lookup(&job);
+        let (fetched, hit, _) = prepared_lookup(&job, &job);
         assert!(fetched.is_some(), "guessed from the unchanged modules");
         assert_eq!(hit, None, "a new shard is a new key");
         assert!(

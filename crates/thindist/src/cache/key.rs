@@ -181,7 +181,7 @@ impl KeyPrefix {
     /// Whether this is `job`'s prefix: made from the same command, files and directory, each
     /// spelt the same (paths count in the key as text, where `Path`'s equality would take
     /// `dir/.` for `dir`).
-    fn is_for(&self, job: &BackendJob) -> bool {
+    pub fn is_for(&self, job: &BackendJob) -> bool {
         let same = |a: &Path, b: &Path| a.as_os_str() == b.as_os_str();
         self.command == job.command
             && same(&self.cwd, &job.cwd)
