@@ -292,28 +292,28 @@ pub(crate) mod tests {
         );
     }
 
-    /// A real ThinLTO job in `dir`: `module` (a.c's bitcode under that name) imports from b.o,
-    /// with the shard the thin link wrote for it.
+    /// The thin link of `module` (a.c's bitcode) and b.o in `dir`, with `options`, writing
+    /// `module`'s shard and import list beside it.
+    fn thin_link(dir: &Path, module: &str, options: &[&str]) {
+        let mut command = vec![
+            "ld.lld-22",
+            "-shared",
+            "--thinlto-index-only",
+            "--thinlto-emit-imports-files",
+        ];
+        command.extend(options);
+        command.extend([module, "b.o", "-o", "x.so"]);
+        run(dir, &command);
+    }
+
     /// The thin link of [`job_in`]'s `a.o` again, importing nothing this time: a.o gets another
     /// shard (and an empty import list) though neither module changed.
     pub(crate) fn thin_link_importing_nothing(dir: &Path) {
-        run(
-            dir,
-            &[
-                "ld.lld-22",
-                "-shared",
-                "--thinlto-index-only",
-                "--thinlto-emit-imports-files",
-                "-mllvm",
-                "-import-instr-limit=0",
-                "a.o",
-                "b.o",
-                "-o",
-                "x.so",
-            ],
-        );
+        thin_link(dir, "a.o", &["-mllvm", "-import-instr-limit=0"]);
     }
 
+    /// A real ThinLTO job in `dir`: `module` (a.c's bitcode under that name) imports from b.o,
+    /// with the shard the thin link wrote for it.
     pub(crate) fn job_in(dir: &Path, module: &str, native: &str) -> BackendJob {
         std::fs::write(
             dir.join("a.c"),
@@ -329,19 +329,7 @@ pub(crate) mod tests {
             dir,
             &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"],
         );
-        run(
-            dir,
-            &[
-                "ld.lld-22",
-                "-shared",
-                "--thinlto-index-only",
-                "--thinlto-emit-imports-files",
-                module,
-                "b.o",
-                "-o",
-                "x.so",
-            ],
-        );
+        thin_link(dir, module, &[]);
         let shard = format!("{module}.thinlto.bc");
         BackendJob {
             module: module.into(),
