@@ -9,7 +9,7 @@ use crate::exec::Executor;
 use crate::job::BackendJob;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -158,26 +158,18 @@ impl<'a> JobRunner<'a> {
             Some((last, _)) if prefix.is_some() && last.holds_for(job) => Some(last.clone()),
             _ => self.key(job, prefix),
         };
-        if let Some((last, digest)) = fetched {
+        let guessed = fetched.and_then(|(last, digest)| {
             let native = job.cwd.join(&job.native);
             if key.as_ref().is_some_and(|key| key.hex == last.hex) {
-                self.digests.made_file(&native, digest);
-                let outcome = JobOutcome {
-                    failure: None,
-                    output: String::new(),
-                    duration: started.elapsed(),
-                    executed_by: ExecutedBy::Cache,
-                };
-                self.note(job, key, &outcome, command_json);
-                return Some(outcome);
+                return Some(self.hit(&native, digest, started));
             }
             // The shard changed: nothing of the guess may stay where the job's native goes.
             let _ = std::fs::remove_file(&native);
-        }
-        match key
-            .as_ref()
-            .and_then(|key| self.cached(cache, job, key, started))
-        {
+            None
+        });
+        let answer = guessed
+            .or_else(|| (key.as_ref()).and_then(|key| self.cached(cache, job, key, started)));
+        match answer {
             Some(outcome) => {
                 self.note(job, key, &outcome, command_json);
                 Some(outcome)
@@ -237,21 +229,24 @@ impl<'a> JobRunner<'a> {
     ) -> Option<JobOutcome> {
         let native = job.cwd.join(&job.native);
         match cache.get(&key.hex, &native, self.digests) {
-            Ok(Some(digest)) => {
-                // Publishing it need not read it again.
-                self.digests.made_file(&native, digest);
-                Some(JobOutcome {
-                    failure: None,
-                    output: String::new(),
-                    duration: started.elapsed(),
-                    executed_by: ExecutedBy::Cache,
-                })
-            }
+            Ok(Some(digest)) => Some(self.hit(&native, digest, started)),
             Ok(None) => None,
             Err(err) => {
                 warn(format!("cache lookup for {} failed: {err:#}", job.name()));
                 None
             }
+        }
+    }
+
+    /// The outcome of a job the cache answered (since `started`) with `native`, of `digest`.
+    fn hit(&self, native: &Path, digest: thindist_reapi::Digest, started: Instant) -> JobOutcome {
+        // Publishing it need not read it again.
+        self.digests.made_file(native, digest);
+        JobOutcome {
+            failure: None,
+            output: String::new(),
+            duration: started.elapsed(),
+            executed_by: ExecutedBy::Cache,
         }
     }
 
