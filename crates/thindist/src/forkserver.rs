@@ -62,16 +62,28 @@ const KIND_DRIVER: u32 = 0;
 const KIND_CC1: u32 = 1;
 const KIND_FORK_SERVER: u32 = 2;
 
-/// glibc malloc settings for a server, which every job's child inherits with its heap. A child
-/// starts with the server's small heap and used to fault in each new 4 KiB page of its own one
-/// at a time: half of a small back end's 1,100 page faults, and on a virtual machine most of its
-/// system time. With each growth of the heap padded by 8 MiB and the heap allowed transparent
-/// huge pages, a child's heap comes mostly in 2 MiB pages (600 generated modules: 597,000 page
-/// faults before, 446,000-473,000 after; bench/README.md). The heap's addresses are all they change, and a job's own
-/// processes (the assembler, say) get the job's environment, not these.
-const SERVER_MALLOC_TUNABLES: [(&str, &str); 2] = [
+/// glibc malloc settings for a server, which every job's child inherits with its heap.
+/// - A child starts with the server's small heap and used to fault in each new 4 KiB page of
+///   its own one at a time: half of a small back end's 1,100 page faults, and on a virtual
+///   machine most of its system time. With each growth of the heap padded by 8 MiB and the heap
+///   allowed transparent huge pages, a child's heap comes mostly in 2 MiB pages (600 generated
+///   modules: 597,000 page faults before, 446,000-473,000 after; bench/README.md).
+/// - A back end allocates and frees blocks of megabytes again and again. glibc gives each block
+///   above its (growing) mmap threshold pages of its own and returns them when it is freed, and
+///   returns any freed top of the heap beyond 128 KiB: every such block was new memory that the
+///   kernel had to clear. With blocks of up to 32 MiB (glibc's most) taken from the heap and up
+///   to 128 MiB of freed heap kept, a child and a cc1 worker reuse their memory, for job after
+///   job in a worker (kernel one-file relink: the time the kernel spent clearing pages for the
+///   back ends fell from 22 ms to 3; bench/README.md). An idle worker holds at most that much
+///   more until its server stops.
+///
+/// The heap's addresses and its size are all they change, and a job's own processes (the
+/// assembler, say) get the job's environment, not these.
+const SERVER_MALLOC_TUNABLES: [(&str, &str); 4] = [
     ("glibc.malloc.hugetlb", "1"),
     ("glibc.malloc.top_pad", "8388608"),
+    ("glibc.malloc.mmap_threshold", "33554432"),
+    ("glibc.malloc.trim_threshold", "134217728"),
 ];
 
 /// The GLIBC_TUNABLES a server starts with: the user's (`name=value:name=value`), then each of
@@ -1125,21 +1137,27 @@ mod tests {
     fn server_tunables_add_the_malloc_settings_the_user_did_not_make() {
         let tunables =
             |user: Option<&str>| server_tunables(user.map(OsStr::new)).into_string().unwrap();
+        const OURS: &str =
+            "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728";
         assert_eq!(
             tunables(None),
-            "glibc.malloc.hugetlb=1:glibc.malloc.top_pad=8388608"
+            format!("glibc.malloc.hugetlb=1:glibc.malloc.top_pad=8388608:{OURS}")
         );
         assert_eq!(
             tunables(Some("glibc.malloc.top_pad=0")),
-            "glibc.malloc.top_pad=0:glibc.malloc.hugetlb=1"
+            format!("glibc.malloc.top_pad=0:glibc.malloc.hugetlb=1:{OURS}")
         );
         assert_eq!(
             tunables(Some("glibc.malloc.hugetlb=0:glibc.malloc.top_pad=4096")),
-            "glibc.malloc.hugetlb=0:glibc.malloc.top_pad=4096"
+            format!("glibc.malloc.hugetlb=0:glibc.malloc.top_pad=4096:{OURS}")
+        );
+        assert_eq!(
+            tunables(Some("glibc.malloc.trim_threshold=0")),
+            "glibc.malloc.trim_threshold=0:glibc.malloc.hugetlb=1:glibc.malloc.top_pad=8388608:glibc.malloc.mmap_threshold=33554432"
         );
         assert_eq!(
             tunables(Some("glibc.malloc.hugetlb_x=2")),
-            "glibc.malloc.hugetlb_x=2:glibc.malloc.hugetlb=1:glibc.malloc.top_pad=8388608"
+            format!("glibc.malloc.hugetlb_x=2:glibc.malloc.hugetlb=1:glibc.malloc.top_pad=8388608:{OURS}")
         );
     }
 
