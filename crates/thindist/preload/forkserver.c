@@ -32,7 +32,9 @@
  *                              ps shows, for a cc1 job)
  *   server -> thindist:        i32 pid of the child or worker (or -errno when none started)
  *   server -> thindist:        i32 wait status of the job, i32 1 if a cc1 worker died in it
- *                              (the status is then the worker's) else 0
+ *                              (the status is then the worker's) else 0; a driver job that
+ *                              calls _exit (lld does) is answered as it calls it, before its
+ *                              process is torn down, and reaped after the answer
  * A fork-server request (no payload; the first fd is the new server's socket) forks a second
  * server from this one, which greets thindist on that socket as this one did; its status is 0.
  * thindist asks for one while this server is new and idle, for each further job slot, instead
@@ -48,9 +50,11 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -223,6 +227,68 @@ static void close_worker_sockets(void) {
     for (int i = 0; i < MAX_WORKERS; i++)
         if (workers[i].pid > 0)
             close(workers[i].sock);
+}
+
+/* A driver job's child tells the server its exit code as it calls _exit, before the kernel
+ * tears its address space down: lld ends so, and a kernel's thin link takes 2-3 ms to be torn
+ * down, which thindist need not wait for. Only the job's own process reports (not a process it
+ * forks), once; a job that returns from main or dies of a signal is waited for as before. */
+static int exit_report_fd = -1;
+static pid_t job_pid;
+
+static void report_exit(int status) {
+    if (exit_report_fd < 0 || getpid() != job_pid)
+        return;
+    int32_t code = status & 0xff;
+    ssize_t n;
+    do
+        n = write(exit_report_fd, &code, sizeof code);
+    while (n < 0 && errno == EINTR);
+    exit_report_fd = -1;
+}
+
+/* Everything the job's process writes is written by now: _exit flushes nothing. */
+__attribute__((noreturn)) void _exit(int status) {
+    report_exit(status);
+    for (;;)
+        syscall(SYS_exit_group, status);
+}
+
+__attribute__((noreturn)) void _Exit(int status) {
+    _exit(status);
+}
+
+/* The wait status of driver job `pid`, whose exit report comes on `report_fd` (closed here;
+ * -1: none): the code it reported, the child then left in *exiting for the caller to reap,
+ * else what waitpid gives once it has ended. */
+static int32_t driver_status(pid_t pid, int report_fd, pid_t *exiting) {
+    if (report_fd >= 0) {
+        /* The child's end, not the pipe's: a process it forked may hold the pipe open. */
+#ifdef SYS_pidfd_open
+        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+        int pidfd = -1;
+#endif
+        int32_t code = 0;
+        int reported = 0;
+        if (pidfd >= 0) {
+            struct pollfd ends[2] = {{report_fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+            while (poll(ends, 2, -1) < 0 && errno == EINTR)
+                ;
+            reported = (ends[0].revents & POLLIN) && read_all(report_fd, &code, sizeof code) == 0;
+            close(pidfd);
+        }
+        close(report_fd);
+        if (reported) {
+            *exiting = pid;
+            return (code & 0xff) << 8;
+        }
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(1);
+    return status;
 }
 
 /* The forked child: becomes the job's compiler process. Never returns. */
@@ -540,6 +606,7 @@ static int serve(int sock) {
         write_all(sock, exe, exe_len) || write_all(sock, &features, 4))
         _exit(1);
     unsigned driver_jobs_served = 0;
+    pid_t exiting = 0;
     for (;;) {
         uint32_t header[HEADER_WORDS];
         int fds[2];
@@ -556,6 +623,7 @@ static int serve(int sock) {
         payload[header[0]] = 0;
         struct job job = {0};
         int32_t reply;
+        int report[2] = {-1, -1};
         int cc1_job = header[3] == KIND_CC1 && cc1_main;
         int fork_server = header[3] == KIND_FORK_SERVER;
         if (fork_server) {
@@ -571,11 +639,23 @@ static int serve(int sock) {
         else if (cc1_job)
             reply = pass_to_worker(sock, header, fds, payload, job.key);
         else {
+            if (pipe2(report, O_CLOEXEC) != 0)
+                report[0] = report[1] = -1;
             reply = fork();
-            if (reply == 0)
+            if (reply == 0) {
+                if (report[0] >= 0) {
+                    close(report[0]);
+                    exit_report_fd = report[1];
+                    job_pid = getpid();
+                }
                 run_driver_job(sock, fds, &job);
+            }
             if (reply < 0)
                 reply = -errno;
+            if (report[1] >= 0)
+                close(report[1]);
+            if (reply < 0 && report[0] >= 0)
+                close(report[0]);
         }
         close(fds[0]);
         close(fds[1]);
@@ -591,14 +671,16 @@ static int serve(int sock) {
             result[0] = worker_reply(&died);
             result[1] = died;
         } else if (!fork_server) {
-            int status;
-            while (waitpid(reply, &status, 0) < 0)
-                if (errno != EINTR)
-                    _exit(1);
-            result[0] = status;
+            result[0] = driver_status(reply, report[0], &exiting);
         }
         if (write_all(sock, result, sizeof result) != 0)
             _exit(1);
+        /* A child that reported its exit is reaped while thindist goes on. */
+        if (exiting > 0) {
+            while (waitpid(exiting, NULL, 0) < 0 && errno == EINTR)
+                ;
+            exiting = 0;
+        }
         if (!cc1_job && !fork_server && ++driver_jobs_served == MOVE_CODE_AFTER_JOBS)
             code_to_huge_pages();
     }

@@ -1076,6 +1076,82 @@ mod tests {
         assert_gone(pids);
     }
 
+    /// A program for [`ProgramServer`] tests that prints its first argument, then: `prog
+    /// exit-early N` calls `_exit(N)`, `prog return N` returns N from main, each leaving behind
+    /// a process it forked (without exec) that holds its files for two seconds; `prog segv` dies
+    /// of SIGSEGV.
+    fn exiting_program(dir: &Path) -> PathBuf {
+        let source = r#"
+            #include <signal.h>
+            #include <stdio.h>
+            #include <stdlib.h>
+            #include <string.h>
+            #include <unistd.h>
+            int main(int argc, char **argv) {
+                printf("%s\n", argv[1]);
+                fflush(stdout);
+                if (strcmp(argv[1], "segv") != 0 && fork() == 0) {
+                    sleep(2);
+                    _exit(0);
+                }
+                if (strcmp(argv[1], "exit-early") == 0)
+                    _exit(atoi(argv[2]));
+                if (strcmp(argv[1], "segv") == 0)
+                    raise(SIGSEGV);
+                return atoi(argv[2]);
+            }
+        "#;
+        let program = dir.join("prog");
+        let mut cc = Command::new("clang-22")
+            .args(["-x", "c", "-", "-o"])
+            .arg(&program)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cc.stdin
+            .take()
+            .unwrap()
+            .write_all(source.as_bytes())
+            .unwrap();
+        assert!(cc.wait().unwrap().success());
+        program
+    }
+
+    /// A job that calls `_exit` is answered with its exit code and output as it exits, one that
+    /// returns from main or is killed by a signal as its process ends: neither waits for a
+    /// process it forked that still holds its files.
+    #[test]
+    fn a_program_server_reports_each_way_a_job_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = exiting_program(dir.path());
+        let server =
+            ProgramServer::spawn(program.to_str().unwrap(), dir.path(), false).expect("a server");
+        let run = |args: &[&str]| {
+            let mut command = vec![program.to_string_lossy().into_owned()];
+            command.extend(args.iter().map(|a| a.to_string()));
+            let started = std::time::Instant::now();
+            let (status, output) = server.run(&command, dir.path()).unwrap().unwrap();
+            (status, output, started.elapsed())
+        };
+        let (status, output, took) = run(&["exit-early", "7"]);
+        assert_eq!((status.code(), output.as_str()), (Some(7), "exit-early\n"));
+        assert!(
+            took < Duration::from_millis(1500),
+            "{took:?}: waited for the forked process"
+        );
+        let (status, output, took) = run(&["return", "5"]);
+        assert_eq!((status.code(), output.as_str()), (Some(5), "return\n"));
+        assert!(
+            took < Duration::from_millis(1500),
+            "{took:?}: waited for the forked process"
+        );
+        let (status, _, _) = run(&["segv"]);
+        assert_eq!(status.signal(), Some(libc::SIGSEGV));
+        // The server still serves, its children reaped.
+        let (status, _, _) = run(&["exit-early", "0"]);
+        assert!(status.success());
+    }
+
     /// Servers dropped without a stop (a run that ends in an error) go as promptly as stopped
     /// ones, whatever their order: a server waits for the servers forked from it, so every
     /// socket must be closed before any server is waited for.
