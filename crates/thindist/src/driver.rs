@@ -234,7 +234,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         if let (Some(relink), Some(start)) = (&relink, record_start) {
             relink.record(start, &printed);
         }
-        // After the record, which tells it the output's digest.
+        // After the record, which tells it the digests of the files the final link read.
         save_digest_memo(run.digests);
     });
     Ok(0)

@@ -2,6 +2,7 @@
 //! ever left where a valid output is expected.
 
 use anyhow::{Context, Result};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
@@ -76,6 +77,33 @@ pub fn umask() -> Result<u32> {
     UMASK
         .get_or_init(read)
         .context("cannot read the umask from /proc/self/status")
+}
+
+/// Whether `meta` is that of a regular file with the permissions a new file of `mode` gets
+/// (`mode` less the umask).
+pub fn is_file_of_mode(meta: &std::fs::Metadata, mode: u32) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(meta.is_file() && meta.mode() & 0o7777 == mode & !umask()?)
+}
+
+/// Gives `file` the modification time a write now would give it.
+pub fn set_modified_now(file: &File) -> std::io::Result<()> {
+    file.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::now()))
+}
+
+/// Gives the file at `path` a new modification time, as a rewrite with `mode` would, if it is a
+/// regular file with the permissions that rewrite would give it; false (nothing changed) if it
+/// is not, or cannot be touched.
+pub fn touch_if_mode(path: &Path, mode: u32) -> bool {
+    let touch = || -> Result<bool> {
+        let file = File::open(path)?;
+        if !is_file_of_mode(&file.metadata()?, mode)? {
+            return Ok(false);
+        }
+        set_modified_now(&file)?;
+        Ok(true)
+    };
+    touch().unwrap_or(false)
 }
 
 /// Makes `dest` a copy of `src`, replacing whatever `dest` was in one step. The copy shares
