@@ -247,7 +247,9 @@ static void report_exit(int status) {
     exit_report_fd = -1;
 }
 
-/* Everything the job's process writes is written by now: _exit flushes nothing. */
+/* What the job's process has written is all it writes: _exit flushes nothing, and a program
+ * that calls it while another of its threads still writes would lose that output anyway (lld's
+ * threads are done by then). */
 __attribute__((noreturn)) void _exit(int status) {
     report_exit(status);
     for (;;)
