@@ -172,7 +172,6 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
                 run.executor
                     .start_early(&samples, many, at_once, &thin_link_done);
             }
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 10) };
             backends.prepare_lookups(draft.jobs(), &thin_link_done);
             (backends, sources, draft)
         });
