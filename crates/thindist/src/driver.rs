@@ -200,28 +200,33 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
         }
     };
 
-    // The build log, and the record's inputs, flags and blobs, do not depend on the final
-    // link: saved and computed meanwhile, the fork servers stopped and the index files
-    // removed.
+    // The build log, the record's inputs, flags and blobs, and what the digests learnt do not
+    // depend on the final link: saved and computed meanwhile (lld's final link leaves a core
+    // idle for most of its time), the fork servers stopped and the index files removed. The
+    // memo's save at the run's end then writes only what the record adds, usually nothing.
     let (final_link, record_start) = std::thread::scope(|scope| {
         let finished = scope.spawn(|| {
             run.executor.finish();
             backends.finish(counts);
             link.remove_index_files();
         });
-        let record_start =
-            (relink.as_ref()).map(|relink| scope.spawn(|| relink.start_record(&plan.jobs)));
+        let record_start = scope.spawn(|| {
+            let start = (relink.as_ref()).map(|relink| relink.start_record(&plan.jobs));
+            save_digest_memo(run.digests);
+            start
+        });
         let final_link = link.final_link(&natives, &mut session);
         join_or_resume(finished);
-        (final_link, record_start.and_then(join_or_resume))
+        (final_link, join_or_resume(record_start).flatten())
     });
     let (printed, linked) = final_link?;
     session.finish();
     eprint!("{printed}");
     linked?;
-    // The link is recorded and the digest memo saved while the linker's server exits, the
-    // natives are removed and the plan and the flag lookups freed, which would otherwise hold
-    // up the run's end by several milliseconds (the record needs none of them).
+    // The link is recorded (and the digest memo saved, if the record taught it anything) while
+    // the linker's server exits, the natives are removed and the plan and the flag lookups
+    // freed, which would otherwise hold up the run's end by several milliseconds (the record
+    // needs none of them).
     std::thread::scope(|scope| {
         let (link, sources) = (&link, &sources);
         scope.spawn(move || link.stop_linker_server());

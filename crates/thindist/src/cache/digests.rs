@@ -146,7 +146,10 @@ struct Memo {
     tmp_dir: PathBuf,
     loading: Loading,
     this_run: Mutex<MemoMap>,
-    /// Whether this run learnt or confirmed anything since the memo was last saved.
+    /// Whether this run learnt anything since the memo was last saved. An entry it only
+    /// confirmed is no news to the file: a run that confirms (an unchanged relink's check, the
+    /// files a record lists after its save beside the final link) writes nothing, and where the
+    /// memo is pruned, a save keeps what the run confirmed before it.
     unsaved: AtomicBool,
 }
 
@@ -204,7 +207,6 @@ impl Memo {
             .lock()
             .unwrap()
             .insert(key, (*stat, known.clone()));
-        self.unsaved.store(true, Ordering::Relaxed);
         Some(known.clone())
     }
 
@@ -611,6 +613,31 @@ pub(super) mod tests {
         digests.made_file(&file, restored.clone());
         std::fs::write(&file, b"two").unwrap();
         assert_eq!(digests.file_digest(&file).unwrap(), restored);
+    }
+
+    /// A run that only confirms what the memo knows does not rewrite it; one that learns
+    /// something does, keeping what it confirmed.
+    #[test]
+    fn only_a_run_that_learns_something_writes_the_memo() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, cache, file) = setup();
+        let first = Digests::with_memo(&cache);
+        let known = first.file(&file).unwrap();
+        first.save().unwrap();
+        age_files_before_memo(&cache);
+        let memo_inode = || std::fs::metadata(cache.join(MEMO_FILE)).unwrap().ino();
+        let written = memo_inode();
+        let confirming = Digests::with_memo(&cache);
+        assert_eq!(confirming.file(&file).unwrap(), known);
+        confirming.save().unwrap();
+        assert_eq!(memo_inode(), written, "nothing new, nothing written");
+        let other = dir.path().join("b.o");
+        std::fs::write(&other, b"other").unwrap();
+        confirming.file(&other).unwrap();
+        confirming.save().unwrap();
+        assert_ne!(memo_inode(), written, "the new digest is saved");
+        let text = std::fs::read_to_string(cache.join(MEMO_FILE)).unwrap();
+        assert!(text.contains("a.o") && text.contains("b.o"), "{text}");
     }
 
     #[test]
