@@ -424,7 +424,9 @@ pub fn look_up_all(
 }
 
 /// Runs `jobs` with `run`, those of the highest expected `costs` first, emitting events to
-/// `reporter` on this thread.
+/// `reporter` on this thread, and `idle_work` on the first slot free once no job waits for one
+/// (at once without jobs; not at all if the run is interrupted): work that must be done before
+/// the jobs' end but need not delay any of them.
 /// Without `keep_going`, no new job starts after a failure.
 ///
 /// This thread owns all run state: it starts a job whenever a slot is free, and with make's
@@ -436,7 +438,10 @@ pub fn dispatch(
     costs: &[u64],
     slots: &Slots,
     keep_going: bool,
-    run: &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
+    (run, idle_work): (
+        &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
+        Option<&(dyn Fn() + Sync)>,
+    ),
     reporter: &mut dyn Reporter,
 ) -> Outcomes {
     let mut pending: std::collections::VecDeque<usize> = (0..jobs.len()).collect();
@@ -446,7 +451,11 @@ pub fn dispatch(
     enum Message {
         Token(std::io::Result<jobserver::Acquired>),
         Finished(usize, JobOutcome),
+        IdleWorkDone,
     }
+    /// What a worker is given instead of a job's index for `idle_work`.
+    const IDLE_WORK: usize = usize::MAX;
+    let mut idle_work = idle_work;
     let (tx, rx) = mpsc::channel::<Message>();
     let mut outcomes: Outcomes = vec![None; jobs.len()];
     // Slots this process may use without a token: `-j N`, or make's one implicit slot.
@@ -477,15 +486,28 @@ pub fn dispatch(
     let (work_tx, work_rx) = mpsc::channel::<usize>();
     let work_rx = std::sync::Mutex::new(work_rx);
     let mut workers = 0usize;
+    let idle_work_fn = idle_work;
     std::thread::scope(|scope| {
         let mut start = |index: usize, running: usize, reporter: &mut dyn Reporter| {
-            reporter.on_event(&Event::JobStarted { job: jobs[index] });
+            if index != IDLE_WORK {
+                reporter.on_event(&Event::JobStarted { job: jobs[index] });
+            }
             if workers < running {
                 workers += 1;
                 let (tx, work_rx) = (tx.clone(), &work_rx);
                 scope.spawn(move || loop {
                     let next = work_rx.lock().unwrap().recv();
                     let Ok(index) = next else { break };
+                    if index == IDLE_WORK {
+                        let work = idle_work_fn.expect("idle work was given");
+                        // A panic there is a bug to show, once the jobs' slots are settled.
+                        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                        let _ = tx.send(Message::IdleWorkDone);
+                        if let Err(panic) = done {
+                            std::panic::resume_unwind(panic);
+                        }
+                        continue;
+                    }
                     let _ = tx.send(Message::Finished(index, run_caught(run, jobs[index])));
                 });
             }
@@ -500,6 +522,13 @@ pub fn dispatch(
                 free_slots -= 1;
                 running += 1;
                 start(index, running, reporter);
+            }
+            if free_slots > 0 && (pending.is_empty() || stopped) && !cancelled {
+                if idle_work.take().is_some() {
+                    free_slots -= 1;
+                    running += 1;
+                    start(IDLE_WORK, running, reporter);
+                }
             }
             if let Some(helper) = &helper {
                 while requested < pending.len() && !stopped && !cancelled {
@@ -523,6 +552,10 @@ pub fn dispatch(
                         (_, Some(index)) => pending.push_front(index),
                         (_, None) => {}
                     }
+                }
+                Message::IdleWorkDone => {
+                    running -= 1;
+                    free_slots += 1;
                 }
                 Message::Finished(index, outcome) => {
                     running -= 1;
@@ -586,7 +619,14 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let jobs: Vec<&BackendJob> = jobs.iter().collect();
-            let outcomes = dispatch(&jobs, &[0; 3], &Slots::Fixed(2), true, &run, &mut Quiet);
+            let outcomes = dispatch(
+                &jobs,
+                &[0; 3],
+                &Slots::Fixed(2),
+                true,
+                (&run, None),
+                &mut Quiet,
+            );
             let _ = tx.send(outcomes);
         });
         let outcomes = rx
@@ -613,11 +653,78 @@ mod tests {
             &[5, 40, 1, 7],
             &Slots::Fixed(1),
             false,
-            &run,
+            (&run, None),
             &mut Quiet,
         );
         let order: Vec<PathBuf> = ["m1.o", "m3.o", "m0.o", "m2.o"].map(PathBuf::from).into();
         assert_eq!(*started.lock().unwrap(), order);
+    }
+
+    /// The idle work runs once, on a slot no job waits for: once every job has started (or none
+    /// may start after a failure), never beside as many jobs as there are slots, and at once
+    /// when there are no jobs.
+    #[test]
+    fn idle_work_runs_once_on_a_slot_no_job_waits_for() {
+        use std::sync::atomic::AtomicUsize;
+        /// Counts the jobs started, as the dispatcher reports them before handing them over.
+        struct Starts<'a>(&'a AtomicUsize);
+        impl Reporter for Starts<'_> {
+            fn on_event(&mut self, event: &Event) {
+                if let Event::JobStarted { .. } = event {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        for (count, failing) in [(0, None), (6, None), (6, Some("m1.o"))] {
+            let jobs: Vec<BackendJob> = (0..count).map(|i| job(&format!("m{i}.o"))).collect();
+            let (at_once, most, started) = (
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+            );
+            let busy = || {
+                let now = at_once.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                at_once.fetch_sub(1, Ordering::SeqCst);
+            };
+            let run = |job: &BackendJob| {
+                busy();
+                match failing == job.module.to_str() {
+                    true => JobOutcome {
+                        failure: Some(JobFailure::Internal("failed".into())),
+                        ..succeeded()
+                    },
+                    false => succeeded(),
+                }
+            };
+            let idle_saw = std::sync::Mutex::new(Vec::new());
+            let idle = || {
+                idle_saw
+                    .lock()
+                    .unwrap()
+                    .push(started.load(Ordering::SeqCst));
+                busy();
+            };
+            let outcomes = dispatch(
+                &jobs.iter().collect::<Vec<_>>(),
+                &vec![0; count],
+                &Slots::Fixed(2),
+                false,
+                (&run, Some(&idle)),
+                &mut Starts(&started),
+            );
+            let ran = outcomes.iter().flatten().count();
+            assert_eq!(
+                *idle_saw.lock().unwrap(),
+                [ran],
+                "{count} jobs, {failing:?}"
+            );
+            assert!(most.load(Ordering::SeqCst) <= 2);
+            if failing.is_some() {
+                assert!(ran < count, "no job starts after the failure");
+            }
+        }
     }
 
     /// Many jobs, with a fixed number of slots or make's jobserver: every job runs, no more at
@@ -641,7 +748,7 @@ mod tests {
                 succeeded()
             };
             let jobs: Vec<&BackendJob> = jobs.iter().collect();
-            let outcomes = dispatch(&jobs, &[0; 200], &slots, false, &run, &mut Quiet);
+            let outcomes = dispatch(&jobs, &[0; 200], &slots, false, (&run, None), &mut Quiet);
             assert!(outcomes
                 .iter()
                 .all(|o| o.as_ref().is_some_and(|o| o.succeeded())));
