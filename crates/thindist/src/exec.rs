@@ -423,6 +423,11 @@ pub fn look_up_all(
     outcomes
 }
 
+/// How [`dispatch`] runs a job.
+pub type RunJob<'a> = &'a (dyn Fn(&BackendJob) -> JobOutcome + Sync);
+/// Work [`dispatch`] runs on a slot no job waits for.
+pub type IdleWork<'a> = &'a (dyn Fn() + Sync);
+
 /// Runs `jobs` with `run`, those of the highest expected `costs` first, emitting events to
 /// `reporter` on this thread, and `idle_work` on the first slot free once no job waits for one
 /// (at once without jobs; not at all if the run is interrupted): work that must be done before
@@ -438,10 +443,7 @@ pub fn dispatch(
     costs: &[u64],
     slots: &Slots,
     keep_going: bool,
-    (run, idle_work): (
-        &(dyn Fn(&BackendJob) -> JobOutcome + Sync),
-        Option<&(dyn Fn() + Sync)>,
-    ),
+    (run, idle_work): (RunJob, Option<IdleWork>),
     reporter: &mut dyn Reporter,
 ) -> Outcomes {
     let mut pending: std::collections::VecDeque<usize> = (0..jobs.len()).collect();
@@ -523,12 +525,14 @@ pub fn dispatch(
                 running += 1;
                 start(index, running, reporter);
             }
-            if free_slots > 0 && (pending.is_empty() || stopped) && !cancelled {
-                if idle_work.take().is_some() {
-                    free_slots -= 1;
-                    running += 1;
-                    start(IDLE_WORK, running, reporter);
-                }
+            if free_slots > 0
+                && (pending.is_empty() || stopped)
+                && !cancelled
+                && idle_work.take().is_some()
+            {
+                free_slots -= 1;
+                running += 1;
+                start(IDLE_WORK, running, reporter);
             }
             if let Some(helper) = &helper {
                 while requested < pending.len() && !stopped && !cancelled {
