@@ -1,7 +1,8 @@
 //! The back-end phase, the same for `thindist ld` and `thindist distribute`: it owns the run's
 //! cache and build log (through [`JobRunner`]), runs planned jobs on the slots through the
-//! cache and the executor, publishes native objects beside their bitcode as each job ends,
-//! reports failures, and records the run's hits and misses.
+//! cache and the executor, publishes native objects beside their bitcode (a job's as it ends,
+//! the cache hits' on the first slot the other jobs leave free), reports failures, and records
+//! the run's hits and misses.
 
 use crate::cache::{CacheConfig, Digests, DiskCache};
 use crate::events::{Event, JobFailure, JobOutcome, Reporter};
