@@ -457,7 +457,7 @@ pub fn dispatch(
     }
     /// What a worker is given instead of a job's index for `idle_work`.
     const IDLE_WORK: usize = usize::MAX;
-    let mut idle_work = idle_work;
+    let mut idle_work_waits = idle_work.is_some();
     let (tx, rx) = mpsc::channel::<Message>();
     let mut outcomes: Outcomes = vec![None; jobs.len()];
     // Slots this process may use without a token: `-j N`, or make's one implicit slot.
@@ -488,7 +488,6 @@ pub fn dispatch(
     let (work_tx, work_rx) = mpsc::channel::<usize>();
     let work_rx = std::sync::Mutex::new(work_rx);
     let mut workers = 0usize;
-    let idle_work_fn = idle_work;
     std::thread::scope(|scope| {
         let mut start = |index: usize, running: usize, reporter: &mut dyn Reporter| {
             if index != IDLE_WORK {
@@ -501,7 +500,7 @@ pub fn dispatch(
                     let next = work_rx.lock().unwrap().recv();
                     let Ok(index) = next else { break };
                     if index == IDLE_WORK {
-                        let work = idle_work_fn.expect("idle work was given");
+                        let work = idle_work.expect("idle work was given");
                         // A panic there is a bug to show, once the jobs' slots are settled.
                         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
                         let _ = tx.send(Message::IdleWorkDone);
@@ -528,7 +527,7 @@ pub fn dispatch(
             if free_slots > 0
                 && (pending.is_empty() || stopped)
                 && !cancelled
-                && idle_work.take().is_some()
+                && std::mem::take(&mut idle_work_waits)
             {
                 free_slots -= 1;
                 running += 1;
