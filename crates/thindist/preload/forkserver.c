@@ -230,7 +230,7 @@ static void close_worker_sockets(void) {
 }
 
 /* A driver job's child tells the server its exit code as it calls _exit, before the kernel
- * tears its address space down: lld ends so, and a kernel's thin link takes 2-3 ms to be torn
+ * tears its address space down: lld ends so, and a kernel's thin link takes 3-5 ms to be torn
  * down, which thindist need not wait for. Only the job's own process reports (not a process it
  * forks), once; a job that returns from main or dies of a signal is waited for as before. */
 static int exit_report_fd = -1;

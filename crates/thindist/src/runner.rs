@@ -153,20 +153,27 @@ impl<'a> JobRunner<'a> {
             Some(p) => (None, None, p.fetched),
             None => (None, None, None),
         };
-        let key = match &fetched {
-            // The guess was checked against this job's command and files (prepare_lookups).
-            Some((last, _)) if prefix.is_some() && last.holds_for(job) => Some(last.clone()),
-            _ => self.key(job, prefix),
-        };
-        let guessed = fetched.and_then(|(last, digest)| {
-            let native = job.cwd.join(&job.native);
-            if key.as_ref().is_some_and(|key| key.hex == last.hex) {
-                return Some(self.hit(&native, digest, started));
+        let native = job.cwd.join(&job.native);
+        let (key, guessed) = match fetched {
+            // The guess was checked against this job's command and files (prepare_lookups), and
+            // its shard has the bytes it had: the last key is this job's.
+            Some((last, digest)) if prefix.is_some() && last.holds_for(job) => {
+                (Some(last), Some(self.hit(&native, digest, started)))
             }
-            // The shard changed: nothing of the guess may stay where the job's native goes.
-            let _ = std::fs::remove_file(&native);
-            None
-        });
+            fetched => {
+                let key = self.key(job, prefix);
+                let guessed = fetched.and_then(|(last, digest)| {
+                    if key.as_ref().is_some_and(|key| key.hex == last.hex) {
+                        return Some(self.hit(&native, digest, started));
+                    }
+                    // The shard changed: nothing of the guess may stay where the job's native
+                    // goes.
+                    let _ = std::fs::remove_file(&native);
+                    None
+                });
+                (key, guessed)
+            }
+        };
         let answer = guessed
             .or_else(|| (key.as_ref()).and_then(|key| self.cached(cache, job, key, started)));
         match answer {
