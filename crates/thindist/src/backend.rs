@@ -1,12 +1,12 @@
 //! The back-end phase, the same for `thindist ld` and `thindist distribute`: it owns the run's
 //! cache and build log (through [`JobRunner`]), runs planned jobs on the slots through the
 //! cache and the executor, publishes native objects beside their bitcode (a job's as it ends,
-//! the cache hits' on the first slot the other jobs leave free), reports failures, and records
-//! the run's hits and misses.
+//! the cache hits' on the slots the other jobs leave free), reports failures, and records the
+//! run's hits and misses.
 
 use crate::cache::{CacheConfig, Digests, DiskCache};
 use crate::events::{Event, JobFailure, JobOutcome, Reporter};
-use crate::exec::{self, Executor, Slots};
+use crate::exec::{self, Executor, SharedItems, Slots};
 use crate::flags::FlagSources;
 use crate::fsutil;
 use crate::job::BackendJob;
@@ -84,9 +84,9 @@ impl<'a> BackendPhase<'a> {
     pub fn run(&self, jobs: &[BackendJob], session: &mut Session) -> Result<Natives> {
         // The cache answers first, on every thread that may run: then the jobs it does not
         // answer start longest first with the cores to themselves. The hits' natives are
-        // published on the first slot those jobs leave free (a kernel relink: 3.5 of its
-        // lookups' 11.5 ms, on the core its last back end leaves idle), still before the
-        // phase ends.
+        // published on the slots those jobs leave free (a kernel relink: 3.5 of its lookups'
+        // 11.5 ms, on the core its last back ends leave idle), shared by every slot that frees
+        // before they are done, still before the phase ends.
         let mut outcomes = self.answers_from_cache(jobs, session);
         let a_hit_failed = outcomes.iter().flatten().any(|o| !o.succeeded());
         let (unanswered_at, unanswered): (Vec<usize>, Vec<&BackendJob>) = (jobs.iter())
@@ -96,12 +96,13 @@ impl<'a> BackendPhase<'a> {
         let hits: Vec<(usize, JobOutcome)> = (outcomes.iter_mut().enumerate())
             .filter_map(|(index, outcome)| Some((index, outcome.take()?)))
             .collect();
-        let hits = std::sync::Mutex::new(hits);
+        let unpublished = SharedItems::new(&hits);
+        let published = std::sync::Mutex::new(Vec::with_capacity(hits.len()));
         let publish_hits = || {
-            let mut hits = hits.lock().unwrap();
-            *hits = (std::mem::take(&mut *hits).into_iter())
-                .map(|(index, outcome)| (index, self.published(&jobs[index], outcome)))
+            let mine: Vec<(usize, JobOutcome)> = (unpublished.take())
+                .map(|(index, hit)| (*index, self.published(&jobs[*index], hit.clone())))
                 .collect();
+            published.lock().unwrap().extend(mine);
         };
         if self.keep_going || !a_hit_failed {
             self.runner.prepare(&unanswered);
@@ -121,7 +122,8 @@ impl<'a> BackendPhase<'a> {
         } else {
             publish_hits();
         }
-        for (index, outcome) in hits.into_inner().unwrap() {
+        // Hits an interruption left unpublished count as they are.
+        for (index, outcome) in hits.into_iter().chain(published.into_inner().unwrap()) {
             outcomes[index] = Some(outcome);
         }
         if let Some(signal) = exec::interrupts().signal() {
