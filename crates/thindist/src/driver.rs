@@ -6,7 +6,7 @@ use crate::backend::BackendPhase;
 use crate::cache::{CacheConfig, Digests};
 use crate::cmdline;
 use crate::dtlto;
-use crate::exec::{join_or_resume, pass_through, Executor, Slots};
+use crate::exec::{join_or_resume, pass_through, Executor, SharedItems, Slots};
 use crate::flags::FlagSources;
 use crate::forkserver::ProgramServer;
 use crate::invocation::{self, LinkerInvocation};
@@ -60,7 +60,8 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Runs one link in distributed mode. Returns the exit code.
+/// Runs one link in distributed mode. Returns the exit code. For a process that ends after it:
+/// a successful link leaves some of its memory for the process's exit to take back.
 pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters) -> Result<i32> {
     let settings = run.settings;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -204,6 +205,9 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     // depend on the final link: saved and computed meanwhile (lld's final link leaves a core
     // idle for most of its time), the fork servers stopped and the index files removed. The
     // memo's save at the run's end then writes only what the record adds, usually nothing.
+    // The final link's response file is written first: those threads starting beside it held
+    // the final link up by up to 5 ms.
+    let final_command = link.final_link_command(&natives);
     let (final_link, record_start) = std::thread::scope(|scope| {
         let finished = scope.spawn(|| {
             run.executor.finish();
@@ -215,7 +219,7 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
             save_digest_memo(run.digests);
             start
         });
-        let final_link = link.final_link(&natives, &mut session);
+        let final_link = final_command.and_then(|command| link.final_link(&command, &mut session));
         join_or_resume(finished);
         (final_link, join_or_resume(record_start).flatten())
     });
@@ -224,23 +228,29 @@ pub fn run_ld(invocation: LinkerInvocation, run: Run, reporters: ExtraReporters)
     eprint!("{printed}");
     linked?;
     // The link is recorded (and the digest memo saved, if the record taught it anything) while
-    // the linker's server exits, the natives are removed and the plan and the flag lookups
-    // freed, which would otherwise hold up the run's end by several milliseconds (the record
-    // needs none of them).
+    // the linker's server exits and the natives are removed, which would otherwise hold up the
+    // run's end by several milliseconds (the record needs neither); the natives the removal
+    // has not reached when the record is done are shared between both threads (a kernel's 554
+    // took 8-10 ms on one, about as long as the record).
+    let native_paths: Vec<&PathBuf> = natives.values().collect();
+    let natives = SharedItems::new(&native_paths);
+    let remove_natives = || link.remove_natives(natives.take().copied());
     std::thread::scope(|scope| {
-        let (link, sources) = (&link, &sources);
+        let link = &link;
         scope.spawn(move || link.stop_linker_server());
-        scope.spawn(move || {
-            link.remove_natives(&natives);
-            drop(plan);
-            drop(sources.take_lookups());
-        });
+        scope.spawn(remove_natives);
         if let (Some(relink), Some(start)) = (&relink, record_start) {
             relink.record(start, &printed);
         }
         // After the record, which tells it the digests of the files the final link read.
         save_digest_memo(run.digests);
+        remove_natives();
     });
+    // The plan and the flag lookups (a kernel's are a quarter of a million strings, 3.5 ms to
+    // free one by one) are left for the process's exit to take back whole: the binary ends
+    // right after the link.
+    std::mem::forget(plan);
+    std::mem::forget(sources.take_lookups());
     Ok(0)
 }
 

@@ -101,7 +101,7 @@ impl FlagSources {
     }
 
     /// Empties this run's lookups (shared by every clone) and returns them, for the caller to
-    /// free where it costs least: a kernel's are a quarter of a million strings.
+    /// free where it costs least, or not at all: a kernel's are a quarter of a million strings.
     pub fn take_lookups(&self) -> impl Send {
         std::mem::take(&mut *self.found.lock().unwrap())
     }

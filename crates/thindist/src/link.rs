@@ -90,10 +90,10 @@ impl Link {
         self.work.remove_own_index_files();
     }
 
-    /// Removes the native objects from the work directory: called once the final link has
-    /// read them.
-    pub fn remove_natives(&self, natives: &Natives) {
-        self.work.remove_files(&self.cwd, natives.values());
+    /// Removes native objects from the work directory: called once the final link has read
+    /// them (by threads that share the work, each with its own share).
+    pub fn remove_natives<'a>(&self, natives: impl IntoIterator<Item = &'a PathBuf>) {
+        self.work.remove_files(&self.cwd, natives);
     }
 
     pub fn args(&self) -> &LinkArgs {
@@ -143,21 +143,26 @@ impl Link {
         })
     }
 
-    /// Runs the final link with each module's native object. lld writes its output as it
-    /// always does: a regular file through a temporary beside it that is renamed into place
+    /// The final link's command, with each module's native object, its arguments written to
+    /// a response file in the work directory.
+    pub fn final_link_command(&self, natives: &Natives) -> Result<Vec<String>> {
+        let rsp = self.work_dir().join("finallink.rsp");
+        cmdline::write_response_file(&rsp, &self.prepared.final_link_args(natives))?;
+        Ok(vec![self.linker.clone(), format!("@{}", rsp.display())])
+    }
+
+    /// Runs the final link's `command` ([`Self::final_link_command`]). lld writes its output as
+    /// it always does: a regular file through a temporary beside it that is renamed into place
     /// only on success, anything else (/dev/null, a FIFO) in place. Returns what the linker
     /// printed, for the caller to show after its own report, and whether it succeeded.
     pub fn final_link(
         &self,
-        natives: &Natives,
+        command: &[String],
         reporter: &mut dyn Reporter,
     ) -> Result<(String, Result<()>)> {
-        let rsp = self.work_dir().join("finallink.rsp");
-        cmdline::write_response_file(&rsp, &self.prepared.final_link_args(natives))?;
-        let command = vec![self.linker.clone(), format!("@{}", rsp.display())];
         let started = Instant::now();
-        reporter.on_event(&Event::FinalLinkStarted { command: &command });
-        let (status, text) = self.run_linker(&command)?;
+        reporter.on_event(&Event::FinalLinkStarted { command });
+        let (status, text) = self.run_linker(command)?;
         reporter.on_event(&Event::FinalLinkFinished {
             duration: started.elapsed(),
         });
@@ -166,7 +171,7 @@ impl Link {
             false => Err(anyhow::anyhow!(
                 "the final link failed ({status})\n  to reproduce: cd {} && {}\n  (its response file and native objects are removed with the work directory; THINDIST_KEEP_WORK=1 keeps them)",
                 self.cwd.display(),
-                cmdline::shell_line(&command)
+                cmdline::shell_line(command)
             )),
         };
         Ok((text, linked))
