@@ -9,7 +9,7 @@ use crate::job::BackendJob;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -399,12 +399,13 @@ pub fn look_up_all(
     threads: usize,
     look_up: &(dyn Fn(&BackendJob) -> Option<JobOutcome> + Sync),
 ) -> Outcomes {
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let unasked = SharedItems::new(jobs);
     let work = || {
         let mut answers = Vec::new();
-        while !interrupts().cancelled.load(Ordering::SeqCst) {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(job) = jobs.get(index) else { break };
+        for (index, job) in unasked.take_indexed() {
+            if interrupts().cancelled.load(Ordering::SeqCst) {
+                break;
+            }
             let start = Instant::now();
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| look_up(job)))
                 .unwrap_or_else(|panic| Some(panicked(panic, start)));
@@ -427,20 +428,28 @@ pub fn look_up_all(
 /// item is taken once, by whichever thread is free.
 pub struct SharedItems<'a, T> {
     items: &'a [T],
-    next: std::sync::atomic::AtomicUsize,
+    next: AtomicUsize,
 }
 
 impl<'a, T> SharedItems<'a, T> {
     pub fn new(items: &'a [T]) -> Self {
         SharedItems {
             items,
-            next: std::sync::atomic::AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
         }
     }
 
     /// The items not taken yet, each taken as this iterator reaches it.
     pub fn take(&self) -> impl Iterator<Item = &'a T> + '_ {
-        std::iter::from_fn(|| self.items.get(self.next.fetch_add(1, Ordering::Relaxed)))
+        self.take_indexed().map(|(_, item)| item)
+    }
+
+    /// [`SharedItems::take`], with each item's position in the slice.
+    pub fn take_indexed(&self) -> impl Iterator<Item = (usize, &'a T)> + '_ {
+        std::iter::from_fn(|| {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            Some((index, self.items.get(index)?))
+        })
     }
 }
 
@@ -692,7 +701,6 @@ mod tests {
     /// item is done once.
     #[test]
     fn idle_work_runs_on_the_slots_no_job_waits_for() {
-        use std::sync::atomic::AtomicUsize;
         /// Counts the jobs started, as the dispatcher reports them before handing them over.
         struct Starts<'a>(&'a AtomicUsize);
         impl Reporter for Starts<'_> {
@@ -771,7 +779,6 @@ mod tests {
     /// once than there are slots, and on no more threads than that (threads are reused).
     #[test]
     fn jobs_run_on_as_many_threads_as_run_at_once() {
-        use std::sync::atomic::AtomicUsize;
         use std::sync::Mutex;
         let jobserver = jobserver::Client::new(2).unwrap();
         // make's one implicit slot and two tokens.
