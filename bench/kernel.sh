@@ -28,20 +28,43 @@ wants() { [[ " $sections " == *" $1 "* ]]; }
 mkdir -p "$work"
 export THINDIST_CACHE_DIR=$work/cache
 
-# measure NAME COMMAND...: runs it under GNU time, records "wall cpu maxrss_kib" in $work/NAME.
+# measure NAME COMMAND...: runs it under GNU time, records "wall cpu maxrss_kib" in $work/NAME
+# (the wall time to the millisecond, which GNU time gives only to the hundredth).
 measure() {
     local name=$1; shift
     # What the last command left to write back is written now, not during this one: the
     # first run after a recompile used to pay for it (about 100 ms of lld's one-file relink).
     sync
-    /usr/bin/time -f "%e %U %S %M" -o "$work/$name.time" "$@" >"$work/$name.log" 2>&1 || {
+    local start end
+    start=$(date +%s%N)
+    /usr/bin/time -f "%U %S %M" -o "$work/$name.time" "$@" >"$work/$name.log" 2>&1 || {
         tail -20 "$work/$name.log" >&2; echo "bench: $name failed (log: $work/$name.log)" >&2; exit 1; }
-    awk '{printf "%.2f %.2f %d\n", $1, $2 + $3, $4}' "$work/$name.time" >"$work/$name"
+    end=$(date +%s%N)
+    awk -v ns=$((end - start)) '{printf "%.3f %.2f %d\n", ns / 1e9, $1 + $2, $3}' "$work/$name.time" >"$work/$name"
 }
 row() { read -r w c m <"$work/$2"; printf "  %-40s %8.2f s wall %8.2f s CPU %8.1f MiB peak\n" "$1" "$w" "$c" "$(echo "$m/1024" | bc -l)"; }
 ratio() {
     read -r w1 c1 m1 <"$work/$2"; read -r w2 c2 m2 <"$work/$3"
     printf "  %-40s %8.2fx wall %8.2fx CPU %8.2fx peak\n" "$1" "$(echo "$w1/$w2" | bc -l)" "$(echo "$c1/$c2" | bc -l)" "$(echo "$m1/$m2" | bc -l)"
+}
+# paired LABEL A B: the rounds of rows A and B (lld's and thindist's) side by side, each round's
+# wall time of row NAME having been appended to $work/NAME.rounds by keep_round: both means,
+# B - A per round (mean and standard error), B / A (mean and median), and in how many rounds B
+# was no slower. On a noisy machine the best of each row favours the one with the wider
+# spread; these do not.
+keep_round() { cut -d' ' -f1 "$work/$1" >>"$work/$1.rounds"; }
+paired() {
+    paste -d' ' "$work/$2.rounds" "$work/$3.rounds" | awk -v label="$1" '
+        { d = $2 - $1; sa += $1; sb += $2; sd += d; sdd += d * d
+          r[NR] = $2 / $1; sr += r[NR]; if ($2 <= $1) le++ }
+        END {
+            n = NR; if (n < 2) { printf "  %s: fewer than two rounds\n", label; exit }
+            m = sd / n; se = sqrt((sdd - n * m * m) / (n - 1) / n)
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+            med = (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+            printf "  %s, %d rounds: lld %.3f s, thindist %.3f s (means); thindist - lld %+.1f +- %.1f ms (mean +- standard error); thindist / lld %.3f (mean), %.3f (median); thindist no slower in %d\n",
+                label, n, sa / n, sb / n, m * 1000, se * 1000, sr / n, med, le + 0
+        }'
 }
 
 if wants build; then
@@ -156,7 +179,7 @@ echo "  orchestration overhead: $(echo "$wall - $summed / 2" | bc -l | cut -c1-5
 fi
 
 if wants cache; then
-echo "== rebuilds of the vmlinux.o link, warm caches: lld --thinlto-cache-dir against thindist, best of $rounds rounds"
+echo "== rebuilds of the vmlinux.o link, warm caches: lld --thinlto-cache-dir against thindist, best of $rounds rounds and the rounds paired"
 cd "$work/linux-thindist"
 lld_cached=(ld.lld-22 $args --thinlto-jobs=2 --thinlto-cache-dir="$work/lld-cache" -o vmlinux.bench-lldcache.o)
 thindist_cached=("$thindist" ld -j2 -- ld.lld-22 $args -o vmlinux.bench-cached.o)
@@ -164,7 +187,7 @@ thindist_cached=("$thindist" ld -j2 -- ld.lld-22 $args -o vmlinux.bench-cached.o
 rm -rf "$work/lld-cache" "$THINDIST_CACHE_DIR"
 measure cache-lld-fill "${lld_cached[@]}"
 measure cache-thindist-fill "${thindist_cached[@]}"
-rm -f "$work"/cache-*.best
+rm -f "$work"/cache-*.best "$work"/cache-*.rounds
 # One file changed: a new function in kernel/fork.c (another one each round, so that neither
 # cache has it yet), recompiled with kbuild's saved command.
 edited=kernel/fork.c
@@ -173,8 +196,10 @@ recompile() { sh -c "$(sed -n 's/^savedcmd_kernel\/fork.o := //p' kernel/.fork.o
 trap 'cp "$work/fork.c.orig" "$work/linux-thindist/$edited"' EXIT
 for round in $(seq "$rounds"); do
     measure cache-lld-nochange "${lld_cached[@]}"
+    keep_round cache-lld-nochange
     keep_best cache-lld-nochange
     measure cache-thindist-nochange "${thindist_cached[@]}"
+    keep_round cache-thindist-nochange
     keep_best cache-thindist-nochange
     cp "$work/fork.c.orig" "$edited"
     printf '\nint thindist_bench_edit(void);\nint thindist_bench_edit(void) { return %d; }\n' "$((41 + round))" >>"$edited"
@@ -187,6 +212,7 @@ for round in $(seq "$rounds"); do
             lld) measure cache-lld-onefile "${lld_cached[@]}" ;;
             thindist) measure cache-thindist-onefile "${thindist_cached[@]}" ;;
         esac
+        keep_round cache-$who-onefile
         keep_best cache-$who-onefile
     done
     # Back to the tree both caches hold, for the next round's no-change rows.
@@ -202,6 +228,8 @@ ratio "thindist / lld, no change" cache-thindist-nochange cache-lld-nochange
 row "lld, kernel/fork.c changed" cache-lld-onefile
 row "thindist, kernel/fork.c changed" cache-thindist-onefile
 ratio "thindist / lld, one file changed" cache-thindist-onefile cache-lld-onefile
+paired "no change, round by round" cache-lld-nochange cache-thindist-nochange
+paired "kernel/fork.c changed, round by round" cache-lld-onefile cache-thindist-onefile
 echo "  thindist after the change: $(grep ' modules in ' "$work/cache-thindist-onefile.log" | tail -1 | sed 's/.*; cache/cache/')"
 fi
 
