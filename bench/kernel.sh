@@ -47,12 +47,12 @@ ratio() {
     read -r w1 c1 m1 <"$work/$2"; read -r w2 c2 m2 <"$work/$3"
     printf "  %-40s %8.2fx wall %8.2fx CPU %8.2fx peak\n" "$1" "$(echo "$w1/$w2" | bc -l)" "$(echo "$c1/$c2" | bc -l)" "$(echo "$m1/$m2" | bc -l)"
 }
-# paired LABEL A B: the rounds of rows A and B (lld's and thindist's) side by side, each round's
-# wall time of row NAME having been appended to $work/NAME.rounds by keep_round: both means,
-# B - A per round (mean and standard error), B / A (mean and median), and in how many rounds B
-# was no slower. On a noisy machine the best of each row favours the one with the wider
-# spread; these do not.
+# keep_round NAME: appends this round's wall time of row NAME to $work/NAME.rounds.
 keep_round() { cut -d' ' -f1 "$work/$1" >>"$work/$1.rounds"; }
+# paired LABEL A B: the rounds of rows A and B (lld's and thindist's, from keep_round) side by
+# side: both means, B - A per round (mean and standard error), B / A (mean and median), and in
+# how many rounds B was no slower. On a noisy machine the best of each row favours the one
+# with the wider spread; these do not.
 paired() {
     paste -d' ' "$work/$2.rounds" "$work/$3.rounds" | awk -v label="$1" '
         { d = $2 - $1; sa += $1; sb += $2; sd += d; sdd += d * d
