@@ -47,8 +47,9 @@ ratio() {
     read -r w1 c1 m1 <"$work/$2"; read -r w2 c2 m2 <"$work/$3"
     printf "  %-40s %8.2fx wall %8.2fx CPU %8.2fx peak\n" "$1" "$(echo "$w1/$w2" | bc -l)" "$(echo "$c1/$c2" | bc -l)" "$(echo "$m1/$m2" | bc -l)"
 }
-# keep_round NAME: appends this round's wall time of row NAME to $work/NAME.rounds.
-keep_round() { cut -d' ' -f1 "$work/$1" >>"$work/$1.rounds"; }
+# keep_round NAME: appends this round's wall time of row NAME to $work/NAME.rounds, then keeps
+# the best round as keep_best does (which may put an earlier round in $work/NAME, so not before).
+keep_round() { cut -d' ' -f1 "$work/$1" >>"$work/$1.rounds"; keep_best "$1"; }
 # paired LABEL A B: the rounds of rows A and B (lld's and thindist's, from keep_round) side by
 # side: both means, B - A per round (mean and standard error), B / A (mean and median), and in
 # how many rounds B was no slower. On a noisy machine the best of each row favours the one
@@ -197,10 +198,8 @@ trap 'cp "$work/fork.c.orig" "$work/linux-thindist/$edited"' EXIT
 for round in $(seq "$rounds"); do
     measure cache-lld-nochange "${lld_cached[@]}"
     keep_round cache-lld-nochange
-    keep_best cache-lld-nochange
     measure cache-thindist-nochange "${thindist_cached[@]}"
     keep_round cache-thindist-nochange
-    keep_best cache-thindist-nochange
     cp "$work/fork.c.orig" "$edited"
     printf '\nint thindist_bench_edit(void);\nint thindist_bench_edit(void) { return %d; }\n' "$((41 + round))" >>"$edited"
     recompile
@@ -213,7 +212,6 @@ for round in $(seq "$rounds"); do
             thindist) measure cache-thindist-onefile "${thindist_cached[@]}" ;;
         esac
         keep_round cache-$who-onefile
-        keep_best cache-$who-onefile
     done
     # Back to the tree both caches hold, for the next round's no-change rows.
     cp "$work/fork.c.orig" "$edited"
