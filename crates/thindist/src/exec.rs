@@ -38,6 +38,12 @@ pub trait Executor: Sync {
     ) {
     }
 
+    /// The executor as the local one it is, if it is: only that can run the variants of a
+    /// job that say what it imports ([`crate::probe`]).
+    fn local(&self) -> Option<&LocalExecutor> {
+        None
+    }
+
     /// No more jobs come: a local executor stops its fork servers now, beside the final link,
     /// rather than at the run's end (each server's exit takes a few milliseconds).
     fn finish(&self) {}
@@ -205,7 +211,12 @@ impl LocalExecutor {
         }
     }
 
-    fn run(&self, job: &BackendJob) -> std::io::Result<(std::process::ExitStatus, String)> {
+    /// Runs `job`'s command, with none of the checks of its output that
+    /// [`Executor::execute`] makes.
+    pub(crate) fn run(
+        &self,
+        job: &BackendJob,
+    ) -> std::io::Result<(std::process::ExitStatus, String)> {
         if let Some(result) =
             (self.fork_servers.as_ref()).and_then(|servers| servers.run_backend(job))
         {
@@ -228,6 +239,10 @@ impl Executor for LocalExecutor {
         if let Some(servers) = &self.fork_servers {
             servers.start_early(samples, many, at_once, thin_link_done);
         }
+    }
+
+    fn local(&self) -> Option<&LocalExecutor> {
+        Some(self)
     }
 
     fn finish(&self) {

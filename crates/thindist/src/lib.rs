@@ -5,7 +5,7 @@
 //! link ([`link`]: its work directory, the thin link of [`thinlink`], the final link) -> job
 //! plan ([`plan`], or lld's DTLTO job file in [`dtlto`]; one job constructor in [`job`], with
 //! [`flags`]) -> the back-end phase ([`backend`]: cache and build log through [`runner`],
-//! executors in [`exec`], with compiler fork servers and their cc1 workers in [`forkserver`]
+//! executors in [`exec`], the import probe of [`probe`], with compiler fork servers and their cc1 workers in [`forkserver`]
 //! fed cc1 commands by [`cc1`], and [`remote`]) -> report ([`report`], fed by [`events`]).
 //! [`driver`] chains them.
 //!
@@ -33,6 +33,7 @@ pub(crate) mod link;
 pub mod linkargs;
 pub(crate) mod ltoopts;
 pub mod plan;
+pub(crate) mod probe;
 pub(crate) mod relink;
 pub mod remote;
 pub mod report;

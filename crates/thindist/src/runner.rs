@@ -5,7 +5,7 @@ use crate::buildlog::{self, BuildLog, Entry};
 use crate::cache::key::SHARD_INPUT;
 use crate::cache::{action_key_from, ActionKey, Digests, DiskCache, KeyPrefix};
 use crate::events::{warn, ExecutedBy, JobOutcome};
-use crate::exec::Executor;
+use crate::exec::{Executor, LocalExecutor};
 use crate::job::BackendJob;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -27,6 +27,18 @@ pub struct JobRunner<'a> {
     sought_keys: Mutex<HashMap<PathBuf, Option<ActionKey>>>,
     /// What [`JobRunner::prepare_lookups`] made beside the thin link, by native object.
     prepared: Mutex<HashMap<PathBuf, PreparedLookup>>,
+}
+
+/// What [`JobRunner::by_imports`] found.
+enum ByImports<'e, 'k> {
+    /// The cache's answer.
+    Hit(JobOutcome),
+    /// The key of what the job imports, under which the cache has nothing yet.
+    Probed(&'e LocalExecutor, String),
+    /// The job may note what it imports while it compiles, for its action key.
+    ToNote(&'e LocalExecutor, &'k ActionKey),
+    /// Nothing to be done by what it imports.
+    Unknown,
 }
 
 /// The part of a job's lookup that needs neither its shard nor its import list.
@@ -175,10 +187,10 @@ impl<'a> JobRunner<'a> {
             }
         };
         let answer = guessed
-            .or_else(|| (key.as_ref()).and_then(|key| self.cached(cache, job, key, started)));
+            .or_else(|| (key.as_ref()).and_then(|key| self.cached(cache, job, &key.hex, started)));
         match answer {
             Some(outcome) => {
-                self.note(job, key, &outcome, command_json);
+                self.note(job, key, &outcome, command_json, false);
                 Some(outcome)
             }
             None => {
@@ -190,27 +202,103 @@ impl<'a> JobRunner<'a> {
     }
 
     /// Runs the job: from the cache if it has the result (again: a parallel link may have
-    /// stored it since [`JobRunner::run_cached`] asked), else on the executor, storing the
-    /// result.
+    /// stored it since [`JobRunner::run_cached`] asked), or has it under the key of what the
+    /// job imports ([`JobRunner::by_imports`]), else on the executor, storing the result under
+    /// its action key and, where it was found, the key of what it imports.
     pub fn run(&self, job: &BackendJob) -> JobOutcome {
         let started = Instant::now();
         let sought = self.sought_keys.lock().unwrap().remove(&job.native);
         let key = sought.unwrap_or_else(|| self.key(job, None));
+        let native = job.cwd.join(&job.native);
         let cached = match (&self.cache, &key) {
-            (Some(cache), Some(key)) => self.cached(cache, job, key, started),
+            (Some(cache), Some(key)) => self.cached(cache, job, &key.hex, started),
             _ => None,
         };
-        let outcome = cached.unwrap_or_else(|| {
-            let outcome = self.executor.execute(job);
-            if let (Some(cache), Some(key), true) = (&self.cache, &key, outcome.succeeded()) {
-                if let Err(err) = cache.put(&key.hex, &job.cwd.join(&job.native)) {
+        let by_imports = match (&self.cache, &key, &cached) {
+            (Some(cache), Some(key), None) => self.by_imports(cache, job, key, started),
+            _ => ByImports::Unknown,
+        };
+        let imported_as_before = matches!(by_imports, ByImports::Hit(_));
+        let (outcome, import_key) = match (cached, by_imports) {
+            (Some(outcome), _) | (None, ByImports::Hit(outcome)) => (outcome, None),
+            (None, ByImports::Probed(local, import_key)) => (local.execute(job), Some(import_key)),
+            (None, ByImports::ToNote(local, key)) => {
+                crate::probe::compile_noting_imports(local, job, key)
+            }
+            (None, ByImports::Unknown) => (self.executor.execute(job), None),
+        };
+        if let (Some(cache), Some(key), true, false) = (
+            &self.cache,
+            &key,
+            outcome.succeeded(),
+            outcome.executed_by == ExecutedBy::Cache,
+        ) {
+            self.store(cache, job, &key.hex, &native);
+            if let Some(import_key) = import_key {
+                self.store(cache, job, &import_key, &native);
+                let marker = crate::cache::key::import_keyed_marker(key);
+                if let Err(err) = cache.put_entry(&marker, &[], b"") {
                     warn(format!("cannot cache {}: {err:#}", job.name()));
                 }
             }
-            outcome
-        });
-        self.note(job, key, &outcome, None);
+        }
+        self.note(job, key, &outcome, None, imported_as_before);
         outcome
+    }
+
+    fn store(&self, cache: &DiskCache, job: &BackendJob, key: &str, native: &Path) {
+        if let Err(err) = cache.put(key, native) {
+            warn(format!("cannot cache {}: {err:#}", job.name()));
+        }
+    }
+
+    /// How a job the cache did not answer by its action key may yet be answered by the key of
+    /// what it imports ([`crate::cache::key::import_key`]). That can be only where its
+    /// module's last back end had the same compiler, command and module and another action key
+    /// (only the modules it imports from, or its shard, changed), and where a back end of the
+    /// module stored its result under that key too (the marker says so): then a probe
+    /// ([`crate::probe`], a fifth to a half of a back end's time) gives the key. Where no back
+    /// end did yet, this one notes what it imports while it compiles, for the next.
+    fn by_imports<'k>(
+        &self,
+        cache: &DiskCache,
+        job: &BackendJob,
+        key: &'k ActionKey,
+        started: Instant,
+    ) -> ByImports<'a, 'k> {
+        let Some(local) = self.executor.local() else {
+            return ByImports::Unknown;
+        };
+        let Some(last) = self
+            .previous
+            .entries
+            .get(&job.module)
+            .map(|entry| &entry.key)
+        else {
+            return ByImports::Unknown;
+        };
+        let only_imports_changed = last.compiler == key.compiler
+            && last.command_digest == key.command_digest
+            && last.inputs.first() == key.inputs.first()
+            && last.hex != key.hex;
+        if !only_imports_changed || job.imports.is_empty() {
+            return ByImports::Unknown;
+        }
+        let marker = crate::cache::key::import_keyed_marker(key);
+        if !matches!(cache.get_entry(&marker), Ok(Some(_))) {
+            return ByImports::ToNote(local, key);
+        }
+        let Some(import_key) = crate::probe::probe(local, job, key) else {
+            return ByImports::Unknown;
+        };
+        match self.cached(cache, job, &import_key, started) {
+            Some(outcome) => {
+                // The next link with the same inputs finds it by its action key.
+                self.store(cache, job, &key.hex, &job.cwd.join(&job.native));
+                ByImports::Hit(outcome)
+            }
+            None => ByImports::Probed(local, import_key),
+        }
     }
 
     /// The job's key, if the cache or the build log needs it: with neither it is not worth
@@ -231,11 +319,11 @@ impl<'a> JobRunner<'a> {
         &self,
         cache: &DiskCache,
         job: &BackendJob,
-        key: &ActionKey,
+        key: &str,
         started: Instant,
     ) -> Option<JobOutcome> {
         let native = job.cwd.join(&job.native);
-        match cache.get(&key.hex, &native, self.digests) {
+        match cache.get(key, &native, self.digests) {
             Ok(Some(digest)) => Some(self.hit(&native, digest, started)),
             Ok(None) => None,
             Err(err) => {
@@ -258,13 +346,15 @@ impl<'a> JobRunner<'a> {
     }
 
     /// Notes the job's back end for the build log, when it has a key. `command_json`: the
-    /// job's command as the log has it, if it was made already.
+    /// job's command as the log has it, if it was made already; `imported_as_before`: the
+    /// cache answered by the key of what the job imports.
     fn note(
         &self,
         job: &BackendJob,
         key: Option<ActionKey>,
         outcome: &JobOutcome,
         command_json: Option<Box<RawValue>>,
+        imported_as_before: bool,
     ) {
         let Some(key) = key else { return };
         let previous_entry = self.previous.entries.get(&job.module);
@@ -273,6 +363,11 @@ impl<'a> JobRunner<'a> {
         let mut reason = buildlog::explain(previous, &key);
         if outcome.executed_by != ExecutedBy::Cache && previous.is_some_and(|p| p.hex == key.hex) {
             reason.push_str(", but its result was not in the cache");
+        }
+        if imported_as_before {
+            reason.push_str(
+                ", but what it imports is as it was in a back end the cache holds (the same key of what it imports)",
+            );
         }
         let entry = Entry {
             module: job.module.clone(),

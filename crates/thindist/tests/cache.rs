@@ -296,3 +296,99 @@ fn a_module_whose_shard_alone_changed_is_compiled_again() {
         "the cached link's program is the one a link without the cache writes"
     );
 }
+
+/// A project of main.c, which calls `leaf` from lib.c, and the link of its objects with
+/// `cache`: (hits, misses) of each link, after lib.c is given `lib_c` and compiled again.
+struct ImportingProject {
+    p: SmallProject,
+}
+
+impl ImportingProject {
+    fn new(lib_c: &str) -> Self {
+        let p = SmallProject::new(&[
+            (
+                "main.c",
+                "#include <stdio.h>\nint leaf(int);\nint main(int argc, char **argv) { printf(\"%d\\n\", leaf(argc)); return 0; }\n",
+            ),
+            ("lib.c", lib_c),
+        ]);
+        p.compile_all(&["-O2"]);
+        ImportingProject { p }
+    }
+
+    fn link(&self, output: &str, options: &[&str]) -> (usize, usize) {
+        let out = (self.p.cmd(thindist()).arg("ld").args(options))
+            .arg("--cache-dir")
+            .arg(self.p.path("cache"))
+            .args(["--", "clang-22", "-fuse-ld=lld", "-flto=thin", "-o", output])
+            .args(["main.o", "lib.o"])
+            .output()
+            .unwrap();
+        hits_misses(&out)
+    }
+
+    fn relink(&self, lib_c: &str) -> (usize, usize) {
+        std::fs::write(self.p.path("lib.c"), lib_c).unwrap();
+        let compiled = (self.p.cmd("clang-22"))
+            .args(["-O2", "-flto=thin", "-c", "lib.c", "-o", "lib.o"])
+            .status()
+            .unwrap();
+        assert!(compiled.success());
+        self.link("prog", &[])
+    }
+
+    /// The program's output, checked to be the program a link without the cache writes.
+    fn run_checked(&self) -> String {
+        assert_eq!(self.link("fresh", &["--no-cache"]), (0, 2));
+        assert_eq!(
+            std::fs::read(self.p.path("prog")).unwrap(),
+            std::fs::read(self.p.path("fresh")).unwrap(),
+            "the cached link's program is the one a link without the cache writes"
+        );
+        run(self.p.dir(), "prog")
+    }
+}
+
+#[test]
+fn a_module_that_imports_what_it_did_before_is_taken_from_the_cache_by_what_it_imports() {
+    // main.o imports leaf from lib.o. Each edit of lib.c changes lib.o and so main.o's action
+    // key; only the edit of leaf changes what main.o imports.
+    let lib = |leaf: &str, other: &str| {
+        format!("int leaf(int x) {{ return {leaf}; }}\nint other(int x) {{ return {other}; }}\n")
+    };
+    let p = ImportingProject::new(&lib("x + 1", "x * 5"));
+    assert_eq!(p.link("prog", &[]), (0, 2));
+    // The first edit elsewhere in lib.c: main.o is compiled again, noting what it imports.
+    assert_eq!(p.relink(&lib("x + 1", "x * 6")), (0, 2));
+    // The next one: main.o imports what it did, and the cache has that.
+    assert_eq!(p.relink(&lib("x + 1", "x * 7")), (1, 1));
+    let text = explain(p.p.dir(), &p.p.path("cache"), "main.o");
+    assert!(
+        text.contains("taken from the cache") && text.contains("what it imports is as it was"),
+        "{text}"
+    );
+    assert_eq!(p.run_checked(), "2\n");
+    // Unchanged since: its action key answers.
+    assert_eq!(p.link("prog", &[]), (2, 0));
+    // leaf changes, which main.o imports.
+    assert_eq!(p.relink(&lib("x + 2", "x * 7")), (0, 2));
+    assert_eq!(p.run_checked(), "3\n");
+}
+
+#[test]
+fn a_module_that_imports_a_promoted_local_is_compiled_again_when_its_module_changes() {
+    // leaf calls a static function of lib.c: main.o imports leaf and refers to that function
+    // by the name the thin link promotes it to, which follows lib.o's content hash. Each edit
+    // of lib.c renames it, so main.o's native object from before could not be linked.
+    let lib = |other: &str| {
+        format!(
+            "__attribute__((noinline)) static int twice(int x) {{ return 2 * x; }}\nint leaf(int x) {{ return twice(x) + 1; }}\nint other(int x) {{ return {other}; }}\n"
+        )
+    };
+    let p = ImportingProject::new(&lib("x * 5"));
+    assert_eq!(p.link("prog", &[]), (0, 2));
+    for other in ["x * 6", "x * 7", "x * 8"] {
+        assert_eq!(p.relink(&lib(other)), (0, 2), "{other}");
+        assert_eq!(p.run_checked(), "3\n");
+    }
+}

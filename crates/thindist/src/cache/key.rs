@@ -15,6 +15,8 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 const KEY_FORMAT: &str = "thindist-backend-key-v2";
+/// The recipe of [`import_key`]: another recipe, so its keys never meet action keys.
+const IMPORT_KEY_FORMAT: &str = "thindist-import-key-v1";
 
 /// The name of the summary shard among a key's inputs: it counts by the digest
 /// [`super::shard::shard_digest`] derives from it, and names no file in the build directory.
@@ -272,6 +274,50 @@ pub fn action_key_from(
     })
 }
 
+/// The name of the cache entry that says that a back end with `key`'s compiler, command and
+/// module stored its result under the key of what it imported too ([`import_key`]): only then
+/// may a later back end of the module find its result by that key, and is that key worth its
+/// probe.
+pub fn import_keyed_marker(key: &ActionKey) -> String {
+    hex::encode(module_hasher(&format!("{IMPORT_KEY_FORMAT} stored"), key).finalize())
+}
+
+/// A hasher over the `recipe` line and `key`'s compiler, command and module.
+fn module_hasher(recipe: &str, key: &ActionKey) -> Sha256 {
+    let mut hasher = Sha256::new();
+    hash_line(&mut hasher, &[recipe]);
+    hash_line(&mut hasher, &[&key.compiler]);
+    hash_line(&mut hasher, &["command ", &key.command_digest]);
+    let module = key.inputs.first().map_or("", |(_, digest)| digest);
+    hash_line(&mut hasher, &["module ", module]);
+    hasher
+}
+
+/// The key of `job`'s back end by what it imports rather than by the modules it imports from:
+/// `imported` is the module as the back end has it after importing (clang's `-save-temps`
+/// file `.3.import.bc`, written by [`crate::probe`]). Every input of the back end but the
+/// shard and the modules it imports from counts as in `key`, its action key; the shard counts
+/// without its modules ([`super::shard::import_shard_digest`]), and those modules count only
+/// by the definitions and declarations the back end took from them, which `imported` holds.
+/// So a module whose imports come out the same after a change elsewhere in a module it imports
+/// from gets the same key, where its action key changes with that module's content (a change
+/// in what it imports, or in the names the thin link gives promoted symbols, changes this key
+/// too).
+pub fn import_key(key: &ActionKey, job: &BackendJob, imported: &Path) -> Result<String> {
+    let shard = super::shard::import_shard_digest(&job.shard, &job.cwd)?;
+    let imported_digest = sha256_hex(
+        &std::fs::read(imported).with_context(|| format!("cannot read {}", imported.display()))?,
+    );
+    let mut hasher = module_hasher(IMPORT_KEY_FORMAT, key);
+    hash_line(&mut hasher, &["shard ", &shard]);
+    hash_line(&mut hasher, &["imported ", &imported_digest]);
+    // Inputs other than the module, the shard and the modules imported from (profiles).
+    for (name, digest) in key.inputs.iter().skip(2 + job.imports.len()) {
+        hash_line(&mut hasher, &["input ", name, " ", digest]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -294,7 +340,7 @@ pub(crate) mod tests {
 
     /// The thin link of `module` (a.c's bitcode) and b.o in `dir`, with `options`, writing
     /// `module`'s shard and import list beside it.
-    fn thin_link(dir: &Path, module: &str, options: &[&str]) {
+    pub(crate) fn thin_link(dir: &Path, module: &str, options: &[&str]) {
         let mut command = vec![
             "ld.lld-22",
             "-shared",

@@ -35,13 +35,26 @@ use std::path::{Path, PathBuf};
 const MODULE_STRTAB_BLOCK: u32 = 19;
 /// `MST_CODE_ENTRY`: `[module id, path characters...]`.
 const MST_CODE_ENTRY: u64 = 1;
+/// `MST_CODE_HASH`: `[5 x i32]`, the content hash of the module of the entry before it.
+const MST_CODE_HASH: u64 = 2;
 
 /// What the remembered digests are filed under in the memo: a new recipe must not answer from
 /// an old one's entries.
 const MEMO_KEY_FORMAT: &str = "thindist-shard-digest-v1";
 
+/// What stands for each module the shard names.
+#[derive(Clone, Copy, PartialEq)]
+enum Modules {
+    /// The digest of its content (its path and hash records go).
+    ByContent,
+    /// Nothing but its number in the shard: its path and content hash go too. For
+    /// [`import_shard_digest`], whose key counts the module as imported instead.
+    Omitted,
+}
+
 struct ShardHasher<'a> {
     hasher: Sha256,
+    modules: Modules,
     cwd: &'a Path,
     digests: &'a Digests,
     /// The modules the shard names, as resolved against `cwd`.
@@ -91,6 +104,15 @@ impl BitStreamVisitor for ShardHasher<'_> {
 
     fn visit(&mut self, block_id: u32, mut record: Record) {
         let payload = record.take_payload();
+        if block_id == MODULE_STRTAB_BLOCK && self.modules == Modules::Omitted {
+            if record.id == MST_CODE_ENTRY {
+                let module_id = record.fields().first().copied().unwrap_or_default();
+                self.words(b'm', &[module_id]);
+            }
+            if record.id == MST_CODE_ENTRY || record.id == MST_CODE_HASH {
+                return;
+            }
+        }
         if block_id == MODULE_STRTAB_BLOCK && record.id == MST_CODE_ENTRY {
             let fields = record.fields();
             let mut chars: Vec<u8> = fields.iter().skip(1).map(|c| *c as u8).collect();
@@ -160,7 +182,7 @@ pub fn shard_digest(
         hex::encode(hasher.finalize())
     };
     let (digest, covered) = digests.remember_derived(memo_key, || {
-        let (digest, named) = parse_digest(&bytes, shard, cwd, digests)?;
+        let (digest, named) = parse_digest(&bytes, shard, cwd, digests, Modules::ByContent)?;
         let covered = (named.iter()).all(|path| modules.iter().any(|(module, _)| module == path));
         Ok((digest, covered))
     })?;
@@ -170,15 +192,30 @@ pub fn shard_digest(
     })
 }
 
+/// The digest of the shard at `shard` (resolved against `cwd`) without the names and content
+/// hashes of its modules: what the back end reads from it but the modules themselves, for a
+/// key that counts what the back end imported from them rather than their content
+/// ([`super::key::import_key`]). Their hashes reach the back end's output only through the
+/// names of promoted local symbols, which are in what it imported.
+pub fn import_shard_digest(shard: &Path, cwd: &Path) -> Result<String> {
+    let bytes = std::fs::read(cwd.join(shard))
+        .with_context(|| format!("cannot read summary shard {}", shard.display()))?;
+    let digests = Digests::default();
+    let (digest, _) = parse_digest(&bytes, shard, cwd, &digests, Modules::Omitted)?;
+    Ok(digest)
+}
+
 /// The digest of the shard `bytes` (read from `shard`), and the modules it names.
 fn parse_digest(
     bytes: &[u8],
     shard: &Path,
     cwd: &Path,
     digests: &Digests,
+    modules: Modules,
 ) -> Result<(String, Vec<PathBuf>)> {
     let mut visitor = ShardHasher {
         hasher: Sha256::new(),
+        modules,
         cwd,
         digests,
         named: Vec::new(),

@@ -1,0 +1,249 @@
+//! What a back end imports, as a key ([`crate::cache::key::import_key`]): from a probe that runs
+//! the back end only as far as its imports, or from the back end itself run with clang's
+//! `-save-temps`.
+//!
+//! A change in one module changes the action key of every module that imports from it, though
+//! most of them import exactly what they did before: a kernel's `kernel/fork.c` given one more
+//! function made eleven other modules miss, and seven of them imported the same definitions as
+//! before, byte for byte (lld's own ThinLTO cache misses on all eleven too). The key of what a
+//! back end imported tells them apart. clang's `-save-temps` writes the module as the back end
+//! has it after importing (`OUTPUT.3.import.bc`), with four more stages, next to its output.
+//!
+//! - The probe runs the job's own command with `-emit-llvm`, `-save-temps` and every
+//!   optimization pass skipped (`-opt-bisect-limit=0`): the back end reads the module,
+//!   promotes, internalizes and imports as the real one does, writes its stages, and stops
+//!   before code generation. That costs a fifth to a half of the back end, most of it reading
+//!   the bitcode, so it runs only where the cache may answer by the key it gives.
+//! - [`compile_noting_imports`] runs the job's command with `-save-temps` added, at the cost of
+//!   writing the stages (a few milliseconds), where the cache cannot answer yet but may next
+//!   time.
+//!
+//! The options added act only on passes, on what is written and where, so the module after
+//! import is the one the job's own command compiles. Both write into a directory of their own
+//! beside the job's native object, removed when they are done (or interrupted).
+
+use crate::cache::ActionKey;
+use crate::events::JobOutcome;
+use crate::exec::{interrupts, LocalExecutor};
+use crate::job::BackendJob;
+use std::path::{Path, PathBuf};
+
+/// Makes clang write the back end's stages, named after its output.
+const SAVE_TEMPS: [&str; 2] = ["-Xclang", "-save-temps=obj"];
+
+/// What the probe adds to [`SAVE_TEMPS`]: stop before code generation, skip every pass, quietly.
+const PROBE_OPTIONS: [&str; 5] = [
+    "-emit-llvm",
+    "-mllvm",
+    "-opt-bisect-limit=0",
+    "-mllvm",
+    "-opt-bisect-verbose=false",
+];
+
+/// The suffix `-save-temps` gives the module after import.
+const IMPORTED_SUFFIX: &str = ".3.import.bc";
+
+/// A directory of one probe or compile beside a job's native object, removed on drop and on
+/// interrupt.
+struct StagesDir {
+    dir: tempfile::TempDir,
+}
+
+impl StagesDir {
+    fn beside(job: &BackendJob) -> Option<StagesDir> {
+        let native = job.cwd.join(&job.native);
+        // The first job of a link to run makes the directory of the link's natives.
+        let parent = native.parent()?;
+        std::fs::create_dir_all(parent).ok()?;
+        let dir = (tempfile::Builder::new().prefix(".thindist-stages-"))
+            .tempdir_in(parent)
+            .ok()?;
+        interrupts().add_temp(dir.path());
+        Some(StagesDir { dir })
+    }
+
+    /// Where the command writes its output; its stages are named after it.
+    fn output(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for StagesDir {
+    fn drop(&mut self) {
+        interrupts().remove_temp(self.dir.path());
+    }
+}
+
+/// `job` made to write `output` instead of its native object, with `options` before its `-o`;
+/// `None` when its command does not name its native object as `-o NATIVE`.
+fn variant(job: &BackendJob, options: &[&str], output: &Path) -> Option<BackendJob> {
+    let native = job.native.to_str()?;
+    let at = (job.command.windows(2)).rposition(|pair| pair[0] == "-o" && pair[1] == native)?;
+    let mut command = job.command[..at].to_vec();
+    command.extend(options.iter().map(|option| option.to_string()));
+    command.extend(["-o".to_string(), output.to_str()?.to_string()]);
+    command.extend_from_slice(&job.command[at + 2..]);
+    Some(BackendJob {
+        command,
+        native: output.to_path_buf(),
+        published: None,
+        ..job.clone()
+    })
+}
+
+/// The key of what `output`'s command imported, from the stage `-save-temps` wrote.
+fn key_of_stages(output: &Path, job: &BackendJob, key: &ActionKey) -> Option<String> {
+    let mut imported = output.as_os_str().to_owned();
+    imported.push(IMPORTED_SUFFIX);
+    crate::cache::key::import_key(key, job, Path::new(&imported)).ok()
+}
+
+/// The key of what `job` imports, by a probe; `None` when the probe cannot be made or fails.
+pub fn probe(local: &LocalExecutor, job: &BackendJob, key: &ActionKey) -> Option<String> {
+    let stages = StagesDir::beside(job)?;
+    let output = stages.output("module.bc");
+    let options: Vec<&str> = PROBE_OPTIONS.iter().chain(&SAVE_TEMPS).copied().collect();
+    let probe = variant(job, &options, &output)?;
+    let (status, _) = local.run(&probe).ok()?;
+    if !status.success() {
+        return None;
+    }
+    key_of_stages(&output, job, key)
+}
+
+/// Runs `job` and gives the key of what it imported, where it can: its command with
+/// `-save-temps`, its object then moved to its native path. Should that fail, the job runs
+/// again as it is, so that its failure, output and messages are its own.
+pub fn compile_noting_imports(
+    local: &LocalExecutor,
+    job: &BackendJob,
+    key: &ActionKey,
+) -> (JobOutcome, Option<String>) {
+    use crate::exec::Executor as _;
+    let noted = StagesDir::beside(job).and_then(|stages| {
+        let output = stages.output("native.o");
+        let noting = variant(job, &SAVE_TEMPS, &output)?;
+        let outcome = local.execute(&noting);
+        if !outcome.succeeded() {
+            return None;
+        }
+        let import_key = key_of_stages(&output, job, key);
+        std::fs::rename(&output, job.cwd.join(&job.native)).ok()?;
+        Some((outcome, import_key))
+    });
+    noted.unwrap_or_else(|| (local.execute(job), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::FlagsSource;
+
+    fn job(command: &[&str]) -> BackendJob {
+        BackendJob {
+            module: "a.o".into(),
+            shard: "w/a.o.thinlto.bc".into(),
+            imports: vec!["b.o".into()],
+            extra_inputs: Vec::new(),
+            native: "w/a.native.o".into(),
+            published: Some("a.thinlto-native.o".into()),
+            label: None,
+            command: command.iter().map(|arg| arg.to_string()).collect(),
+            cwd: "/build".into(),
+            flags_source: FlagsSource::LinkDerived,
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn a_variant_writes_its_own_file_with_its_options_before_the_output() {
+        let job = job(&[
+            "clang-22",
+            "-O2",
+            "-x",
+            "ir",
+            "-fthinlto-index=w/a.o.thinlto.bc",
+            "-c",
+            "a.o",
+            "-o",
+            "w/a.native.o",
+            "-Wno-unused",
+        ]);
+        let probe = variant(&job, &PROBE_OPTIONS, Path::new("/tmp/p/module.bc")).unwrap();
+        let mut expected: Vec<&str> = vec![
+            "clang-22",
+            "-O2",
+            "-x",
+            "ir",
+            "-fthinlto-index=w/a.o.thinlto.bc",
+            "-c",
+            "a.o",
+        ];
+        expected.extend(PROBE_OPTIONS);
+        expected.extend(["-o", "/tmp/p/module.bc", "-Wno-unused"]);
+        assert_eq!(probe.command, expected);
+        assert_eq!(probe.native, Path::new("/tmp/p/module.bc"));
+        assert_eq!(probe.published, None);
+        assert_eq!((probe.module, probe.shard), (job.module, job.shard));
+    }
+
+    #[test]
+    fn the_key_of_what_a_back_end_imports_follows_what_it_takes_not_the_rest_of_that_module() {
+        use crate::cache::key::tests::{job_in, run, thin_link};
+        use crate::cache::{action_key, Digests};
+        let d = tempfile::tempdir().unwrap();
+        let mut job = job_in(d.path(), "a.o", "n.o");
+        job.command = [
+            "clang-22",
+            "-O2",
+            "-x",
+            "ir",
+            "-fthinlto-index=a.o.thinlto.bc",
+        ]
+        .into_iter()
+        .chain(["-c", "a.o", "-o", "n.o"])
+        .map(String::from)
+        .collect();
+        let local = LocalExecutor::new(false, false, false);
+        let keys = |b_c: &str| {
+            std::fs::write(d.path().join("b.c"), b_c).unwrap();
+            let compile_b = ["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"];
+            run(d.path(), &compile_b);
+            thin_link(d.path(), "a.o", &[]);
+            let key = action_key(&job, &Digests::default()).unwrap();
+            let import_key = probe(&local, &job, &key).expect("the probe gives a key");
+            (key, import_key)
+        };
+        let (first, imported) = keys("int b(int x) { return x * 3; }\n");
+        // b.o gains a function a.o does not import: its action key changes, what it imports
+        // does not.
+        let (key, same) = keys("int b(int x) { return x * 3; }\nint c(int x) { return x; }\n");
+        assert_ne!(first.hex, key.hex);
+        assert_eq!(imported, same);
+        // The body of b, which a.o imports, changes.
+        let (key, changed) = keys("int b(int x) { return x * 4; }\nint c(int x) { return x; }\n");
+        assert_ne!(imported, changed);
+        // The compile that notes its imports gives the key the probe gives, and the object.
+        let (outcome, noted) = compile_noting_imports(&local, &job, &key);
+        assert!(outcome.succeeded(), "{}", outcome.output);
+        assert_eq!(noted, Some(changed));
+        let native = d.path().join("n.o");
+        assert_eq!(
+            crate::inputs::kind_of_file(&native),
+            crate::inputs::FileKind::Elf
+        );
+        let stages = (std::fs::read_dir(d.path()).unwrap())
+            .filter(|entry| {
+                let name = entry.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with(".thindist-stages-")
+            })
+            .count();
+        assert_eq!(stages, 0, "the probes' and the compile's stages are gone");
+    }
+
+    #[test]
+    fn a_command_that_does_not_name_its_native_object_as_dash_o_has_no_variant() {
+        let job = job(&["clang-22", "-c", "a.o", "-ow/a.native.o"]);
+        assert!(variant(&job, &SAVE_TEMPS, Path::new("/tmp/p/module.bc")).is_none());
+    }
+}
