@@ -232,3 +232,71 @@ fn parse_digest(
     }
     Ok((hex::encode(visitor.hasher.finalize()), visitor.named))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The bytes of a real shard (a.o's, which imports from b.o), made once.
+    fn real_shard() -> &'static [u8] {
+        static SHARD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        SHARD.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let job = crate::cache::key::tests::job_in(dir.path(), "a.o", "n.o");
+            std::fs::read(dir.path().join(job.shard)).unwrap()
+        })
+    }
+
+    #[test]
+    fn an_abbreviation_of_a_trillion_operands_is_an_error_not_an_abort() {
+        // After the magic, at the top level (abbreviation ids 2 bits wide): DEFINE_ABBREV (2),
+        // then its operand count as 5-bit VBR chunks, 2^52 - 1: it sized an allocation.
+        let mut bits: Vec<bool> = vec![false, true];
+        for chunk in std::iter::repeat_n(0b11111u8, 12).chain([0b01111]) {
+            bits.extend((0..5).map(|i| chunk >> i & 1 == 1));
+        }
+        let mut bytes = b"BC\xc0\xde".to_vec();
+        for byte in bits.chunks(8) {
+            bytes.push(byte.iter().enumerate().map(|(i, b)| (*b as u8) << i).sum());
+        }
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        let digest = parse_digest(
+            &bytes,
+            Path::new("x.thinlto.bc"),
+            Path::new("/nonexistent"),
+            &Digests::default(),
+            Modules::ByContent,
+        );
+        assert!(digest.is_err());
+    }
+
+    proptest! {
+        /// A real shard damaged in a few bytes: either way of digesting it gives a digest or an
+        /// error, never a panic.
+        #[test]
+        fn a_damaged_shard_digests_or_fails_cleanly(damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+            let mut bytes = real_shard().to_vec();
+            for (at, byte) in damage {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            let dir = Path::new("/nonexistent");
+            for modules in [Modules::ByContent, Modules::Omitted] {
+                let _ = parse_digest(&bytes, Path::new("x.thinlto.bc"), dir, &Digests::default(), modules);
+            }
+        }
+
+        /// A shard is outside input: whatever its bytes, either way of digesting it gives a
+        /// digest or an error, never a panic.
+        #[test]
+        fn any_bytes_digest_or_fail_cleanly(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut bytes = b"BC\xc0\xde".to_vec();
+            bytes.extend(&tail);
+            let dir = Path::new("/nonexistent");
+            for modules in [Modules::ByContent, Modules::Omitted] {
+                let _ = parse_digest(&bytes, Path::new("x.thinlto.bc"), dir, &Digests::default(), modules);
+            }
+        }
+    }
+}
