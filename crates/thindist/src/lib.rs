@@ -4,9 +4,10 @@
 //! arguments ([`linkargs`], their LTO options in [`ltoopts`]) -> inputs ([`inputs`]) -> the
 //! link ([`link`]: its work directory, the thin link of [`thinlink`], the final link) -> job
 //! plan ([`plan`], or lld's DTLTO job file in [`dtlto`]; one job constructor in [`job`], with
-//! [`flags`]) -> the back-end phase ([`backend`]: cache and build log through [`runner`],
-//! executors in [`exec`], the import probe of [`probe`], with compiler fork servers and their cc1 workers in [`forkserver`]
-//! fed cc1 commands by [`cc1`], and [`remote`]) -> report ([`report`], fed by [`events`]).
+//! [`flags`]) -> the back-end phase ([`backend`]: cache and build log through [`runner`], the
+//! key of what a back end imports from [`probe`], executors in [`exec`], with compiler fork
+//! servers and their cc1 workers in [`forkserver`] fed cc1 commands by [`cc1`], and
+//! [`remote`]) -> report ([`report`], fed by [`events`]).
 //! [`driver`] chains them.
 //!
 //! Public are the modules the binary and the tests use; the rest is the

@@ -19,8 +19,13 @@
 //!   time.
 //!
 //! The options added act only on passes, on what is written and where, so the module after
-//! import is the one the job's own command compiles. Both write into a directory of their own
-//! beside the job's native object, removed when they are done (or interrupted).
+//! import is the one the job's own command compiles; after that stage the back end reads
+//! nothing but the shard, its options and the compiler, which the key counts. The stage does
+//! not record the order of each value's uses, which steers some heuristics; the back end takes
+//! that order from bitcode that carries none (clang writes ThinLTO bitcode without it), so it
+//! follows from the module and the definitions imported, which the key counts too. Both write
+//! into a directory of their own beside the job's native object, removed when they are done
+//! (or interrupted).
 
 use crate::cache::ActionKey;
 use crate::events::JobOutcome;
