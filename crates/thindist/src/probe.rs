@@ -24,8 +24,8 @@
 //! not record the order of each value's uses, which steers some heuristics; the back end takes
 //! that order from bitcode that carries none (clang writes ThinLTO bitcode without it), so it
 //! follows from the module and the definitions imported, which the key counts too. Both write
-//! into a directory of their own beside the job's native object, removed when they are done
-//! (or interrupted).
+//! stages beside the job's native object (the probe into a directory of its own), removed when
+//! they are done (or interrupted).
 
 use crate::cache::ActionKey;
 use crate::events::JobOutcome;
@@ -48,52 +48,46 @@ const PROBE_OPTIONS: [&str; 5] = [
 /// The suffix `-save-temps` gives the module after import.
 const IMPORTED_SUFFIX: &str = ".3.import.bc";
 
-/// A directory of one probe or compile beside a job's native object, removed on drop and on
-/// interrupt.
-struct StagesDir {
+/// A directory of one probe beside a job's native object, removed on drop and on interrupt.
+struct ProbeDir {
     dir: tempfile::TempDir,
 }
 
-impl StagesDir {
-    fn beside(job: &BackendJob) -> Option<StagesDir> {
+impl ProbeDir {
+    fn beside(job: &BackendJob) -> Option<ProbeDir> {
         let native = job.cwd.join(&job.native);
         // The first job of a link to run makes the directory of the link's natives.
         let parent = native.parent()?;
         std::fs::create_dir_all(parent).ok()?;
-        let dir = (tempfile::Builder::new().prefix(".thindist-stages-"))
+        let dir = (tempfile::Builder::new().prefix(".thindist-probe-"))
             .tempdir_in(parent)
             .ok()?;
         interrupts().add_temp(dir.path());
-        Some(StagesDir { dir })
-    }
-
-    /// Where the command writes its output; its stages are named after it.
-    fn output(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Some(ProbeDir { dir })
     }
 }
 
-impl Drop for StagesDir {
+impl Drop for ProbeDir {
     fn drop(&mut self) {
         interrupts().remove_temp(self.dir.path());
     }
 }
 
-/// `job` made to write `output` instead of its native object, with `options` before its `-o`;
-/// `None` when its command does not name its native object as `-o NATIVE`.
-fn variant(job: &BackendJob, options: &[&str], output: &Path) -> Option<BackendJob> {
+/// `job`'s command with `options` before its `-o NATIVE` and `NATIVE` replaced by `output`;
+/// `None` when its command does not name its native object as `-o NATIVE`, or asks for stages
+/// of its own (`-save-temps`), which the probe must not take from the user.
+fn with_options(job: &BackendJob, options: &[&str], output: &Path) -> Option<Vec<String>> {
+    let saves_stages = |arg: &String| arg.contains("save-temps");
+    if job.command.iter().any(saves_stages) {
+        return None;
+    }
     let native = job.native.to_str()?;
     let at = (job.command.windows(2)).rposition(|pair| pair[0] == "-o" && pair[1] == native)?;
     let mut command = job.command[..at].to_vec();
     command.extend(options.iter().map(|option| option.to_string()));
     command.extend(["-o".to_string(), output.to_str()?.to_string()]);
     command.extend_from_slice(&job.command[at + 2..]);
-    Some(BackendJob {
-        command,
-        native: output.to_path_buf(),
-        published: None,
-        ..job.clone()
-    })
+    Some(command)
 }
 
 /// The key of what `output`'s command imported, from the stage `-save-temps` wrote.
@@ -104,11 +98,19 @@ fn key_of_stages(output: &Path, job: &BackendJob, key: &ActionKey) -> Option<Str
 }
 
 /// The key of what `job` imports, by a probe; `None` when the probe cannot be made or fails.
+/// Its output goes to a directory of its own, and with it whatever else the command derives
+/// from its output's name (`-ftime-trace`, `-fsave-optimization-record`, split DWARF): the
+/// probe must not write over the job's own.
 pub fn probe(local: &LocalExecutor, job: &BackendJob, key: &ActionKey) -> Option<String> {
-    let stages = StagesDir::beside(job)?;
-    let output = stages.output("module.bc");
+    let dir = ProbeDir::beside(job)?;
+    let output = dir.dir.path().join("module.bc");
     let options: Vec<&str> = PROBE_OPTIONS.iter().chain(&SAVE_TEMPS).copied().collect();
-    let probe = variant(job, &options, &output)?;
+    let probe = BackendJob {
+        command: with_options(job, &options, &output)?,
+        native: output.clone(),
+        published: None,
+        ..job.clone()
+    };
     let (status, _) = local.run(&probe).ok()?;
     if !status.success() {
         return None;
@@ -116,27 +118,71 @@ pub fn probe(local: &LocalExecutor, job: &BackendJob, key: &ActionKey) -> Option
     key_of_stages(&output, job, key)
 }
 
-/// Runs `job` and gives the key of what it imported, where it can: its command with
-/// `-save-temps`, its object then moved to its native path. Should that fail, the job runs
-/// again as it is, so that its failure, output and messages are its own.
+/// The stages `-save-temps` writes next to `native` (`NATIVE.3.import.bc`, ...,
+/// `NATIVE.resolution.txt`), in `native`'s directory as it is now.
+fn stages_of(native: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (native.parent(), native.file_name()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
+    let is_stage = |suffix: &str| {
+        suffix == "resolution.txt"
+            || (suffix.strip_suffix(".bc").and_then(|s| s.split_once('.'))).is_some_and(
+                |(n, stage)| n.bytes().all(|b| b.is_ascii_digit()) && !stage.contains('.'),
+            )
+    };
+    (entries.flatten())
+        .filter(|entry| {
+            let entry_name = entry.file_name();
+            let entry_name = entry_name.to_string_lossy();
+            (entry_name.strip_prefix(name.as_ref()))
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(is_stage)
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// Runs `job` with `-save-temps` added and gives the key of what it imported. The stages are
+/// written next to its native object, whose name the command keeps (so does everything the
+/// compiler derives from it), and removed once read. Should that compile fail, the job runs
+/// again as it is, so that its failure is its own.
 pub fn compile_noting_imports(
     local: &LocalExecutor,
     job: &BackendJob,
     key: &ActionKey,
 ) -> (JobOutcome, Option<String>) {
     use crate::exec::Executor as _;
-    let noted = StagesDir::beside(job).and_then(|stages| {
-        let output = stages.output("native.o");
-        let noting = variant(job, &SAVE_TEMPS, &output)?;
-        let outcome = local.execute(&noting);
-        if !outcome.succeeded() {
-            return None;
-        }
-        let import_key = key_of_stages(&output, job, key);
-        std::fs::rename(&output, job.cwd.join(&job.native)).ok()?;
-        Some((outcome, import_key))
-    });
-    noted.unwrap_or_else(|| (local.execute(job), None))
+    let native = job.cwd.join(&job.native);
+    let Some(command) = with_options(job, &SAVE_TEMPS, &job.native) else {
+        return (local.execute(job), None);
+    };
+    let noting = BackendJob {
+        command,
+        ..job.clone()
+    };
+    let imported = {
+        let mut imported = native.as_os_str().to_owned();
+        imported.push(IMPORTED_SUFFIX);
+        PathBuf::from(imported)
+    };
+    // What an interrupt must remove, besides the stages found after the compile.
+    interrupts().add_temp(&imported);
+    let outcome = local.execute(&noting);
+    let import_key = (outcome.succeeded())
+        .then(|| key_of_stages(&native, job, key))
+        .flatten();
+    for stage in stages_of(&native) {
+        let _ = std::fs::remove_file(stage);
+    }
+    interrupts().remove_temp(&imported);
+    if !outcome.succeeded() {
+        return (local.execute(job), None);
+    }
+    (outcome, import_key)
 }
 
 #[cfg(test)]
@@ -161,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn a_variant_writes_its_own_file_with_its_options_before_the_output() {
+    fn options_go_before_the_output_which_may_be_another() {
         let job = job(&[
             "clang-22",
             "-O2",
@@ -174,7 +220,7 @@ mod tests {
             "w/a.native.o",
             "-Wno-unused",
         ]);
-        let probe = variant(&job, &PROBE_OPTIONS, Path::new("/tmp/p/module.bc")).unwrap();
+        let command = with_options(&job, &PROBE_OPTIONS, Path::new("/tmp/p/module.bc")).unwrap();
         let mut expected: Vec<&str> = vec![
             "clang-22",
             "-O2",
@@ -186,10 +232,34 @@ mod tests {
         ];
         expected.extend(PROBE_OPTIONS);
         expected.extend(["-o", "/tmp/p/module.bc", "-Wno-unused"]);
-        assert_eq!(probe.command, expected);
-        assert_eq!(probe.native, Path::new("/tmp/p/module.bc"));
-        assert_eq!(probe.published, None);
-        assert_eq!((probe.module, probe.shard), (job.module, job.shard));
+        assert_eq!(command, expected);
+        let command = with_options(&job, &SAVE_TEMPS, &job.native).unwrap();
+        assert_eq!(command[7..10], ["-Xclang", "-save-temps=obj", "-o"]);
+        assert_eq!(command[10], "w/a.native.o");
+    }
+
+    #[test]
+    fn stages_are_the_files_save_temps_names_after_the_native_object() {
+        let d = tempfile::tempdir().unwrap();
+        let native = d.path().join("a.o.native.o");
+        let names = [
+            "a.o.native.o",
+            "a.o.native.o.0.preopt.bc",
+            "a.o.native.o.3.import.bc",
+            "a.o.native.o.resolution.txt",
+            "a.o.native.o.x.import.bc",
+            "a.o.native.o.3.import.o",
+            "b.o.native.o.3.import.bc",
+            "a.o.native.o2.3.import.bc",
+        ];
+        for name in names {
+            std::fs::write(d.path().join(name), "").unwrap();
+        }
+        let mut stages: Vec<String> = (stages_of(&native).iter())
+            .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        stages.sort();
+        assert_eq!(stages, &names[1..4]);
     }
 
     #[test]
@@ -240,15 +310,30 @@ mod tests {
         let stages = (std::fs::read_dir(d.path()).unwrap())
             .filter(|entry| {
                 let name = entry.as_ref().unwrap().file_name();
-                name.to_string_lossy().starts_with(".thindist-stages-")
+                name.to_string_lossy().starts_with(".thindist-probe-")
             })
             .count();
-        assert_eq!(stages, 0, "the probes' and the compile's stages are gone");
+        assert_eq!(stages, 0, "the probes' directories are gone");
+        assert_eq!(
+            stages_of(&native),
+            Vec::<PathBuf>::new(),
+            "the compile's stages are gone"
+        );
     }
 
     #[test]
-    fn a_command_that_does_not_name_its_native_object_as_dash_o_has_no_variant() {
-        let job = job(&["clang-22", "-c", "a.o", "-ow/a.native.o"]);
-        assert!(variant(&job, &SAVE_TEMPS, Path::new("/tmp/p/module.bc")).is_none());
+    fn a_command_without_dash_o_native_or_with_stages_of_its_own_gets_no_options() {
+        let output = Path::new("/tmp/p/module.bc");
+        let joined = job(&["clang-22", "-c", "a.o", "-ow/a.native.o"]);
+        assert!(with_options(&joined, &SAVE_TEMPS, output).is_none());
+        let saving = job(&[
+            "clang-22",
+            "-save-temps=obj",
+            "-c",
+            "a.o",
+            "-o",
+            "w/a.native.o",
+        ]);
+        assert!(with_options(&saving, &SAVE_TEMPS, output).is_none());
     }
 }
