@@ -90,18 +90,45 @@ fn with_options(job: &BackendJob, options: &[&str], output: &Path) -> Option<Vec
     Some(command)
 }
 
-/// The key of what `output`'s command imported, from the stage `-save-temps` wrote.
-fn key_of_stages(output: &Path, job: &BackendJob, key: &ActionKey) -> Option<String> {
-    let mut imported = output.as_os_str().to_owned();
-    imported.push(IMPORTED_SUFFIX);
-    crate::cache::key::import_key(key, job, Path::new(&imported)).ok()
+/// What a back end imported, as the cache keeps it.
+pub struct Imported {
+    /// Its key ([`crate::cache::key::import_key`]).
+    pub key: String,
+    /// The suffixes of the promoted local symbols it refers to (`NAME.llvm.SUFFIX`): another
+    /// module's change renames those it promoted, so the key will be another.
+    pub promoted: Vec<u64>,
 }
 
-/// The key of what `job` imports, by a probe; `None` when the probe cannot be made or fails.
+/// What `output`'s command imported, from the stage `-save-temps` wrote.
+fn key_of_stages(output: &Path, job: &BackendJob, key: &ActionKey) -> Option<Imported> {
+    let mut path = output.as_os_str().to_owned();
+    path.push(IMPORTED_SUFFIX);
+    let imported = std::fs::read(path).ok()?;
+    let named = crate::cache::shard::promoted_suffixes(&job.shard, &job.cwd).unwrap_or_default();
+    Some(Imported {
+        key: crate::cache::key::import_key(key, job, &imported).ok()?,
+        promoted: promoted_among(&imported, named),
+    })
+}
+
+/// Those of `suffixes` (each module's, from the shard) that some `NAME.llvm.SUFFIX` in
+/// `module`'s bytes has. Bitcode keeps symbol names as they are, but end to end in one string
+/// table, so where a suffix's digits end is not in the bytes: each suffix is looked for instead.
+fn promoted_among(module: &[u8], mut suffixes: Vec<u64>) -> Vec<u64> {
+    suffixes.sort_unstable();
+    suffixes.dedup();
+    suffixes.retain(|suffix| {
+        let mark = format!(".llvm.{suffix}");
+        module.windows(mark.len()).any(|w| w == mark.as_bytes())
+    });
+    suffixes
+}
+
+/// What `job` imports, by a probe; `None` when the probe cannot be made or fails.
 /// Its output goes to a directory of its own, and with it whatever else the command derives
 /// from its output's name (`-ftime-trace`, `-fsave-optimization-record`, split DWARF): the
 /// probe must not write over the job's own.
-pub fn probe(local: &LocalExecutor, job: &BackendJob, key: &ActionKey) -> Option<String> {
+pub fn probe(local: &LocalExecutor, job: &BackendJob, key: &ActionKey) -> Option<Imported> {
     let dir = ProbeDir::beside(job)?;
     let output = dir.dir.path().join("module.bc");
     let options: Vec<&str> = PROBE_OPTIONS.iter().chain(&SAVE_TEMPS).copied().collect();
@@ -146,7 +173,7 @@ fn stages_of(native: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs `job` with `-save-temps` added and gives the key of what it imported. The stages are
+/// Runs `job` with `-save-temps` added and gives what it imported. The stages are
 /// written next to its native object, whose name the command keeps (so does everything the
 /// compiler derives from it), and removed once read. Should that compile fail, the job runs
 /// again as it is, so that its failure is its own.
@@ -154,7 +181,7 @@ pub fn compile_noting_imports(
     local: &LocalExecutor,
     job: &BackendJob,
     key: &ActionKey,
-) -> (JobOutcome, Option<String>) {
+) -> (JobOutcome, Option<Imported>) {
     use crate::exec::Executor as _;
     let native = job.cwd.join(&job.native);
     let Some(command) = with_options(job, &SAVE_TEMPS, &job.native) else {
@@ -172,7 +199,7 @@ pub fn compile_noting_imports(
     // What an interrupt must remove, besides the stages found after the compile.
     interrupts().add_temp(&imported);
     let outcome = local.execute(&noting);
-    let import_key = (outcome.succeeded())
+    let imported_stage = (outcome.succeeded())
         .then(|| key_of_stages(&native, job, key))
         .flatten();
     for stage in stages_of(&native) {
@@ -182,7 +209,7 @@ pub fn compile_noting_imports(
     if !outcome.succeeded() {
         return (local.execute(job), None);
     }
-    (outcome, import_key)
+    (outcome, imported_stage)
 }
 
 #[cfg(test)]
@@ -239,6 +266,13 @@ mod tests {
     }
 
     #[test]
+    fn promoted_suffixes_are_those_some_name_has() {
+        let strtab = b"abtwice.llvm.1671589228595473539422.1.8x86_64g.llvm.45.cold";
+        let named = vec![45, 16715892285954735394, 7, 45];
+        assert_eq!(promoted_among(strtab, named), [45, 16715892285954735394]);
+    }
+
+    #[test]
     fn stages_are_the_files_save_temps_names_after_the_native_object() {
         let d = tempfile::tempdir().unwrap();
         let native = d.path().join("a.o.native.o");
@@ -286,8 +320,8 @@ mod tests {
             run(d.path(), &compile_b);
             thin_link(d.path(), "a.o", &[]);
             let key = action_key(&job, &Digests::default()).unwrap();
-            let import_key = probe(&local, &job, &key).expect("the probe gives a key");
-            (key, import_key)
+            let imported = probe(&local, &job, &key).expect("the probe gives a key");
+            (key, imported.key)
         };
         let (first, imported) = keys("int b(int x) { return x * 3; }\n");
         // b.o gains a function a.o does not import: its action key changes, what it imports
@@ -301,7 +335,7 @@ mod tests {
         // The compile that notes its imports gives the key the probe gives, and the object.
         let (outcome, noted) = compile_noting_imports(&local, &job, &key);
         assert!(outcome.succeeded(), "{}", outcome.output);
-        assert_eq!(noted, Some(changed));
+        assert_eq!(noted.map(|imported| imported.key), Some(changed));
         let native = d.path().join("n.o");
         assert_eq!(
             crate::inputs::kind_of_file(&native),

@@ -29,13 +29,32 @@ pub struct JobRunner<'a> {
     prepared: Mutex<HashMap<PathBuf, PreparedLookup>>,
 }
 
+/// Whether a promoted symbol that the module's last back end noted as imported has another
+/// name now: `promoted` is the marker's list of their suffixes, and one no module of `job`'s
+/// shard gives its promoted symbols any more belonged to a module that changed. Then the key of
+/// what the job imports has changed too, and its probe would be wasted (a kernel's
+/// `kernel/fork.c` changed: four of the eleven modules importing from it import a static
+/// function of it).
+fn renamed_since(promoted: &[u8], job: &BackendJob) -> bool {
+    let noted: Vec<u64> = (String::from_utf8_lossy(promoted).lines())
+        .filter_map(|line| line.parse().ok())
+        .collect();
+    if noted.is_empty() {
+        return false;
+    }
+    match crate::cache::shard::promoted_suffixes(&job.shard, &job.cwd) {
+        Ok(current) => noted.iter().any(|suffix| !current.contains(suffix)),
+        Err(_) => false,
+    }
+}
+
 /// What [`JobRunner::by_imports`] found.
 enum ByImports<'e, 'k> {
     /// The cache's answer.
     Hit(JobOutcome),
-    /// The key of what the job imports, under which the cache has nothing yet.
-    Probed(&'e LocalExecutor, String),
-    /// The job may note what it imports while it compiles, for its action key.
+    /// What the job imports, under whose key the cache has nothing yet.
+    Probed(&'e LocalExecutor, crate::probe::Imported),
+    /// The job may note what it imports while it compiles (the cache cannot answer yet).
     ToNote(&'e LocalExecutor, &'k ActionKey),
     /// Nothing to be done by what it imports.
     Unknown,
@@ -219,9 +238,9 @@ impl<'a> JobRunner<'a> {
             _ => ByImports::Unknown,
         };
         let imported_as_before = matches!(by_imports, ByImports::Hit(_));
-        let (outcome, import_key) = match (cached, by_imports) {
+        let (outcome, imported) = match (cached, by_imports) {
             (Some(outcome), _) | (None, ByImports::Hit(outcome)) => (outcome, None),
-            (None, ByImports::Probed(local, import_key)) => (local.execute(job), Some(import_key)),
+            (None, ByImports::Probed(local, imported)) => (local.execute(job), Some(imported)),
             (None, ByImports::ToNote(local, key)) => {
                 crate::probe::compile_noting_imports(local, job, key)
             }
@@ -234,10 +253,13 @@ impl<'a> JobRunner<'a> {
             outcome.executed_by == ExecutedBy::Cache,
         ) {
             self.store(cache, job, &key.hex, &native);
-            if let Some(import_key) = import_key {
-                self.store(cache, job, &import_key, &native);
+            if let Some(imported) = imported {
+                self.store(cache, job, &imported.key, &native);
                 let marker = crate::cache::key::import_keyed_marker(key);
-                if let Err(err) = cache.put_entry(&marker, &[], b"") {
+                let promoted: String = (imported.promoted.iter())
+                    .map(|s| format!("{s}\n"))
+                    .collect();
+                if let Err(err) = cache.put_entry(&marker, &[], promoted.as_bytes()) {
                     warn(format!("cannot cache {}: {err:#}", job.name()));
                 }
             }
@@ -285,19 +307,22 @@ impl<'a> JobRunner<'a> {
             return ByImports::Unknown;
         }
         let marker = crate::cache::key::import_keyed_marker(key);
-        if !matches!(cache.get_entry(&marker), Ok(Some(_))) {
+        let Ok(Some((_, promoted))) = cache.get_entry(&marker) else {
+            return ByImports::ToNote(local, key);
+        };
+        if renamed_since(&promoted, job) {
             return ByImports::ToNote(local, key);
         }
-        let Some(import_key) = crate::probe::probe(local, job, key) else {
+        let Some(imported) = crate::probe::probe(local, job, key) else {
             return ByImports::Unknown;
         };
-        match self.cached(cache, job, &import_key, started) {
+        match self.cached(cache, job, &imported.key, started) {
             Some(outcome) => {
                 // The next link with the same inputs finds it by its action key.
                 self.store(cache, job, &key.hex, &job.cwd.join(&job.native));
                 ByImports::Hit(outcome)
             }
-            None => ByImports::Probed(local, import_key),
+            None => ByImports::Probed(local, imported),
         }
     }
 
@@ -560,5 +585,56 @@ mod tests {
         assert_eq!(may_miss(dir.path(), &log, &modules), [true, false, true]);
         std::fs::write(dir.path().join("c.o"), "c, changed").unwrap();
         assert_eq!(may_miss(dir.path(), &log, &modules), [true, true, true]);
+    }
+
+    #[test]
+    fn a_promoted_symbol_renamed_by_a_change_of_its_module_is_seen_before_any_probe() {
+        use crate::cache::key::tests::{job_in, run, thin_link};
+        let d = tempfile::tempdir().unwrap();
+        let mut job = job_in(d.path(), "a.o", "n.o");
+        job.command = [
+            "clang-22",
+            "-O2",
+            "-x",
+            "ir",
+            "-fthinlto-index=a.o.thinlto.bc",
+        ]
+        .into_iter()
+        .chain(["-c", "a.o", "-o", "n.o"])
+        .map(String::from)
+        .collect();
+        // b, which a.o imports, calls a static function of b.o: a.o refers to it by the name
+        // the thin link promotes it to.
+        let relink_with = |b_c: &str| {
+            std::fs::write(d.path().join("b.c"), b_c).unwrap();
+            run(
+                d.path(),
+                &["clang-22", "-O2", "-flto=thin", "-c", "b.c", "-o", "b.o"],
+            );
+            thin_link(d.path(), "a.o", &[]);
+        };
+        let b_c = "__attribute__((noinline)) static int twice(int x) { return 2 * x; }\nint b(int x) { return twice(x) + 1; }\n";
+        relink_with(b_c);
+        let key = crate::cache::action_key(&job, &Digests::default()).unwrap();
+        let local = LocalExecutor::new(false, false, false);
+        let imported = crate::probe::probe(&local, &job, &key).unwrap();
+        assert_eq!(
+            imported.promoted.len(),
+            1,
+            "a.o refers to b.o's promoted twice"
+        );
+        let noted: String = (imported.promoted.iter())
+            .map(|s| format!("{s}\n"))
+            .collect();
+        assert!(
+            !renamed_since(noted.as_bytes(), &job),
+            "nothing changed yet"
+        );
+        relink_with(&format!("{b_c}int c(int x) {{ return x; }}\n"));
+        assert!(
+            renamed_since(noted.as_bytes(), &job),
+            "b.o's change renamed twice"
+        );
+        assert!(!renamed_since(b"", &job), "nothing noted, nothing renamed");
     }
 }

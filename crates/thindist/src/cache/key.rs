@@ -294,8 +294,8 @@ fn module_hasher(recipe: &str, key: &ActionKey) -> Sha256 {
 }
 
 /// The key of `job`'s back end by what it imports rather than by the modules it imports from:
-/// `imported` is the module as the back end has it after importing (clang's `-save-temps`
-/// file `.3.import.bc`, written by [`crate::probe`]). Every input of the back end but the
+/// `imported` is the module as the back end has it after importing (the bytes of clang's
+/// `-save-temps` file `.3.import.bc`, written by [`crate::probe`]). Every input of the back end but the
 /// shard and the modules it imports from counts as in `key`, its action key; the shard counts
 /// without its modules ([`super::shard::import_shard_digest`]), and those modules count only
 /// by the definitions and declarations the back end took from them, which `imported` holds.
@@ -303,11 +303,9 @@ fn module_hasher(recipe: &str, key: &ActionKey) -> Sha256 {
 /// from gets the same key, where its action key changes with that module's content (a change
 /// in what it imports, or in the names the thin link gives promoted symbols, changes this key
 /// too).
-pub fn import_key(key: &ActionKey, job: &BackendJob, imported: &Path) -> Result<String> {
+pub fn import_key(key: &ActionKey, job: &BackendJob, imported: &[u8]) -> Result<String> {
     let shard = super::shard::import_shard_digest(&job.shard, &job.cwd)?;
-    let imported_digest = sha256_hex(
-        &std::fs::read(imported).with_context(|| format!("cannot read {}", imported.display()))?,
-    );
+    let imported_digest = sha256_hex(imported);
     let mut hasher = module_hasher(IMPORT_KEY_FORMAT, key);
     hash_line(&mut hasher, &["shard ", &shard]);
     hash_line(&mut hasher, &["imported ", &imported_digest]);

@@ -205,6 +205,42 @@ pub fn import_shard_digest(shard: &Path, cwd: &Path) -> Result<String> {
     Ok(digest)
 }
 
+/// The suffixes the thin link gives the promoted local symbols of each module the shard at
+/// `shard` (resolved against `cwd`) names: `NAME.llvm.SUFFIX`, SUFFIX the first 64 bits of the
+/// module's content hash as LLVM's `ModuleSummaryIndex::getGlobalNameForLocal` writes them. A
+/// back end that imported a promoted symbol under a suffix no longer among them imports it
+/// under another name now.
+pub fn promoted_suffixes(shard: &Path, cwd: &Path) -> Result<Vec<u64>> {
+    struct Hashes(Vec<u64>);
+    impl BitStreamVisitor for Hashes {
+        fn validate(&self, _signature: Signature) -> bool {
+            true
+        }
+        fn should_enter_block(&mut self, _block_id: u32) -> bool {
+            true
+        }
+        fn did_exit_block(&mut self, _block_id: u32) {}
+        fn visit(&mut self, block_id: u32, record: Record) {
+            if let (MODULE_STRTAB_BLOCK, MST_CODE_HASH, [high, low, ..]) =
+                (block_id, record.id, record.fields())
+            {
+                self.0
+                    .push(((*high & 0xffff_ffff) << 32) | (*low & 0xffff_ffff));
+            }
+        }
+    }
+    let bytes = std::fs::read(cwd.join(shard))
+        .with_context(|| format!("cannot read summary shard {}", shard.display()))?;
+    let mut hashes = Hashes(Vec::new());
+    Bitcode::read(&bytes, &mut hashes).map_err(|e| {
+        anyhow!(
+            "summary shard {} is not valid bitcode: {e:?}",
+            shard.display()
+        )
+    })?;
+    Ok(hashes.0)
+}
+
 /// The digest of the shard `bytes` (read from `shard`), and the modules it names.
 fn parse_digest(
     bytes: &[u8],
