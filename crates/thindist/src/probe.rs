@@ -235,28 +235,17 @@ mod tests {
 
     #[test]
     fn options_go_before_the_output_which_may_be_another() {
-        let job = job(&[
+        let before = [
             "clang-22",
             "-O2",
             "-x",
             "ir",
             "-fthinlto-index=w/a.o.thinlto.bc",
-            "-c",
-            "a.o",
-            "-o",
-            "w/a.native.o",
-            "-Wno-unused",
-        ]);
-        let command = with_options(&job, &PROBE_OPTIONS, Path::new("/tmp/p/module.bc")).unwrap();
-        let mut expected: Vec<&str> = vec![
-            "clang-22",
-            "-O2",
-            "-x",
-            "ir",
-            "-fthinlto-index=w/a.o.thinlto.bc",
-            "-c",
-            "a.o",
         ];
+        let before: Vec<&str> = before.into_iter().chain(["-c", "a.o"]).collect();
+        let job = job(&[&before[..], &["-o", "w/a.native.o", "-Wno-unused"]].concat());
+        let command = with_options(&job, &PROBE_OPTIONS, Path::new("/tmp/p/module.bc")).unwrap();
+        let mut expected = before.clone();
         expected.extend(PROBE_OPTIONS);
         expected.extend(["-o", "/tmp/p/module.bc", "-Wno-unused"]);
         assert_eq!(command, expected);
@@ -298,21 +287,10 @@ mod tests {
 
     #[test]
     fn the_key_of_what_a_back_end_imports_follows_what_it_takes_not_the_rest_of_that_module() {
-        use crate::cache::key::tests::{job_in, run, thin_link};
+        use crate::cache::key::tests::{compiling_job_in, run, thin_link};
         use crate::cache::{action_key, Digests};
         let d = tempfile::tempdir().unwrap();
-        let mut job = job_in(d.path(), "a.o", "n.o");
-        job.command = [
-            "clang-22",
-            "-O2",
-            "-x",
-            "ir",
-            "-fthinlto-index=a.o.thinlto.bc",
-        ]
-        .into_iter()
-        .chain(["-c", "a.o", "-o", "n.o"])
-        .map(String::from)
-        .collect();
+        let job = compiling_job_in(d.path());
         let local = LocalExecutor::new(false, false, false);
         let keys = |b_c: &str| {
             std::fs::write(d.path().join("b.c"), b_c).unwrap();

@@ -589,20 +589,9 @@ mod tests {
 
     #[test]
     fn a_promoted_symbol_renamed_by_a_change_of_its_module_is_seen_before_any_probe() {
-        use crate::cache::key::tests::{job_in, run, thin_link};
+        use crate::cache::key::tests::{compiling_job_in, run, thin_link};
         let d = tempfile::tempdir().unwrap();
-        let mut job = job_in(d.path(), "a.o", "n.o");
-        job.command = [
-            "clang-22",
-            "-O2",
-            "-x",
-            "ir",
-            "-fthinlto-index=a.o.thinlto.bc",
-        ]
-        .into_iter()
-        .chain(["-c", "a.o", "-o", "n.o"])
-        .map(String::from)
-        .collect();
+        let job = compiling_job_in(d.path());
         // b, which a.o imports, calls a static function of b.o: a.o refers to it by the name
         // the thin link promotes it to.
         let relink_with = |b_c: &str| {

@@ -367,6 +367,17 @@ fn a_module_that_imports_what_it_did_before_is_taken_from_the_cache_by_what_it_i
         text.contains("taken from the cache") && text.contains("what it imports is as it was"),
         "{text}"
     );
+    // Native objects: two of the first link, three of the first relink (lib.o's, main.o's under
+    // its action key and under the key of what it imports), two of the second (lib.o's, and
+    // main.o's hit stored under its new action key). The marker of what main.o imported is not
+    // one.
+    let stats = (p.p.cmd(thindist()).args(["cache", "--cache-dir"]))
+        .arg(p.p.path("cache"))
+        .arg("stats")
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    assert!(stats.contains("entries: 7\n"), "{stats}");
     assert_eq!(p.run_checked(), "2\n");
     // Unchanged since: its action key answers.
     assert_eq!(p.link("prog", &[]), (2, 0));

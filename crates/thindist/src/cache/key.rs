@@ -277,7 +277,8 @@ pub fn action_key_from(
 /// The name of the cache entry that says that a back end with `key`'s compiler, command and
 /// module stored its result under the key of what it imported too ([`import_key`]): only then
 /// may a later back end of the module find its result by that key, and is that key worth its
-/// probe.
+/// probe. The entry names no blob; its payload lists the suffixes of the promoted symbols that
+/// back end imported ([`crate::probe::Imported::promoted`]), one per line.
 pub fn import_keyed_marker(key: &ActionKey) -> String {
     hex::encode(module_hasher(&format!("{IMPORT_KEY_FORMAT} stored"), key).finalize())
 }
@@ -354,6 +355,22 @@ pub(crate) mod tests {
     /// shard (and an empty import list) though neither module changed.
     pub(crate) fn thin_link_importing_nothing(dir: &Path) {
         thin_link(dir, "a.o", &["-mllvm", "-import-instr-limit=0"]);
+    }
+
+    /// [`job_in`]'s job for a.o with the back-end command clang runs, as a probe needs.
+    pub(crate) fn compiling_job_in(dir: &Path) -> BackendJob {
+        let mut job = job_in(dir, "a.o", "n.o");
+        let command = [
+            "clang-22",
+            "-O2",
+            "-x",
+            "ir",
+            "-fthinlto-index=a.o.thinlto.bc",
+        ];
+        job.command = (command.into_iter().chain(["-c", "a.o", "-o", "n.o"]))
+            .map(String::from)
+            .collect();
+        job
     }
 
     /// A real ThinLTO job in `dir`: `module` (a.c's bitcode under that name) imports from b.o,

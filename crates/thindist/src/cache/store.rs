@@ -498,7 +498,8 @@ impl DiskCache {
                 .ok()
                 .and_then(|bytes| {
                     let (blobs, payload) = parse_entry(&bytes)?;
-                    Some((blobs, !payload.is_empty()))
+                    let is_record = !payload.is_empty() && !blobs.is_empty();
+                    Some((blobs, is_record))
                 })
                 .unwrap_or_default();
             out.push(EntryFile {
@@ -514,8 +515,12 @@ impl DiskCache {
     pub fn stats(&self) -> CacheStats {
         let entries = self.entries();
         let links = entries.iter().filter(|e| e.is_record).count() as u64;
+        // The rest name no blob: the markers of what back ends imported (`crate::probe`).
+        let natives = (entries.iter())
+            .filter(|e| !e.is_record && !e.blobs.is_empty())
+            .count() as u64;
         CacheStats {
-            entries: entries.len() as u64 - links,
+            entries: natives,
             links,
             bytes: self.blob_files().iter().map(|b| b.1).sum(),
         }
