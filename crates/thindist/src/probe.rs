@@ -45,6 +45,17 @@ const PROBE_OPTIONS: [&str; 5] = [
     "-opt-bisect-verbose=false",
 ];
 
+/// The stages `-save-temps` writes for a ThinLTO back end of output `OUT`, as `OUT.STAGE`.
+const STAGES: [&str; 7] = [
+    "0.preopt.bc",
+    "1.promote.bc",
+    "2.internalize.bc",
+    "3.import.bc",
+    "4.opt.bc",
+    "5.precodegen.bc",
+    "resolution.txt",
+];
+
 /// The suffix `-save-temps` gives the module after import.
 const IMPORTED_SUFFIX: &str = ".3.import.bc";
 
@@ -191,13 +202,18 @@ pub fn compile_noting_imports(
         command,
         ..job.clone()
     };
-    let imported = {
-        let mut imported = native.as_os_str().to_owned();
-        imported.push(IMPORTED_SUFFIX);
-        PathBuf::from(imported)
-    };
-    // What an interrupt must remove, besides the stages found after the compile.
-    interrupts().add_temp(&imported);
+    // What an interrupt must remove; after the compile, the stages are found by their names'
+    // shape, should a compiler write more.
+    let named: Vec<PathBuf> = (STAGES.iter())
+        .map(|stage| {
+            let mut path = native.as_os_str().to_owned();
+            path.push(format!(".{stage}"));
+            PathBuf::from(path)
+        })
+        .collect();
+    for stage in &named {
+        interrupts().add_temp(stage);
+    }
     let outcome = local.execute(&noting);
     let imported_stage = (outcome.succeeded())
         .then(|| key_of_stages(&native, job, key))
@@ -205,7 +221,9 @@ pub fn compile_noting_imports(
     for stage in stages_of(&native) {
         let _ = std::fs::remove_file(stage);
     }
-    interrupts().remove_temp(&imported);
+    for stage in &named {
+        interrupts().remove_temp(stage);
+    }
     if !outcome.succeeded() {
         return (local.execute(job), None);
     }

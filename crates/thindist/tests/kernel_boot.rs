@@ -185,4 +185,65 @@ fn kernel_builds_with_thindist_boots_and_survives_bad_input_and_interrupts() {
         "the rebuild after an interrupt",
     );
     assert!(text.contains("THINDIST-MODULE-OK: crc7 loaded"), "{text}");
+
+    // 4. kernel/fork.c given one more function, then another: the first relink compiles the
+    //    modules importing from kernel/fork.o noting what they import; the second takes those
+    //    that import what they did from the cache by that, and its vmlinux.o is the one a link
+    //    without the cache writes.
+    let fork_c = tree.join("kernel/fork.c");
+    let pristine = std::fs::read_to_string(&fork_c).unwrap();
+    let fork_cmd = std::fs::read_to_string(tree.join("kernel/.fork.o.cmd")).unwrap();
+    let compile_fork_o = (fork_cmd.lines())
+        .find_map(|l| l.strip_prefix("savedcmd_kernel/fork.o := "))
+        .unwrap()
+        .to_string();
+    let misses_after_edit = |n: u32, options: &[&str], output: &str| {
+        let edit = format!(
+            "\nint thindist_test_edit(void);\nint thindist_test_edit(void) {{ return {n}; }}\n"
+        );
+        std::fs::write(&fork_c, format!("{pristine}{edit}")).unwrap();
+        let compiled = Command::new("sh")
+            .args(["-c", &compile_fork_o])
+            .current_dir(&tree)
+            .status()
+            .unwrap();
+        assert!(compiled.success(), "{compile_fork_o}");
+        let out = Command::new(env!("CARGO_BIN_EXE_thindist"))
+            .arg("ld")
+            .args(options)
+            .args(["--cache-dir", cache.to_str().unwrap(), "--"])
+            .arg("ld.lld-22")
+            .args(&link[1..])
+            .args(["-o", output])
+            .current_dir(&tree)
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        let text = assert_ok(&out, "the vmlinux.o relink after kernel/fork.c changed");
+        let line = (text.lines())
+            .find(|l| l.contains(" misses"))
+            .unwrap_or_default();
+        let misses = (line.rsplit(", ").next())
+            .and_then(|tail| tail.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        misses.unwrap_or_else(|| panic!("no cache line in: {text}"))
+    };
+    let noted = misses_after_edit(1, &[], "vmlinux.o");
+    let probed = misses_after_edit(2, &[], "vmlinux.o");
+    assert!(
+        noted >= 3 && probed < noted,
+        "{noted} misses, then {probed}: the second relink took none by what it imports"
+    );
+    misses_after_edit(2, &["--no-cache"], "vmlinux.nocache.o");
+    assert_eq!(
+        std::fs::read(tree.join("vmlinux.o")).unwrap(),
+        std::fs::read(tree.join("vmlinux.nocache.o")).unwrap(),
+        "the relink by what modules import writes what a link without the cache writes"
+    );
+    std::fs::write(&fork_c, pristine).unwrap();
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the relinks left files in TMPDIR: {left:?}"
+    );
 }
