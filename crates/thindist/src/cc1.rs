@@ -101,6 +101,28 @@ impl<'a> JobFiles<'a> {
     }
 }
 
+/// The cc1 options a driver command passes on with `-Xclang` that only say where a back end
+/// writes its stages (`-save-temps=obj`, which [`crate::probe`] adds): a cc1 worker of the flag
+/// set without them can run such a job with them appended to the cc1 command, since cc1 takes
+/// them anywhere. Options that set LLVM's global state (`-mllvm`) could not be, as they would
+/// stay set in the worker for the flag set's next jobs.
+const STAGE_OPTIONS: [&str; 1] = ["-save-temps=obj"];
+
+/// `command` without its `-Xclang` [`STAGE_OPTIONS`], and those options as cc1 takes them.
+pub fn split_stage_options(command: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut rest, mut stage) = (Vec::with_capacity(command.len()), Vec::new());
+    let mut args = command.iter().peekable();
+    while let Some(arg) = args.next() {
+        match args.peek() {
+            Some(next) if arg == "-Xclang" && STAGE_OPTIONS.contains(&next.as_str()) => {
+                stage.push(args.next().unwrap().clone());
+            }
+            _ => rest.push(arg.clone()),
+        }
+    }
+    (rest, stage)
+}
+
 /// The driver command of a job with its own files, and its directory, replaced by markers: jobs
 /// with the same key differ in nothing else. `None` when the command names them anywhere but in the places
 /// thindist puts them (`-fthinlto-index=SHARD`, `-o NATIVE`, the module as an argument).
@@ -303,6 +325,31 @@ fn parse_command(text: &str) -> Option<(Vec<String>, &str)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stage_options_come_out_of_the_driver_command_as_cc1_takes_them() {
+        let command: Vec<String> = ["clang", "-O2", "-Xclang", "-save-temps=obj", "-c", "a.o"]
+            .into_iter()
+            .chain(["-Xclang", "-disable-llvm-passes", "-o", "n.o", "-Xclang"])
+            .map(String::from)
+            .collect();
+        let (flag_set, stage) = split_stage_options(&command);
+        assert_eq!(
+            flag_set,
+            [
+                "clang",
+                "-O2",
+                "-c",
+                "a.o",
+                "-Xclang",
+                "-disable-llvm-passes",
+                "-o",
+                "n.o",
+                "-Xclang"
+            ]
+        );
+        assert_eq!(stage, ["-save-temps=obj"]);
+    }
     use super::*;
     use crate::job::FlagsSource;
     use proptest::prelude::*;

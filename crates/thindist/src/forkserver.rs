@@ -297,6 +297,14 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Where the cc1 command of a driver job comes from: the cc1 template of the flag set of
+/// `driver` filled with `files`, and `appended` after it.
+struct Cc1Of<'a> {
+    driver: Request<'a>,
+    files: Option<JobFiles<'a>>,
+    appended: &'a [String],
+}
+
 impl Drop for Server {
     /// Closing its socket ends the server, which first stops its cc1 worker and waits for it:
     /// the CPU time of the worker's jobs then counts in thindist's children's, as processes'
@@ -361,7 +369,14 @@ impl ForkServers {
     pub fn run_backend(&self, job: &BackendJob) -> Option<io::Result<(ExitStatus, String)>> {
         let compiler = resolve(&job.command[0], &job.cwd, std::env::var_os("PATH"))?;
         let driver = Request::driver(&job.command, &job.cwd, None);
-        self.run_compile(&compiler, &driver, JobFiles::of(job), &job.name())
+        // A job that only adds where its stages go runs in its flag set's cc1 worker.
+        let (flag_set, stage_options) = cc1::split_stage_options(&job.command);
+        let cc1_of = Cc1Of {
+            driver: Request::driver(&flag_set, &job.cwd, None),
+            files: JobFiles::of(job),
+            appended: &stage_options,
+        };
+        self.run_compile(&compiler, &driver, cc1_of, &job.name())
     }
 
     /// Runs `command` in `cwd` with exactly the environment `env`, as a remote worker runs an
@@ -380,22 +395,31 @@ impl ForkServers {
         let driver = Request::driver(command, cwd, Some(env));
         let files = JobFiles::from_command(command, cwd);
         let name = files.as_ref().map_or("", JobFiles::module).to_string();
-        self.run_compile(&compiler, &driver, files, &name)
+        let cc1_of = Cc1Of {
+            driver: Request::driver(command, cwd, Some(env)),
+            files,
+            appended: &[],
+        };
+        self.run_compile(&compiler, &driver, cc1_of, &name)
     }
 
-    /// Runs the driver job `driver` of `compiler`, the back end of module `name` whose files
-    /// are `files`, in a cc1 worker if it can, else as a forked driver.
+    /// Runs the driver job `driver` of `compiler`, the back end of module `name`, in a cc1
+    /// worker if it can (the cc1 command of `cc1_of`), else as a forked driver.
     fn run_compile(
         &self,
         compiler: &Path,
         driver: &Request,
-        files: Option<JobFiles>,
+        cc1_of: Cc1Of,
         name: &str,
     ) -> Option<io::Result<(ExitStatus, String)>> {
         let mut server = self.take(compiler)?;
-        let cc1 = match files {
+        let cc1 = match cc1_of.files {
             Some(files) if self.cc1_workers && server.cc1 => {
-                self.cc1_command(&mut server, compiler, driver, &files)
+                let command = self.cc1_command(&mut server, compiler, &cc1_of.driver, &files);
+                command.map(|(key, mut argv)| {
+                    argv.extend_from_slice(cc1_of.appended);
+                    (key, argv)
+                })
             }
             _ => None,
         };
