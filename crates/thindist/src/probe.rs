@@ -115,10 +115,10 @@ fn key_of_stages(output: &Path, job: &BackendJob, key: &ActionKey) -> Option<Imp
     let mut path = output.as_os_str().to_owned();
     path.push(IMPORTED_SUFFIX);
     let imported = std::fs::read(path).ok()?;
-    let named = crate::cache::shard::promoted_suffixes(&job.shard, &job.cwd).unwrap_or_default();
+    let shard = crate::cache::shard::import_shard(&job.shard, &job.cwd).ok()?;
     Some(Imported {
-        key: crate::cache::key::import_key(key, job, &imported).ok()?,
-        promoted: promoted_among(&imported, named),
+        key: crate::cache::key::import_key(key, job, &imported, &shard.digest),
+        promoted: promoted_among(&imported, shard.promoted_suffixes),
     })
 }
 

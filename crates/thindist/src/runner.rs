@@ -42,8 +42,8 @@ fn renamed_since(promoted: &[u8], job: &BackendJob) -> bool {
     if noted.is_empty() {
         return false;
     }
-    match crate::cache::shard::promoted_suffixes(&job.shard, &job.cwd) {
-        Ok(current) => noted.iter().any(|suffix| !current.contains(suffix)),
+    match crate::cache::shard::import_shard(&job.shard, &job.cwd) {
+        Ok(shard) => (noted.iter()).any(|suffix| !shard.promoted_suffixes.contains(suffix)),
         Err(_) => false,
     }
 }

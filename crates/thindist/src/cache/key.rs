@@ -296,25 +296,30 @@ fn module_hasher(recipe: &str, key: &ActionKey) -> Sha256 {
 
 /// The key of `job`'s back end by what it imports rather than by the modules it imports from:
 /// `imported` is the module as the back end has it after importing (the bytes of clang's
-/// `-save-temps` file `.3.import.bc`, written by [`crate::probe`]). Every input of the back end but the
-/// shard and the modules it imports from counts as in `key`, its action key; the shard counts
-/// without its modules ([`super::shard::import_shard_digest`]), and those modules count only
+/// `-save-temps` file `.3.import.bc`, written by [`crate::probe`]). Every input of the back end
+/// but the shard and the modules it imports from counts as in `key`, its action key; the shard
+/// counts by `shard_digest`, without its modules ([`super::shard::ImportShard::digest`]), and
+/// those modules count only
 /// by the definitions and declarations the back end took from them, which `imported` holds.
 /// So a module whose imports come out the same after a change elsewhere in a module it imports
 /// from gets the same key, where its action key changes with that module's content (a change
 /// in what it imports, or in the names the thin link gives promoted symbols, changes this key
 /// too).
-pub fn import_key(key: &ActionKey, job: &BackendJob, imported: &[u8]) -> Result<String> {
-    let shard = super::shard::import_shard_digest(&job.shard, &job.cwd)?;
+pub fn import_key(
+    key: &ActionKey,
+    job: &BackendJob,
+    imported: &[u8],
+    shard_digest: &str,
+) -> String {
     let imported_digest = sha256_hex(imported);
     let mut hasher = module_hasher(IMPORT_KEY_FORMAT, key);
-    hash_line(&mut hasher, &["shard ", &shard]);
+    hash_line(&mut hasher, &["shard ", shard_digest]);
     hash_line(&mut hasher, &["imported ", &imported_digest]);
     // Inputs other than the module, the shard and the modules imported from (profiles).
     for (name, digest) in key.inputs.iter().skip(2 + job.imports.len()) {
         hash_line(&mut hasher, &["input ", name, " ", digest]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]

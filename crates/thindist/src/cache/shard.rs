@@ -48,7 +48,7 @@ enum Modules {
     /// The digest of its content (its path and hash records go).
     ByContent,
     /// Nothing but its number in the shard: its path and content hash go too. For
-    /// [`import_shard_digest`], whose key counts the module as imported instead.
+    /// [`import_shard`], whose key counts the module as imported instead.
     Omitted,
 }
 
@@ -59,6 +59,8 @@ struct ShardHasher<'a> {
     digests: &'a Digests,
     /// The modules the shard names, as resolved against `cwd`.
     named: Vec<PathBuf>,
+    /// The suffix of each module's promoted symbols (see [`ImportShard::promoted_suffixes`]).
+    suffixes: Vec<u64>,
     /// The first module path that could not be read, if any.
     error: Option<anyhow::Error>,
 }
@@ -104,6 +106,12 @@ impl BitStreamVisitor for ShardHasher<'_> {
 
     fn visit(&mut self, block_id: u32, mut record: Record) {
         let payload = record.take_payload();
+        if let (MODULE_STRTAB_BLOCK, MST_CODE_HASH, [high, low, ..]) =
+            (block_id, record.id, record.fields())
+        {
+            self.suffixes
+                .push(((*high & 0xffff_ffff) << 32) | (*low & 0xffff_ffff));
+        }
         if block_id == MODULE_STRTAB_BLOCK && self.modules == Modules::Omitted {
             if record.id == MST_CODE_ENTRY {
                 let module_id = record.fields().first().copied().unwrap_or_default();
@@ -182,7 +190,8 @@ pub fn shard_digest(
         hex::encode(hasher.finalize())
     };
     let (digest, covered) = digests.remember_derived(memo_key, || {
-        let (digest, named) = parse_digest(&bytes, shard, cwd, digests, Modules::ByContent)?;
+        let ParsedShard { digest, named, .. } =
+            parse_digest(&bytes, shard, cwd, digests, Modules::ByContent)?;
         let covered = (named.iter()).all(|path| modules.iter().any(|(module, _)| module == path));
         Ok((digest, covered))
     })?;
@@ -192,53 +201,38 @@ pub fn shard_digest(
     })
 }
 
-/// The digest of the shard at `shard` (resolved against `cwd`) without the names and content
-/// hashes of its modules: what the back end reads from it but the modules themselves, for a
-/// key that counts what the back end imported from them rather than their content
-/// ([`super::key::import_key`]). Their hashes reach the back end's output only through the
-/// names of promoted local symbols, which are in what it imported.
-pub fn import_shard_digest(shard: &Path, cwd: &Path) -> Result<String> {
-    let bytes = std::fs::read(cwd.join(shard))
-        .with_context(|| format!("cannot read summary shard {}", shard.display()))?;
-    let digests = Digests::default();
-    let (digest, _) = parse_digest(&bytes, shard, cwd, &digests, Modules::Omitted)?;
-    Ok(digest)
+/// What the back end of a key over what it imports ([`super::key::import_key`]) reads from its
+/// shard.
+pub struct ImportShard {
+    /// The shard's digest without the names and content hashes of its modules: what the back
+    /// end reads from it but the modules themselves, whose hashes reach its output only through
+    /// the names of promoted local symbols, which are in what it imported.
+    pub digest: String,
+    /// The suffix the thin link gives the promoted local symbols of each module the shard
+    /// names: `NAME.llvm.SUFFIX`, SUFFIX the first 64 bits of the module's content hash as
+    /// LLVM's `ModuleSummaryIndex::getGlobalNameForLocal` writes them. A back end that imported
+    /// a promoted symbol under a suffix no longer among them imports it under another name now.
+    pub promoted_suffixes: Vec<u64>,
 }
 
-/// The suffixes the thin link gives the promoted local symbols of each module the shard at
-/// `shard` (resolved against `cwd`) names: `NAME.llvm.SUFFIX`, SUFFIX the first 64 bits of the
-/// module's content hash as LLVM's `ModuleSummaryIndex::getGlobalNameForLocal` writes them. A
-/// back end that imported a promoted symbol under a suffix no longer among them imports it
-/// under another name now.
-pub fn promoted_suffixes(shard: &Path, cwd: &Path) -> Result<Vec<u64>> {
-    struct Hashes(Vec<u64>);
-    impl BitStreamVisitor for Hashes {
-        fn validate(&self, _signature: Signature) -> bool {
-            true
-        }
-        fn should_enter_block(&mut self, _block_id: u32) -> bool {
-            true
-        }
-        fn did_exit_block(&mut self, _block_id: u32) {}
-        fn visit(&mut self, block_id: u32, record: Record) {
-            if let (MODULE_STRTAB_BLOCK, MST_CODE_HASH, [high, low, ..]) =
-                (block_id, record.id, record.fields())
-            {
-                self.0
-                    .push(((*high & 0xffff_ffff) << 32) | (*low & 0xffff_ffff));
-            }
-        }
-    }
+/// [`ImportShard`] of the shard at `shard`, resolved against `cwd`.
+pub fn import_shard(shard: &Path, cwd: &Path) -> Result<ImportShard> {
     let bytes = std::fs::read(cwd.join(shard))
         .with_context(|| format!("cannot read summary shard {}", shard.display()))?;
-    let mut hashes = Hashes(Vec::new());
-    Bitcode::read(&bytes, &mut hashes).map_err(|e| {
-        anyhow!(
-            "summary shard {} is not valid bitcode: {e:?}",
-            shard.display()
-        )
-    })?;
-    Ok(hashes.0)
+    let parsed = parse_digest(&bytes, shard, cwd, &Digests::default(), Modules::Omitted)?;
+    Ok(ImportShard {
+        digest: parsed.digest,
+        promoted_suffixes: parsed.suffixes,
+    })
+}
+
+/// What [`parse_digest`] read from a shard.
+struct ParsedShard {
+    digest: String,
+    /// The modules it names, as resolved against the thin link's directory.
+    named: Vec<PathBuf>,
+    /// Each module's suffix of promoted symbols ([`ImportShard::promoted_suffixes`]).
+    suffixes: Vec<u64>,
 }
 
 /// The digest of the shard `bytes` (read from `shard`), and the modules it names.
@@ -248,13 +242,14 @@ fn parse_digest(
     cwd: &Path,
     digests: &Digests,
     modules: Modules,
-) -> Result<(String, Vec<PathBuf>)> {
+) -> Result<ParsedShard> {
     let mut visitor = ShardHasher {
         hasher: Sha256::new(),
         modules,
         cwd,
         digests,
         named: Vec::new(),
+        suffixes: Vec::new(),
         error: None,
     };
     Bitcode::read(bytes, &mut visitor).map_err(|e| {
@@ -266,7 +261,11 @@ fn parse_digest(
     if let Some(err) = visitor.error {
         return Err(err);
     }
-    Ok((hex::encode(visitor.hasher.finalize()), visitor.named))
+    Ok(ParsedShard {
+        digest: hex::encode(visitor.hasher.finalize()),
+        named: visitor.named,
+        suffixes: visitor.suffixes,
+    })
 }
 
 #[cfg(test)]
