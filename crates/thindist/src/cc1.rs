@@ -101,15 +101,24 @@ impl<'a> JobFiles<'a> {
     }
 }
 
-/// The cc1 options a driver command passes on with `-Xclang` that only say where a back end
-/// writes its stages (`-save-temps=obj`, which [`crate::probe`] adds): a cc1 worker of the flag
-/// set without them can run such a job with them appended to the cc1 command, since cc1 takes
-/// them anywhere. Options that set LLVM's global state (`-mllvm`) could not be, as they would
-/// stay set in the worker for the flag set's next jobs.
-const STAGE_OPTIONS: [&str; 1] = ["-save-temps=obj"];
+/// The option that makes clang write a back end's stages, named after its output.
+pub const SAVE_TEMPS_OBJ: &str = "-save-temps=obj";
 
-/// `command` without its `-Xclang` [`STAGE_OPTIONS`], and those options as cc1 takes them.
-pub fn split_stage_options(command: &[String]) -> (Vec<String>, Vec<String>) {
+/// The cc1 options a driver command passes on with `-Xclang` that only say where a back end
+/// writes its stages ([`SAVE_TEMPS_OBJ`], which [`crate::probe`] adds): a cc1 worker of the
+/// flag set without them can run such a job with them appended to the cc1 command, since cc1
+/// takes them anywhere. Options that set LLVM's global state (`-mllvm`) could not be, as they
+/// would stay set in the worker for the flag set's next jobs.
+const STAGE_OPTIONS: [&str; 1] = [SAVE_TEMPS_OBJ];
+
+/// `command` without its `-Xclang` [`STAGE_OPTIONS`], and those options as cc1 takes them;
+/// `None` when it has none (most jobs: their command is not copied).
+pub fn split_stage_options(command: &[String]) -> Option<(Vec<String>, Vec<String>)> {
+    let is_stage_pair =
+        |pair: &[String]| pair[0] == "-Xclang" && STAGE_OPTIONS.contains(&pair[1].as_str());
+    if !command.windows(2).any(is_stage_pair) {
+        return None;
+    }
     let (mut rest, mut stage) = (Vec::with_capacity(command.len()), Vec::new());
     let mut args = command.iter().peekable();
     while let Some(arg) = args.next() {
@@ -120,7 +129,7 @@ pub fn split_stage_options(command: &[String]) -> (Vec<String>, Vec<String>) {
             _ => rest.push(arg.clone()),
         }
     }
-    (rest, stage)
+    Some((rest, stage))
 }
 
 /// The driver command of a job with its own files, and its directory, replaced by markers: jobs
@@ -325,6 +334,10 @@ fn parse_command(text: &str) -> Option<(Vec<String>, &str)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::job::FlagsSource;
+    use proptest::prelude::*;
+    use std::path::PathBuf;
 
     #[test]
     fn stage_options_come_out_of_the_driver_command_as_cc1_takes_them() {
@@ -333,7 +346,7 @@ mod tests {
             .chain(["-Xclang", "-disable-llvm-passes", "-o", "n.o", "-Xclang"])
             .map(String::from)
             .collect();
-        let (flag_set, stage) = split_stage_options(&command);
+        let (flag_set, stage) = split_stage_options(&command).unwrap();
         assert_eq!(
             flag_set,
             [
@@ -349,11 +362,8 @@ mod tests {
             ]
         );
         assert_eq!(stage, ["-save-temps=obj"]);
+        assert_eq!(split_stage_options(&flag_set), None);
     }
-    use super::*;
-    use crate::job::FlagsSource;
-    use proptest::prelude::*;
-    use std::path::PathBuf;
 
     /// An argument as clang's driver prints it for `-###`.
     fn printed(arg: &str) -> String {

@@ -274,6 +274,7 @@ impl ServerProcess {
 }
 
 /// What a server is asked to run.
+#[derive(Clone, Copy)]
 struct Request<'a> {
     /// A cc1 job's worker key; `None` for a driver job.
     worker_key: Option<&'a str>,
@@ -370,11 +371,18 @@ impl ForkServers {
         let compiler = resolve(&job.command[0], &job.cwd, std::env::var_os("PATH"))?;
         let driver = Request::driver(&job.command, &job.cwd, None);
         // A job that only adds where its stages go runs in its flag set's cc1 worker.
-        let (flag_set, stage_options) = cc1::split_stage_options(&job.command);
-        let cc1_of = Cc1Of {
-            driver: Request::driver(&flag_set, &job.cwd, None),
-            files: JobFiles::of(job),
-            appended: &stage_options,
+        let split = cc1::split_stage_options(&job.command);
+        let cc1_of = match &split {
+            Some((flag_set, stage_options)) => Cc1Of {
+                driver: Request::driver(flag_set, &job.cwd, None),
+                files: JobFiles::of(job),
+                appended: stage_options,
+            },
+            None => Cc1Of {
+                driver,
+                files: JobFiles::of(job),
+                appended: &[],
+            },
         };
         self.run_compile(&compiler, &driver, cc1_of, &job.name())
     }
@@ -396,7 +404,7 @@ impl ForkServers {
         let files = JobFiles::from_command(command, cwd);
         let name = files.as_ref().map_or("", JobFiles::module).to_string();
         let cc1_of = Cc1Of {
-            driver: Request::driver(command, cwd, Some(env)),
+            driver,
             files,
             appended: &[],
         };

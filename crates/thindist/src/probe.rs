@@ -34,7 +34,7 @@ use crate::job::BackendJob;
 use std::path::{Path, PathBuf};
 
 /// Makes clang write the back end's stages, named after its output.
-const SAVE_TEMPS: [&str; 2] = ["-Xclang", "-save-temps=obj"];
+const SAVE_TEMPS: [&str; 2] = ["-Xclang", crate::cc1::SAVE_TEMPS_OBJ];
 
 /// What the probe adds to [`SAVE_TEMPS`]: stop before code generation, skip every pass, quietly.
 const PROBE_OPTIONS: [&str; 5] = [
